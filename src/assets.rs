@@ -1,0 +1,235 @@
+//! The instrument registry (`core_asset_registry_all`): validated symbols
+//! and asset classes, and the `barkeep assets` commands.
+
+use std::fmt;
+use std::process::ExitCode;
+use std::str::FromStr;
+
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+use tokio_postgres::Client;
+
+use crate::cli::Global;
+
+/// A canonical instrument symbol such as `EURUSD`, `XAUUSD` or `BTC-USD`:
+/// 1 to 32 characters of A–Z, 0–9, `.`, `_`, `-`, `/`, upper-cased.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Symbol(String);
+
+impl Symbol {
+    /// Validate and normalise a user-given symbol.
+    pub fn parse(raw: &str) -> Result<Self> {
+        let s = raw.trim().to_ascii_uppercase();
+        if s.is_empty() || s.len() > 32 {
+            bail!("symbol {raw:?} must be 1 to 32 characters long");
+        }
+        if let Some(bad) = s
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || "._-/".contains(*c)))
+        {
+            bail!(
+                "symbol {raw:?} contains {bad:?}; only A-Z, 0-9, '.', '_', '-' and '/' are allowed"
+            );
+        }
+        Ok(Self(s))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Symbol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for Symbol {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::parse(s)
+    }
+}
+
+/// What kind of market an instrument trades in; it picks the calendar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AssetClass {
+    Fx,
+    Metal,
+    Crypto,
+    Equity,
+}
+
+impl AssetClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AssetClass::Fx => "fx",
+            AssetClass::Metal => "metal",
+            AssetClass::Crypto => "crypto",
+            AssetClass::Equity => "equity",
+        }
+    }
+}
+
+/// One registry row, as `assets list` shows it.
+#[derive(Debug, serde::Serialize)]
+pub struct Asset {
+    pub canonical_symbol: String,
+    pub asset_class: String,
+    pub active: bool,
+    pub test_active: bool,
+    pub base_timeframe: String,
+    pub display_name: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AssetsCommand {
+    /// Register an instrument (or update its class and name).
+    Add {
+        /// Canonical symbol, e.g. EURUSD.
+        symbol: Symbol,
+        /// Asset class; fx and metal use the FX calendar, the others UTC.
+        #[arg(long, value_enum)]
+        class: AssetClass,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Register it inactive in prod.
+        #[arg(long)]
+        inactive: bool,
+    },
+    /// List registered instruments.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change an instrument's flags.
+    Set {
+        symbol: Symbol,
+        /// Active in prod.
+        #[arg(long)]
+        active: Option<bool>,
+        /// Active in dev and test.
+        #[arg(long)]
+        test_active: Option<bool>,
+    },
+}
+
+/// Insert or update one instrument.
+pub async fn add(
+    client: &Client,
+    symbol: &Symbol,
+    class: AssetClass,
+    name: Option<&str>,
+    active: bool,
+) -> Result<()> {
+    client
+        .execute(
+            "INSERT INTO core_asset_registry_all (canonical_symbol, asset_class, active, display_name)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (canonical_symbol) DO UPDATE
+               SET asset_class = EXCLUDED.asset_class,
+                   display_name = COALESCE(EXCLUDED.display_name, core_asset_registry_all.display_name),
+                   updated_at = now()",
+            &[&symbol.as_str(), &class.as_str(), &active, &name],
+        )
+        .await
+        .with_context(|| format!("registering {symbol}"))?;
+    Ok(())
+}
+
+/// Every registered instrument, by symbol.
+pub async fn list(client: &Client) -> Result<Vec<Asset>> {
+    let rows = client
+        .query(
+            "SELECT canonical_symbol, asset_class, active, test_active, base_timeframe, display_name
+             FROM core_asset_registry_all ORDER BY canonical_symbol",
+            &[],
+        )
+        .await
+        .context("reading the asset registry")?;
+    Ok(rows
+        .iter()
+        .map(|r| Asset {
+            canonical_symbol: r.get(0),
+            asset_class: r.get(1),
+            active: r.get(2),
+            test_active: r.get(3),
+            base_timeframe: r.get(4),
+            display_name: r.get(5),
+        })
+        .collect())
+}
+
+/// The asset class of a registered symbol, or an error naming the symbol.
+pub async fn class_of(client: &Client, symbol: &Symbol) -> Result<String> {
+    let row = client
+        .query_opt(
+            "SELECT asset_class FROM core_asset_registry_all WHERE canonical_symbol = $1",
+            &[&symbol.as_str()],
+        )
+        .await
+        .context("reading the asset registry")?;
+    match row {
+        Some(r) => Ok(r.get(0)),
+        None => bail!("unknown symbol {symbol}: register it first with `barkeep assets add {symbol} --class fx|metal|crypto|equity`"),
+    }
+}
+
+/// Run an `assets` command.
+pub async fn run(global: &Global, cmd: AssetsCommand) -> Result<ExitCode> {
+    let database = global.database().await?;
+    let client = database.connect().await?;
+    match cmd {
+        AssetsCommand::Add {
+            symbol,
+            class,
+            name,
+            inactive,
+        } => {
+            add(&client, &symbol, class, name.as_deref(), !inactive).await?;
+            println!("registered {symbol} ({})", class.as_str());
+        }
+        AssetsCommand::List { json } => {
+            let assets = list(&client).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&assets)?);
+            } else {
+                println!(
+                    "{:<12} {:<8} {:<7} {:<11}",
+                    "symbol", "class", "active", "test_active"
+                );
+                for a in assets {
+                    println!(
+                        "{:<12} {:<8} {:<7} {:<11}",
+                        a.canonical_symbol, a.asset_class, a.active, a.test_active
+                    );
+                }
+            }
+        }
+        AssetsCommand::Set {
+            symbol,
+            active,
+            test_active,
+        } => {
+            class_of(&client, &symbol).await?;
+            if active.is_none() && test_active.is_none() {
+                bail!("nothing to set: give --active and/or --test-active");
+            }
+            client
+                .execute(
+                    "UPDATE core_asset_registry_all
+                     SET active = COALESCE($2, active), test_active = COALESCE($3, test_active), updated_at = now()
+                     WHERE canonical_symbol = $1",
+                    &[&symbol.as_str(), &active, &test_active],
+                )
+                .await
+                .with_context(|| format!("updating {symbol}"))?;
+            println!("updated {symbol}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,220 @@
+//! The command line: clap definitions of every command and flag, and the
+//! dispatch from a parsed command to the module that does the work.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::db::Database;
+use crate::{assets, demo, ingest, migrate, pg};
+
+/// Keeps 5m, 15m, 1h, 4h, 1d and 1w bars aggregated from 1-minute bars in PostgreSQL.
+#[derive(Debug, Parser)]
+#[command(name = "barkeep", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args, Clone)]
+pub struct Global {
+    /// PostgreSQL URL; without it barkeep uses its embedded cluster.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Folder of the embedded cluster.
+    #[arg(long, env = "BARKEEP_HOME", default_value = ".barkeep", global = true)]
+    pub home: PathBuf,
+    /// Log more (repeat for even more).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+impl Global {
+    /// Resolve the database, starting the embedded cluster when needed.
+    pub async fn database(&self) -> Result<Database> {
+        Database::resolve(self.database_url.as_deref(), self.home.clone()).await
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole job on the embedded database with the shipped sample data.
+    Demo(demo::DemoArgs),
+    /// Manage the embedded PostgreSQL cluster.
+    #[command(subcommand)]
+    Pg(PgCommand),
+    /// Apply, revert or inspect the schema migrations.
+    #[command(subcommand)]
+    Db(DbCommand),
+    /// Register and configure instruments.
+    #[command(subcommand)]
+    Assets(assets::AssetsCommand),
+    /// Load 1-minute bars from HistData, MT4 or headed CSV files.
+    Ingest(ingest::IngestArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PgCommand {
+    /// Show whether the embedded cluster exists and runs.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start the embedded cluster (it also starts on demand).
+    Start,
+    /// Stop the embedded cluster.
+    Stop,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Apply pending migrations.
+    Up {
+        /// Stop after this version.
+        #[arg(long)]
+        to: Option<i64>,
+    },
+    /// Revert migrations.
+    Down {
+        /// Revert every step above this version (0 reverts everything).
+        #[arg(long, default_value_t = 0)]
+        to: i64,
+    },
+    /// List migrations and whether each is applied.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.global.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info,barkeep=info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BARKEEP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Run one parsed command.
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    let global = cli.global;
+    match cli.command {
+        Command::Demo(args) => demo::run(&global, args).await,
+        Command::Pg(cmd) => run_pg(&global, cmd).await,
+        Command::Db(cmd) => run_db(&global, cmd).await,
+        Command::Assets(cmd) => assets::run(&global, cmd).await,
+        Command::Ingest(args) => ingest::run(&global, args).await,
+    }
+}
+
+async fn run_pg(global: &Global, cmd: PgCommand) -> Result<ExitCode> {
+    let home = global.home.clone();
+    tokio::task::spawn_blocking(move || -> Result<ExitCode> {
+        let cluster = pg::Cluster::new(&home)?;
+        match cmd {
+            PgCommand::Status { json } => {
+                let status = cluster.status()?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&status)?);
+                } else {
+                    println!("home:        {}", status.home.display());
+                    println!("initialized: {}", status.initialized);
+                    println!("running:     {}", status.running);
+                    println!("socket:      {}", status.socket_dir.display());
+                    println!("binaries:    {}", status.bindir.display());
+                }
+            }
+            PgCommand::Start => {
+                cluster.ensure_running()?;
+                println!("embedded cluster running at {}", cluster.home().display());
+            }
+            PgCommand::Stop => {
+                if cluster.stop()? {
+                    println!("embedded cluster stopped");
+                } else {
+                    println!("embedded cluster was not running");
+                }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+    .await
+    .context("managing the embedded cluster")?
+}
+
+async fn run_db(global: &Global, cmd: DbCommand) -> Result<ExitCode> {
+    let database = global.database().await?;
+    let mut client = database.connect().await?;
+    match cmd {
+        DbCommand::Up { to } => {
+            let applied = migrate::up(&mut client, to).await?;
+            if applied.is_empty() {
+                println!("database is up to date");
+            }
+            for v in applied {
+                println!("applied migration {v}");
+            }
+        }
+        DbCommand::Down { to } => {
+            let reverted = migrate::down(&mut client, to).await?;
+            if reverted.is_empty() {
+                println!("nothing to revert");
+            }
+            for v in reverted {
+                println!("reverted migration {v}");
+            }
+        }
+        DbCommand::Status { json } => {
+            let steps = migrate::status(&client).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&steps)?);
+            } else {
+                for s in steps {
+                    let state = match (s.applied, s.checksum_ok) {
+                        (true, true) => "applied",
+                        (true, false) => "applied, EDITED since",
+                        _ => "pending",
+                    };
+                    println!("{:>4}  {:<40} {state}", s.version, s.name);
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

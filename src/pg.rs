@@ -1,0 +1,343 @@
+//! The embedded PostgreSQL cluster: `initdb` + `postgres` from the installed
+//! PostgreSQL binaries, kept under `./.barkeep` (or `BARKEEP_HOME`), reached
+//! over a unix socket only, and run as an unprivileged user when barkeep
+//! itself runs as root (PostgreSQL refuses to run as root).
+//!
+//! A file lock on `<home>/lock` serialises start-up, so two barkeep
+//! processes started at once never start two servers on one data folder.
+
+use std::fs::{self, File};
+use std::os::unix::fs::{chown, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use anyhow::{bail, Context, Result};
+
+/// Name of the superuser `initdb` creates in the embedded cluster.
+pub const SUPERUSER: &str = "postgres";
+/// Name of the database barkeep keeps its tables in.
+pub const DATABASE: &str = "barkeep";
+/// Port number; with TCP off it only names the socket file.
+const PORT: u16 = 5432;
+/// Longest unix socket path the kernel accepts, less the socket file name.
+const MAX_SOCKET_DIR_LEN: usize = 100 - ".s.PGSQL.5432".len();
+
+/// An embedded cluster rooted at one folder.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    home: PathBuf,
+    bindir: PathBuf,
+}
+
+/// The OS account the server runs as.
+#[derive(Debug, Clone, Copy)]
+struct RunAs {
+    uid: u32,
+    gid: u32,
+}
+
+/// What `barkeep pg status` reports.
+#[derive(Debug, serde::Serialize)]
+pub struct ClusterStatus {
+    pub home: PathBuf,
+    pub initialized: bool,
+    pub running: bool,
+    pub socket_dir: PathBuf,
+    pub bindir: PathBuf,
+}
+
+impl Cluster {
+    /// A cluster under `home`, using the PostgreSQL binaries found on this machine.
+    pub fn new(home: &Path) -> Result<Self> {
+        let home = absolute(home)?;
+        let bindir = find_bindir()?;
+        Ok(Self { home, bindir })
+    }
+
+    /// The folder that holds the data directory, socket and log.
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.home.join("pgdata")
+    }
+
+    /// Socket folder: inside home when the path is short enough for a unix
+    /// socket, otherwise a per-home folder under /tmp.
+    pub fn socket_dir(&self) -> PathBuf {
+        let inside = self.home.join("run");
+        if inside.as_os_str().len() <= MAX_SOCKET_DIR_LEN {
+            return inside;
+        }
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(self.home.as_os_str().as_encoded_bytes());
+        let short: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+        std::env::temp_dir().join(format!("barkeep-{short}"))
+    }
+
+    fn log_file(&self) -> PathBuf {
+        self.socket_dir().join("postgres.log")
+    }
+
+    /// Connection settings for a database of this cluster.
+    pub fn config(&self, dbname: &str) -> tokio_postgres::Config {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host_path(self.socket_dir())
+            .port(PORT)
+            .user(SUPERUSER)
+            .dbname(dbname)
+            .application_name("barkeep");
+        config
+    }
+
+    /// Initialise the cluster if needed and start it unless it already runs.
+    pub fn ensure_running(&self) -> Result<()> {
+        fs::create_dir_all(&self.home)
+            .with_context(|| format!("creating {}", self.home.display()))?;
+        let lock_path = self.home.join("lock");
+        let lock = File::create(&lock_path)
+            .with_context(|| format!("opening lock file {}", lock_path.display()))?;
+        lock.lock()
+            .with_context(|| format!("locking {}", lock_path.display()))?;
+        let run_as = run_as()?;
+        self.prepare_dirs(run_as)?;
+        if !self.data_dir().join("PG_VERSION").exists() {
+            self.initdb(run_as)?;
+        }
+        if !self.is_running(run_as)? {
+            self.start(run_as)?;
+        }
+        drop(lock);
+        Ok(())
+    }
+
+    /// Whether the cluster is initialised and its server answers.
+    pub fn status(&self) -> Result<ClusterStatus> {
+        let initialized = self.data_dir().join("PG_VERSION").exists();
+        let running = initialized && self.is_running(run_as()?)?;
+        Ok(ClusterStatus {
+            home: self.home.clone(),
+            initialized,
+            running,
+            socket_dir: self.socket_dir(),
+            bindir: self.bindir.clone(),
+        })
+    }
+
+    /// Stop the server (fast shutdown). Returns false when it was not running.
+    pub fn stop(&self) -> Result<bool> {
+        if !self.data_dir().join("PG_VERSION").exists() {
+            return Ok(false);
+        }
+        let run_as = run_as()?;
+        if !self.is_running(run_as)? {
+            return Ok(false);
+        }
+        let data = self.data_dir();
+        let out = self
+            .pg_command("pg_ctl", run_as)
+            .arg("stop")
+            .arg("-D")
+            .arg(&data)
+            .args(["-m", "fast", "-w"])
+            .output()
+            .context("running pg_ctl stop")?;
+        check(&out, "pg_ctl stop")?;
+        Ok(true)
+    }
+
+    fn prepare_dirs(&self, run_as: Option<RunAs>) -> Result<()> {
+        for dir in [self.data_dir(), self.socket_dir()] {
+            fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("setting permissions of {}", dir.display()))?;
+            if let Some(user) = run_as {
+                chown(&dir, Some(user.uid), Some(user.gid))
+                    .with_context(|| format!("handing {} to the server's user", dir.display()))?;
+            }
+        }
+        if let Some(user) = run_as {
+            // The server's user must be able to walk down to its folders.
+            let probe = Command::new("test")
+                .arg("-x")
+                .arg(&self.home)
+                .uid(user.uid)
+                .gid(user.gid)
+                .status();
+            if !matches!(probe, Ok(s) if s.success()) {
+                bail!(
+                    "PostgreSQL runs as an unprivileged user (uid {}), which cannot reach {}; \
+                     set BARKEEP_HOME to a folder it can reach (for example /tmp/barkeep)",
+                    user.uid,
+                    self.home.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn initdb(&self, run_as: Option<RunAs>) -> Result<()> {
+        let out = self
+            .pg_command("initdb", run_as)
+            .arg("-D")
+            .arg(self.data_dir())
+            .args([
+                "-U",
+                SUPERUSER,
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ])
+            .output()
+            .context("running initdb")?;
+        check(&out, "initdb")
+    }
+
+    fn start(&self, run_as: Option<RunAs>) -> Result<()> {
+        let options = format!(
+            "-c listen_addresses='' -k {} -p {PORT} -c unix_socket_permissions=0700 -c fsync=on",
+            quote_option(&self.socket_dir())
+        );
+        let out = self
+            .pg_command("pg_ctl", run_as)
+            .arg("start")
+            .arg("-D")
+            .arg(self.data_dir())
+            .arg("-l")
+            .arg(self.log_file())
+            .args(["-w", "-t", "60", "-o", &options])
+            .output()
+            .context("running pg_ctl start")?;
+        check(&out, "pg_ctl start")
+            .with_context(|| format!("the server log is at {}", self.log_file().display()))
+    }
+
+    fn is_running(&self, run_as: Option<RunAs>) -> Result<bool> {
+        let out = self
+            .pg_command("pg_ctl", run_as)
+            .arg("status")
+            .arg("-D")
+            .arg(self.data_dir())
+            .output()
+            .context("running pg_ctl status")?;
+        // pg_ctl status: 0 running, 3 not running, 4 no data directory.
+        Ok(out.status.success())
+    }
+
+    fn pg_command(&self, program: &str, run_as: Option<RunAs>) -> Command {
+        let mut cmd = Command::new(self.bindir.join(program));
+        cmd.current_dir(&self.home);
+        if let Some(user) = run_as {
+            cmd.uid(user.uid).gid(user.gid);
+            cmd.env("HOME", &self.home);
+        }
+        cmd
+    }
+}
+
+/// The unprivileged account to run the server as, when we are root.
+fn run_as() -> Result<Option<RunAs>> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(None);
+    }
+    for name in ["postgres", "nobody"] {
+        if let Ok(Some(user)) = nix::unistd::User::from_name(name) {
+            return Ok(Some(RunAs {
+                uid: user.uid.as_raw(),
+                gid: user.gid.as_raw(),
+            }));
+        }
+    }
+    bail!("running as root, but there is no 'postgres' or 'nobody' user to run PostgreSQL as")
+}
+
+/// Find the folder holding `initdb`, `pg_ctl` and `postgres`.
+pub fn find_bindir() -> Result<PathBuf> {
+    let has_all = |dir: &Path| {
+        ["initdb", "pg_ctl", "postgres"]
+            .iter()
+            .all(|b| dir.join(b).is_file())
+    };
+    if let Ok(dir) = std::env::var("BARKEEP_PG_BINDIR") {
+        let dir = PathBuf::from(dir);
+        if has_all(&dir) {
+            return Ok(dir);
+        }
+        bail!(
+            "BARKEEP_PG_BINDIR={} has no initdb, pg_ctl and postgres",
+            dir.display()
+        );
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            if has_all(&dir) {
+                // Resolve links so sibling binaries come from one installation.
+                let real = fs::canonicalize(dir.join("initdb")).ok();
+                if let Some(parent) = real.as_deref().and_then(Path::parent) {
+                    if has_all(parent) {
+                        return Ok(parent.to_path_buf());
+                    }
+                }
+                return Ok(dir);
+            }
+        }
+    }
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+        if out.status.success() {
+            let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+            if has_all(&dir) {
+                return Ok(dir);
+            }
+        }
+    }
+    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse::<u32>().ok()?;
+            Some((version, e.path().join("bin")))
+        })
+        .filter(|(_, dir)| has_all(dir))
+        .collect();
+    versions.sort();
+    if let Some((_, dir)) = versions.pop() {
+        return Ok(dir);
+    }
+    bail!(
+        "no PostgreSQL server binaries (initdb, pg_ctl, postgres) found on PATH, via pg_config \
+         or under /usr/lib/postgresql; install them (Debian/Ubuntu: apt-get install postgresql-15) \
+         or pass --database-url"
+    )
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    if path.is_absolute() {
+        return Ok(path.to_path_buf());
+    }
+    Ok(std::env::current_dir()
+        .context("reading the current folder")?
+        .join(path))
+}
+
+fn quote_option(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', "\\'"))
+}
+
+fn check(out: &Output, what: &str) -> Result<()> {
+    if out.status.success() {
+        return Ok(());
+    }
+    bail!(
+        "{what} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim(),
+        String::from_utf8_lossy(&out.stdout).trim()
+    )
+}

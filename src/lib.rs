@@ -10,6 +10,7 @@
 //! - [`assets`]: the instrument registry (`core_asset_registry_all`).
 //! - [`ingest`]: parsing, validating and loading 1-minute bars.
 //! - [`demo`]: the end-to-end demo on the shipped sample.
+//! - [`synth`]: seeded synthetic 1-minute bars for tests and benchmarks.
 
 pub mod assets;
 pub mod cli;
@@ -18,3 +19,4 @@ pub mod demo;
 pub mod ingest;
 pub mod migrate;
 pub mod pg;
+pub mod synth;

@@ -44,7 +44,7 @@ macro_rules! migration {
 pub const MIGRATIONS: &[Migration] = &[migration!(1, "0001_base_schema")];
 
 /// Key of the advisory lock held while migrating ("barkeep" in ASCII).
-const LOCK_KEY: i64 = 0x6261_726b_6565_70;
+const LOCK_KEY: i64 = 0x0062_6172_6b65_6570;
 
 /// State of one step in a database.
 #[derive(Debug, serde::Serialize)]

@@ -5,3 +5,4 @@ mod checklist;
 #[allow(dead_code)] // helpers used by some capabilities only
 mod common;
 mod migrations;
+mod sql_functions;

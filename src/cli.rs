@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::db::Database;
-use crate::{assets, demo, ingest, migrate, pg};
+use crate::{assets, demo, export, ingest, migrate, pg, worker};
 
 /// Keeps 5m, 15m, 1h, 4h, 1d and 1w bars aggregated from 1-minute bars in PostgreSQL.
 #[derive(Debug, Parser)]
@@ -56,6 +56,10 @@ pub enum Command {
     Assets(assets::AssetsCommand),
     /// Load 1-minute bars from HistData, MT4 or headed CSV files.
     Ingest(ingest::IngestArgs),
+    /// Claim due tasks and aggregate them (forever, or `--once`).
+    Run(worker::RunArgs),
+    /// Print stored bars as CSV or JSON.
+    Export(export::ExportArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -140,6 +144,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Db(cmd) => run_db(&global, cmd).await,
         Command::Assets(cmd) => assets::run(&global, cmd).await,
         Command::Ingest(args) => ingest::run(&global, args).await,
+        Command::Run(args) => worker::run(&global, args).await,
+        Command::Export(args) => export::run(&global, args).await,
     }
 }
 

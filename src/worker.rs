@@ -202,11 +202,20 @@ pub async fn run_worker(
     ));
     let mut summary = Summary::default();
     let mut idle_polls = 0u64;
+    let mut progress_since_wake = true;
     let result: Result<()> = async {
         while !stop.load(Ordering::SeqCst) {
             let (claims, now) = claim(&control, args, &worker).await?;
             if claims.is_empty() {
                 if args.once {
+                    // A task that found its source unfinished waits for its
+                    // run interval; wake the idle ones once more after any
+                    // progress so `--once` ends only when nothing is final.
+                    if progress_since_wake {
+                        wake_idle_tasks(&control).await?;
+                        progress_since_wake = false;
+                        continue;
+                    }
                     break;
                 }
                 idle_polls += 1;
@@ -244,6 +253,7 @@ pub async fn run_worker(
             };
             for o in &outcomes {
                 summary.record(o);
+                progress_since_wake |= o.new_cursor > o.start_cursor || o.bars_created > 0;
             }
         }
         Ok(())
@@ -252,6 +262,18 @@ pub async fn run_worker(
     heartbeat.abort();
     result?;
     Ok(summary)
+}
+
+async fn wake_idle_tasks(control: &Client) -> Result<()> {
+    control
+        .execute(
+            "UPDATE data_agg_state SET next_run_at = now()
+             WHERE enabled AND status = 'idle' AND next_run_at > now()",
+            &[],
+        )
+        .await
+        .context("waking idle tasks")?;
+    Ok(())
 }
 
 async fn claim(

@@ -4,4 +4,6 @@
 mod calendar;
 #[allow(dead_code)] // helpers used by some capabilities only
 mod common;
+mod engine;
 mod migrations;
+mod worker;

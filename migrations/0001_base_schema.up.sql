@@ -50,6 +50,12 @@ CREATE TABLE IF NOT EXISTS data_bars (
   ingested_at      timestamptz NOT NULL DEFAULT now(),
   raw              jsonb
 );
+-- Columns an earlier deployment's data_bars may lack.
+ALTER TABLE data_bars ADD COLUMN IF NOT EXISTS vwap double precision;
+ALTER TABLE data_bars ADD COLUMN IF NOT EXISTS trade_count bigint;
+ALTER TABLE data_bars ADD COLUMN IF NOT EXISTS source text;
+ALTER TABLE data_bars ADD COLUMN IF NOT EXISTS ingested_at timestamptz NOT NULL DEFAULT now();
+ALTER TABLE data_bars ADD COLUMN IF NOT EXISTS raw jsonb;
 CREATE UNIQUE INDEX IF NOT EXISTS data_bars_symbol_tf_ts_key
   ON data_bars (canonical_symbol, timeframe, ts_utc);
 
@@ -75,6 +81,25 @@ CREATE TABLE IF NOT EXISTS derived_data_bars (
   created_at         timestamptz NOT NULL DEFAULT now(),
   updated_at         timestamptz NOT NULL DEFAULT now()
 );
+-- Columns an earlier deployment's derived_data_bars may lack. The id is
+-- added only when missing: ADD COLUMN IF NOT EXISTS with bigserial would
+-- still create a spare sequence.
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                 WHERE table_schema = current_schema() AND table_name = 'derived_data_bars'
+                   AND column_name = 'id') THEN
+    ALTER TABLE derived_data_bars ADD COLUMN id bigserial;
+    CREATE UNIQUE INDEX derived_data_bars_id_key ON derived_data_bars (id);
+  END IF;
+END $$;
+ALTER TABLE derived_data_bars ADD COLUMN IF NOT EXISTS vwap double precision;
+ALTER TABLE derived_data_bars ADD COLUMN IF NOT EXISTS trade_count bigint;
+ALTER TABLE derived_data_bars ADD COLUMN IF NOT EXISTS is_partial boolean NOT NULL DEFAULT false;
+ALTER TABLE derived_data_bars ADD COLUMN IF NOT EXISTS derivation_version integer NOT NULL DEFAULT 1;
+ALTER TABLE derived_data_bars ADD COLUMN IF NOT EXISTS deleted_at timestamptz;
+ALTER TABLE derived_data_bars ADD COLUMN IF NOT EXISTS created_at timestamptz NOT NULL DEFAULT now();
+ALTER TABLE derived_data_bars ADD COLUMN IF NOT EXISTS updated_at timestamptz NOT NULL DEFAULT now();
 CREATE UNIQUE INDEX IF NOT EXISTS derived_data_bars_live_key
   ON derived_data_bars (canonical_symbol, timeframe, ts_utc)
   WHERE deleted_at IS NULL;
@@ -100,6 +125,13 @@ CREATE TABLE IF NOT EXISTS data_agg_state (
   updated_at                timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (canonical_symbol, timeframe)
 );
+-- Columns an earlier deployment's data_agg_state may lack.
+ALTER TABLE data_agg_state ADD COLUMN IF NOT EXISTS running_started_at_utc timestamptz;
+ALTER TABLE data_agg_state ADD COLUMN IF NOT EXISTS last_attempted_at_utc timestamptz;
+ALTER TABLE data_agg_state ADD COLUMN IF NOT EXISTS total_runs bigint NOT NULL DEFAULT 0;
+ALTER TABLE data_agg_state ADD COLUMN IF NOT EXISTS total_bars_created bigint NOT NULL DEFAULT 0;
+ALTER TABLE data_agg_state ADD COLUMN IF NOT EXISTS total_bars_quality_poor bigint NOT NULL DEFAULT 0;
+ALTER TABLE data_agg_state ADD COLUMN IF NOT EXISTS updated_at timestamptz NOT NULL DEFAULT now();
 -- Lease fencing and heartbeat (SPEC section 4).
 ALTER TABLE data_agg_state ADD COLUMN IF NOT EXISTS lease_token uuid;
 ALTER TABLE data_agg_state ADD COLUMN IF NOT EXISTS lease_owner text;

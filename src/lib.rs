@@ -14,6 +14,7 @@
 //! - [`assets`]: the instrument registry (`core_asset_registry_all`).
 //! - [`ingest`]: parsing, validating and loading 1-minute bars.
 //! - [`demo`]: the end-to-end demo on the shipped sample.
+//! - [`tasks`]: `sync` of tasks from the registry and operator task commands.
 //! - [`synth`]: seeded synthetic 1-minute bars for tests and benchmarks.
 
 pub mod assets;
@@ -27,4 +28,5 @@ pub mod ingest;
 pub mod migrate;
 pub mod pg;
 pub mod synth;
+pub mod tasks;
 pub mod worker;

@@ -41,7 +41,10 @@ macro_rules! migration {
 }
 
 /// Every step, in order.
-pub const MIGRATIONS: &[Migration] = &[migration!(1, "0001_base_schema")];
+pub const MIGRATIONS: &[Migration] = &[
+    migration!(1, "0001_base_schema"),
+    migration!(2, "0002_phase5"),
+];
 
 /// Key of the advisory lock held while migrating ("barkeep" in ASCII).
 const LOCK_KEY: i64 = 0x0062_6172_6b65_6570;

@@ -1,0 +1,241 @@
+//! Aggregation tasks from the operator's side: `barkeep sync` (one task per
+//! active asset and ladder timeframe, through `sync_agg_state_from_registry`)
+//! and `barkeep task enable|disable|reenable|priority`.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use clap::{Args, Subcommand, ValueEnum};
+use tokio_postgres::Client;
+
+use crate::assets::Symbol;
+use crate::cli::Global;
+
+/// Which registry flag says an asset is active.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Env {
+    /// `active`.
+    Prod,
+    /// `test_active`.
+    Dev,
+    /// `test_active`.
+    Test,
+}
+
+impl Env {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Env::Prod => "prod",
+            Env::Dev => "dev",
+            Env::Test => "test",
+        }
+    }
+}
+
+/// The derived timeframes of the ladder, in claim order.
+pub const LADDER: [&str; 6] = ["5m", "15m", "1h", "4h", "1d", "1w"];
+
+/// A derived timeframe of the ladder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timeframe(&'static str);
+
+impl Timeframe {
+    pub fn parse(raw: &str) -> Result<Self> {
+        let wanted = raw.trim().to_ascii_lowercase();
+        match LADDER.iter().find(|tf| **tf == wanted) {
+            Some(tf) => Ok(Self(tf)),
+            None => bail!(
+                "unknown timeframe {raw:?}: expected one of {}",
+                LADDER.join(", ")
+            ),
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        self.0
+    }
+}
+
+impl std::str::FromStr for Timeframe {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::parse(s)
+    }
+}
+
+/// Default first bucket of new tasks.
+pub const DEFAULT_START: &str = "2025-07-01T00:00:00Z";
+
+/// Parse a start instant: RFC 3339 (`2025-07-01T00:00:00Z`, a space instead
+/// of `T` is fine), a naive date-time taken as UTC, or a plain date (its
+/// midnight UTC).
+pub fn parse_start(raw: &str) -> Result<DateTime<Utc>> {
+    let s = raw.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    for fmt in ["%Y-%m-%d %H:%M:%S%#z", "%Y-%m-%d %H:%M%#z"] {
+        if let Ok(t) = DateTime::parse_from_str(s, fmt) {
+            return Ok(t.with_timezone(&Utc));
+        }
+    }
+    for fmt in ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(s, fmt) {
+            return Ok(t.and_utc());
+        }
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        if let Some(t) = d.and_hms_opt(0, 0, 0) {
+            return Ok(t.and_utc());
+        }
+    }
+    bail!("cannot read {raw:?} as a start time: give RFC 3339 (2025-07-01T00:00:00Z) or a date (2025-07-01)")
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Which registry flag decides what is active.
+    #[arg(long, value_enum, default_value = "prod")]
+    pub env: Env,
+    /// First bucket of new tasks (RFC 3339 or a date).
+    #[arg(long, default_value = DEFAULT_START, value_parser = parse_start)]
+    pub start: DateTime<Utc>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What one sync did.
+#[derive(Debug, serde::Serialize, PartialEq, Eq)]
+pub struct SyncReport {
+    pub success: bool,
+    pub tasks_created: i32,
+    pub tasks_enabled: i32,
+    pub tasks_disabled: i32,
+    pub tasks_total: i32,
+}
+
+/// Create, re-enable and park tasks so they match the registry of `env`.
+pub async fn sync(client: &Client, env: Env, start: DateTime<Utc>) -> Result<SyncReport> {
+    let row = client
+        .query_one(
+            "SELECT success, tasks_created, tasks_enabled, tasks_disabled, tasks_total
+             FROM sync_agg_state_from_registry($1, $2)",
+            &[&env.as_str(), &start],
+        )
+        .await
+        .context(
+            "syncing tasks from the registry (is the database migrated? run `barkeep db up`)",
+        )?;
+    Ok(SyncReport {
+        success: row.get(0),
+        tasks_created: row.get(1),
+        tasks_enabled: row.get(2),
+        tasks_disabled: row.get(3),
+        tasks_total: row.get(4),
+    })
+}
+
+/// `barkeep sync`.
+pub async fn run_sync(global: &Global, args: SyncArgs) -> Result<ExitCode> {
+    let client = global.database().await?.connect().await?;
+    let report = sync(&client, args.env, args.start).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "synced {} tasks for {}: {} created, {} re-enabled, {} disabled",
+            report.tasks_total,
+            args.env.as_str(),
+            report.tasks_created,
+            report.tasks_enabled,
+            report.tasks_disabled
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// Let a disabled task run again (all timeframes when none is given).
+    Enable(TaskTarget),
+    /// Stop a task from being claimed; a run in flight loses its lease.
+    Disable(TaskTarget),
+    /// Put a hard_failed or disabled task back to idle with its streaks cleared.
+    Reenable(TaskTarget),
+    /// Set the claim priority (lower runs first; the default is 100).
+    Priority {
+        #[command(flatten)]
+        target: TaskTarget,
+        /// New priority.
+        #[arg(long)]
+        priority: i32,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TaskTarget {
+    /// Canonical symbol.
+    pub symbol: Symbol,
+    /// Timeframe (5m, 15m, 1h, 4h, 1d, 1w); all of the symbol's when omitted.
+    pub timeframe: Option<Timeframe>,
+}
+
+/// Apply one operator action; returns how many tasks it changed.
+pub async fn apply(client: &Client, cmd: &TaskCommand) -> Result<u64> {
+    let (sql, target, priority): (&str, &TaskTarget, Option<i32>) = match cmd {
+        TaskCommand::Enable(t) => (
+            "UPDATE data_agg_state SET enabled = true, next_run_at = now(), updated_at = now(),
+               status = CASE WHEN status = 'disabled' THEN 'idle' ELSE status END
+             WHERE canonical_symbol = $1 AND ($2::text IS NULL OR timeframe = $2)",
+            t,
+            None,
+        ),
+        // Clearing the lease fences a worker still running the task.
+        TaskCommand::Disable(t) => (
+            "UPDATE data_agg_state SET enabled = false, status = 'disabled', lease_token = NULL,
+               lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+             WHERE canonical_symbol = $1 AND ($2::text IS NULL OR timeframe = $2)",
+            t,
+            None,
+        ),
+        TaskCommand::Reenable(t) => (
+            "UPDATE data_agg_state SET enabled = true, status = 'idle', hard_fail_streak = 0,
+               transient_fail_streak = 0, last_error = NULL, next_run_at = now(),
+               lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+             WHERE canonical_symbol = $1 AND ($2::text IS NULL OR timeframe = $2)
+               AND status IN ('hard_failed', 'disabled', 'idle')",
+            t,
+            None,
+        ),
+        TaskCommand::Priority { target, priority } => (
+            "UPDATE data_agg_state SET task_priority = $3, updated_at = now()
+             WHERE canonical_symbol = $1 AND ($2::text IS NULL OR timeframe = $2)",
+            target,
+            Some(*priority),
+        ),
+    };
+    let tf = target.timeframe.as_ref().map(Timeframe::as_str);
+    let symbol = target.symbol.as_str();
+    let changed = match priority {
+        Some(p) => client.execute(sql, &[&symbol, &tf, &p]).await,
+        None => client.execute(sql, &[&symbol, &tf]).await,
+    }
+    .with_context(|| format!("updating the tasks of {symbol}"))?;
+    if changed == 0 {
+        bail!(
+            "no task of {symbol}{} matched; run `barkeep sync` after registering it",
+            tf.map(|t| format!(" {t}")).unwrap_or_default()
+        );
+    }
+    Ok(changed)
+}
+
+/// `barkeep task …`.
+pub async fn run_task(global: &Global, cmd: TaskCommand) -> Result<ExitCode> {
+    let client = global.database().await?.connect().await?;
+    let changed = apply(&client, &cmd).await?;
+    println!("{changed} task(s) updated");
+    Ok(ExitCode::SUCCESS)
+}

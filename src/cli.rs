@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::db::Database;
-use crate::{assets, demo, ingest, migrate, pg, tasks};
+use crate::{assets, demo, export, ingest, migrate, pg, tasks, worker};
 
 /// Keeps 5m, 15m, 1h, 4h, 1d and 1w bars aggregated from 1-minute bars in PostgreSQL.
 #[derive(Debug, Parser)]
@@ -61,6 +61,10 @@ pub enum Command {
     /// Enable, disable, re-enable or re-prioritise aggregation tasks.
     #[command(subcommand)]
     Task(tasks::TaskCommand),
+    /// Claim due tasks and aggregate them (forever, or `--once`).
+    Run(worker::RunArgs),
+    /// Print stored bars as CSV or JSON.
+    Export(export::ExportArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -147,6 +151,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Ingest(args) => ingest::run(&global, args).await,
         Command::Sync(args) => tasks::run_sync(&global, args).await,
         Command::Task(cmd) => tasks::run_task(&global, cmd).await,
+        Command::Run(args) => worker::run(&global, args).await,
+        Command::Export(args) => export::run(&global, args).await,
     }
 }
 

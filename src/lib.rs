@@ -7,6 +7,10 @@
 //! - [`pg`]: the embedded PostgreSQL cluster under `./.barkeep`.
 //! - [`db`]: resolving and connecting to the database.
 //! - [`migrate`]: reversible, checksummed migrations embedded from `migrations/`.
+//! - [`calendar`]: timeframes, the ladder, utc and fx bucket calendars.
+//! - [`engine`]: the fast aggregation path (fold, binary COPY source and sink).
+//! - [`worker`]: claiming, running and finishing tasks (`barkeep run`).
+//! - [`export`]: printing stored bars (`barkeep export`).
 //! - [`assets`]: the instrument registry (`core_asset_registry_all`).
 //! - [`ingest`]: parsing, validating and loading 1-minute bars.
 //! - [`demo`]: the end-to-end demo on the shipped sample.
@@ -14,11 +18,15 @@
 //! - [`synth`]: seeded synthetic 1-minute bars for tests and benchmarks.
 
 pub mod assets;
+pub mod calendar;
 pub mod cli;
 pub mod db;
 pub mod demo;
+pub mod engine;
+pub mod export;
 pub mod ingest;
 pub mod migrate;
 pub mod pg;
 pub mod synth;
 pub mod tasks;
+pub mod worker;

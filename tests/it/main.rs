@@ -1,8 +1,11 @@
 //! barkeep's integration tests: one binary, one module per capability,
 //! each test on a fresh database of a real PostgreSQL cluster.
 
+mod calendar;
 mod checklist;
 #[allow(dead_code)] // helpers used by some capabilities only
 mod common;
+mod engine;
 mod migrations;
 mod sql_functions;
+mod worker;

@@ -1,0 +1,239 @@
+//! Timeframes, the ladder and the two bucket calendars (`utc` and `fx`):
+//! which bucket an instant belongs to, where a bucket ends and how many
+//! source bars a full bucket has. The SQL face implements the same rules
+//! (docs/DESIGN.md); a test proves both write identical bars.
+
+use std::fmt;
+use std::str::FromStr;
+
+use anyhow::{bail, Result};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, TimeZone, Timelike, Utc};
+use chrono_tz::America::New_York;
+
+/// A bar length barkeep knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum Timeframe {
+    M1,
+    M5,
+    M15,
+    H1,
+    H4,
+    D1,
+    W1,
+}
+
+impl Timeframe {
+    /// The derived timeframes in ladder order: every one comes after its source.
+    pub const LADDER: [Timeframe; 6] = [
+        Timeframe::M5,
+        Timeframe::M15,
+        Timeframe::H1,
+        Timeframe::H4,
+        Timeframe::D1,
+        Timeframe::W1,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Timeframe::M1 => "1m",
+            Timeframe::M5 => "5m",
+            Timeframe::M15 => "15m",
+            Timeframe::H1 => "1h",
+            Timeframe::H4 => "4h",
+            Timeframe::D1 => "1d",
+            Timeframe::W1 => "1w",
+        }
+    }
+
+    /// Parse `1m`, `5m`, `15m`, `1h`, `4h`, `1d` or `1w`.
+    pub fn parse(raw: &str) -> Result<Self> {
+        Ok(match raw.trim().to_ascii_lowercase().as_str() {
+            "1m" => Timeframe::M1,
+            "5m" => Timeframe::M5,
+            "15m" => Timeframe::M15,
+            "1h" => Timeframe::H1,
+            "4h" => Timeframe::H4,
+            "1d" => Timeframe::D1,
+            "1w" => Timeframe::W1,
+            _ => bail!("unknown timeframe {raw:?}: use 1m, 5m, 15m, 1h, 4h, 1d or 1w"),
+        })
+    }
+
+    /// The timeframe this one is built from in the default ladder (None for 1m).
+    pub fn source(self) -> Option<Timeframe> {
+        match self {
+            Timeframe::M1 => None,
+            Timeframe::M5 => Some(Timeframe::M1),
+            Timeframe::M15 | Timeframe::H1 => Some(Timeframe::M5),
+            Timeframe::H4 | Timeframe::D1 => Some(Timeframe::H1),
+            Timeframe::W1 => Some(Timeframe::D1),
+        }
+    }
+
+    /// Claim order of the task queue: 5m=1 … 1w=6 (1m=0).
+    pub fn rank(self) -> i32 {
+        self as i32
+    }
+
+    /// Length of a bucket that is a fixed number of minutes on every calendar.
+    fn fixed_minutes(self) -> Option<i64> {
+        match self {
+            Timeframe::M1 => Some(1),
+            Timeframe::M5 => Some(5),
+            Timeframe::M15 => Some(15),
+            Timeframe::H1 => Some(60),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Timeframe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Timeframe {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::parse(s)
+    }
+}
+
+/// How buckets are cut for an instrument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Calendar {
+    /// Everything floored in UTC; weeks start Monday 00:00 UTC.
+    Utc,
+    /// 4h, 1d and 1w on the FX clock (New York wall time + 7 h).
+    Fx,
+}
+
+impl Calendar {
+    /// `fx` and `metal` trade on the FX clock; everything else on UTC.
+    pub fn for_asset_class(class: &str) -> Calendar {
+        match class.trim().to_ascii_lowercase().as_str() {
+            "fx" | "metal" => Calendar::Fx,
+            _ => Calendar::Utc,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Calendar::Utc => "utc",
+            Calendar::Fx => "fx",
+        }
+    }
+}
+
+/// Hours FXT runs ahead of New York wall time.
+const FXT_AHEAD_OF_NEW_YORK: i64 = 7;
+
+fn floor_secs(ts: DateTime<Utc>, secs: i64) -> DateTime<Utc> {
+    let t = ts.timestamp();
+    let floored = t - t.rem_euclid(secs);
+    DateTime::from_timestamp(floored, 0).unwrap_or(ts)
+}
+
+fn monday_of(date: NaiveDate) -> NaiveDate {
+    date - Duration::days(date.weekday().num_days_from_monday() as i64)
+}
+
+/// FXT wall time of an instant.
+fn fxt_local(ts: DateTime<Utc>) -> NaiveDateTime {
+    ts.with_timezone(&New_York).naive_local() + Duration::hours(FXT_AHEAD_OF_NEW_YORK)
+}
+
+/// The FXT key (a wall time) of the bucket containing `ts`.
+fn fx_key(tf: Timeframe, ts: DateTime<Utc>) -> NaiveDateTime {
+    let local = fxt_local(ts);
+    let date = local.date();
+    match tf {
+        Timeframe::H4 => {
+            date.and_time(chrono::NaiveTime::MIN) + Duration::hours((local.hour() / 4 * 4) as i64)
+        }
+        Timeframe::D1 => date.and_time(chrono::NaiveTime::MIN),
+        _ => monday_of(date).and_time(chrono::NaiveTime::MIN),
+    }
+}
+
+/// The earliest instant whose FXT wall time is at or after `key`: the earlier
+/// instant of an ambiguous fall-back hour, the end of a spring-forward gap.
+fn fx_instant(key: NaiveDateTime) -> DateTime<Utc> {
+    let ny = key - Duration::hours(FXT_AHEAD_OF_NEW_YORK);
+    let mut probe = ny;
+    // A gap in New York wall time lasts one hour; step through it by minutes.
+    for _ in 0..=180 {
+        match New_York.from_local_datetime(&probe) {
+            chrono::LocalResult::Single(t) => return t.with_timezone(&Utc),
+            chrono::LocalResult::Ambiguous(earliest, _) => return earliest.with_timezone(&Utc),
+            chrono::LocalResult::None => probe += Duration::minutes(1),
+        }
+    }
+    // Unreachable for the IANA New York zone; fall back to the standard offset.
+    Utc.from_utc_datetime(&(ny + Duration::hours(5)))
+}
+
+fn fx_step(tf: Timeframe) -> Duration {
+    match tf {
+        Timeframe::H4 => Duration::hours(4),
+        Timeframe::D1 => Duration::days(1),
+        _ => Duration::days(7),
+    }
+}
+
+/// Start (label) of the bucket of `tf` that contains `ts`.
+pub fn bucket_start(cal: Calendar, tf: Timeframe, ts: DateTime<Utc>) -> DateTime<Utc> {
+    if let Some(m) = tf.fixed_minutes() {
+        return floor_secs(ts, m * 60);
+    }
+    match (cal, tf) {
+        (Calendar::Utc, Timeframe::H4) => floor_secs(ts, 4 * 3600),
+        (Calendar::Utc, Timeframe::D1) => floor_secs(ts, 86_400),
+        (Calendar::Utc, _) => {
+            let monday = monday_of(ts.date_naive());
+            Utc.from_utc_datetime(&monday.and_time(chrono::NaiveTime::MIN))
+        }
+        (Calendar::Fx, _) => fx_instant(fx_key(tf, ts)),
+    }
+}
+
+/// End of the bucket of `tf` that starts at `start` (the next bucket's start).
+pub fn bucket_end(cal: Calendar, tf: Timeframe, start: DateTime<Utc>) -> DateTime<Utc> {
+    if let Some(m) = tf.fixed_minutes() {
+        return start + Duration::minutes(m);
+    }
+    match (cal, tf) {
+        (Calendar::Utc, Timeframe::H4) => start + Duration::hours(4),
+        (Calendar::Utc, Timeframe::D1) => start + Duration::days(1),
+        (Calendar::Utc, _) => start + Duration::days(7),
+        (Calendar::Fx, _) => fx_instant(fx_key(tf, start) + fx_step(tf)),
+    }
+}
+
+/// Number of source bars a full bucket of `tf` starting at `start` has.
+pub fn expected_candles(cal: Calendar, tf: Timeframe, start: DateTime<Utc>) -> i32 {
+    match tf {
+        Timeframe::M1 => 1,
+        Timeframe::M5 => 5,
+        Timeframe::M15 => 3,
+        Timeframe::H1 => 12,
+        Timeframe::H4 | Timeframe::D1 => {
+            ((bucket_end(cal, tf, start) - start).num_seconds() / 3600) as i32
+        }
+        Timeframe::W1 => match cal {
+            Calendar::Fx => 5,
+            Calendar::Utc => 7,
+        },
+    }
+}
+
+/// The first bucket start at or after `ts`.
+pub fn first_bucket_at_or_after(cal: Calendar, tf: Timeframe, ts: DateTime<Utc>) -> DateTime<Utc> {
+    let start = bucket_start(cal, tf, ts);
+    if start < ts {
+        bucket_end(cal, tf, start)
+    } else {
+        start
+    }
+}

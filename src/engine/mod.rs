@@ -1,0 +1,255 @@
+//! The fast aggregation path: catch up a symbol's tasks in ladder order,
+//! chunk by chunk, reading sources with binary COPY, folding them in Rust
+//! and writing bars plus the cursor advance in one transaction per chunk.
+//!
+//! Bars a task has just written are handed to its dependents in memory
+//! (5m to 15m and 1h, 1h to 4h and 1d, 1d to 1w) instead of being read back,
+//! whenever the dependent's range lies inside what was written; above a cap
+//! the hand-off is dropped and dependents read from the database, so memory
+//! stays bounded at any backlog.
+
+pub mod fold;
+pub mod sink;
+pub mod source;
+
+use std::collections::HashMap;
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Duration, Utc};
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+use crate::calendar::{bucket_start, first_bucket_at_or_after, Calendar, Timeframe};
+use fold::{Bar, DerivedBar, Folder, Window};
+use sink::{write_chunk, ChunkTarget, ChunkWrite};
+
+/// Most source bars kept in memory per timeframe for the dependents.
+const HANDOFF_CAP: usize = 200_000;
+
+/// One task of a symbol job, its cursor already bootstrapped.
+#[derive(Debug, Clone)]
+pub struct TaskPlan {
+    pub timeframe: Timeframe,
+    pub source: Timeframe,
+    /// Start of the next bucket to finalize.
+    pub cursor: DateTime<Utc>,
+    /// `aggregation_delay_seconds`.
+    pub delay: Duration,
+    /// The claim's lease token (None: unfenced).
+    pub lease: Option<Uuid>,
+}
+
+/// The claimed tasks of one symbol, processed together in ladder order.
+#[derive(Debug, Clone)]
+pub struct SymbolJob {
+    pub symbol: String,
+    pub calendar: Calendar,
+    pub tasks: Vec<TaskPlan>,
+    pub now: DateTime<Utc>,
+    /// Stop a task after this many non-empty buckets (None: catch up fully).
+    pub max_windows: Option<u64>,
+    pub derivation_version: i32,
+}
+
+/// How far one task got.
+#[derive(Debug)]
+pub struct TaskOutcome {
+    pub timeframe: Timeframe,
+    pub lease: Option<Uuid>,
+    pub start_cursor: DateTime<Utc>,
+    /// The committed cursor (unchanged when nothing was written).
+    pub new_cursor: DateTime<Utc>,
+    /// Non-empty buckets processed.
+    pub windows: u64,
+    pub bars_created: u64,
+    pub bars_quality_poor: u64,
+    pub bars_skipped: u64,
+    /// Stopped at `max_windows` with more final buckets waiting.
+    pub more: bool,
+    pub lease_lost: bool,
+    pub error: Option<anyhow::Error>,
+}
+
+/// Bars of one timeframe written in this job, covering [from, to).
+struct Handoff {
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    bars: Vec<Bar>,
+}
+
+/// Span of source time read per chunk: about 10–20 thousand source rows.
+fn chunk_span(source: Timeframe) -> Duration {
+    match source {
+        Timeframe::M1 => Duration::days(10),
+        Timeframe::M5 | Timeframe::M15 => Duration::days(50),
+        Timeframe::H1 | Timeframe::H4 => Duration::days(600),
+        Timeframe::D1 | Timeframe::W1 => Duration::days(20_000),
+    }
+}
+
+/// Runs one symbol's tasks on one connection.
+pub struct SymbolRunner<'c> {
+    client: &'c mut Client,
+    job: &'c SymbolJob,
+    cursors: HashMap<Timeframe, Option<DateTime<Utc>>>,
+    handoffs: HashMap<Timeframe, Handoff>,
+}
+
+impl<'c> SymbolRunner<'c> {
+    pub fn new(client: &'c mut Client, job: &'c SymbolJob) -> Self {
+        Self {
+            client,
+            job,
+            cursors: HashMap::new(),
+            handoffs: HashMap::new(),
+        }
+    }
+
+    /// Process every task of the job in ladder order. `on_task` sees each
+    /// outcome as soon as it is known (the worker finishes the task there).
+    pub async fn run(mut self, mut on_task: impl FnMut(&TaskOutcome)) -> Vec<TaskOutcome> {
+        let mut tasks = self.job.tasks.clone();
+        tasks.sort_by_key(|t| t.timeframe);
+        let mut outcomes = Vec::with_capacity(tasks.len());
+        for task in &tasks {
+            let mut outcome = TaskOutcome {
+                timeframe: task.timeframe,
+                lease: task.lease,
+                start_cursor: task.cursor,
+                new_cursor: task.cursor,
+                windows: 0,
+                bars_created: 0,
+                bars_quality_poor: 0,
+                bars_skipped: 0,
+                more: false,
+                lease_lost: false,
+                error: None,
+            };
+            if let Err(e) = self.run_task(task, &mut outcome).await {
+                outcome.error = Some(e);
+            }
+            if outcome.lease_lost || outcome.error.is_some() {
+                // Our view of this task's cursor is no longer authoritative.
+                self.cursors.remove(&task.timeframe);
+                self.handoffs.remove(&task.timeframe);
+            } else {
+                self.cursors
+                    .insert(task.timeframe, Some(outcome.new_cursor));
+            }
+            on_task(&outcome);
+            outcomes.push(outcome);
+        }
+        outcomes
+    }
+
+    /// The committed cursor of the task (symbol, tf), from this job or the database.
+    async fn cursor_of(&mut self, tf: Timeframe) -> Result<Option<DateTime<Utc>>> {
+        if let Some(c) = self.cursors.get(&tf) {
+            return Ok(*c);
+        }
+        let row = self
+            .client
+            .query_opt(
+                "SELECT last_agg_bar_ts_utc FROM data_agg_state
+                 WHERE canonical_symbol = $1 AND timeframe = $2",
+                &[&self.job.symbol, &tf.as_str()],
+            )
+            .await
+            .with_context(|| format!("reading the {} {tf} cursor", self.job.symbol))?;
+        let cursor = row.and_then(|r| r.get::<_, Option<DateTime<Utc>>>(0));
+        self.cursors.insert(tf, cursor);
+        Ok(cursor)
+    }
+
+    /// Source bars of [from, to): from the hand-off when it covers the range.
+    async fn sources(
+        &mut self,
+        source: Timeframe,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<Bar>> {
+        if let Some(h) = self.handoffs.get(&source) {
+            if h.from <= from && to <= h.to {
+                let lo = h.bars.partition_point(|b| b.ts < from);
+                let hi = h.bars.partition_point(|b| b.ts < to);
+                return Ok(h.bars[lo..hi].to_vec());
+            }
+        }
+        source::read_bars(self.client, &self.job.symbol, source, from, to).await
+    }
+
+    async fn run_task(&mut self, task: &TaskPlan, out: &mut TaskOutcome) -> Result<()> {
+        let job = self.job;
+        let (cal, tf) = (job.calendar, task.timeframe);
+        let mut horizon = job.now - task.delay;
+        if task.source != Timeframe::M1 {
+            match self.cursor_of(task.source).await? {
+                Some(c) => horizon = horizon.min(c),
+                None => return Ok(()),
+            }
+        }
+        let limit = bucket_start(cal, tf, horizon);
+        let mut cursor = task.cursor;
+        // Only timeframes a later task of this job reads from are worth keeping.
+        let keep = job.tasks.iter().any(|t| t.source == tf);
+        let mut handoff = Handoff {
+            from: cursor,
+            to: cursor,
+            bars: Vec::new(),
+        };
+        let target = ChunkTarget {
+            symbol: &job.symbol,
+            timeframe: tf,
+            source: task.source,
+            lease: task.lease,
+            derivation_version: job.derivation_version,
+        };
+        while cursor < limit {
+            let mut chunk_end =
+                first_bucket_at_or_after(cal, tf, cursor + chunk_span(task.source)).min(limit);
+            let sources = self.sources(task.source, cursor, chunk_end).await?;
+            let mut folder = Folder::new(cal, tf);
+            let mut windows: Vec<Window> = sources.iter().filter_map(|b| folder.push(b)).collect();
+            windows.extend(folder.finish());
+            if let Some(max) = job.max_windows {
+                let room = max.saturating_sub(out.windows) as usize;
+                if windows.len() >= room {
+                    windows.truncate(room);
+                    chunk_end = windows.last().map(|w| w.end).unwrap_or(cursor);
+                    out.more = true;
+                }
+            }
+            if chunk_end <= cursor {
+                break;
+            }
+            let bars: Vec<&DerivedBar> = windows.iter().filter_map(|w| w.bar.as_ref()).collect();
+            match write_chunk(self.client, &target, cursor, chunk_end, &bars).await? {
+                ChunkWrite::LeaseLost => {
+                    out.lease_lost = true;
+                    return Ok(());
+                }
+                ChunkWrite::Committed => {}
+            }
+            out.windows += windows.len() as u64;
+            out.bars_created += bars.len() as u64;
+            out.bars_quality_poor += bars.iter().filter(|b| b.quality <= 0).count() as u64;
+            out.bars_skipped += (windows.len() - bars.len()) as u64;
+            cursor = chunk_end;
+            out.new_cursor = cursor;
+            if keep && handoff.bars.len() + bars.len() <= HANDOFF_CAP {
+                handoff.bars.extend(bars.iter().map(|b| b.bar.clone()));
+                handoff.to = cursor;
+            }
+            if out.more {
+                break;
+            }
+        }
+        if !out.more && limit > out.new_cursor {
+            out.new_cursor = limit;
+        }
+        if keep && handoff.to > handoff.from {
+            self.handoffs.insert(tf, handoff);
+        }
+        Ok(())
+    }
+}

@@ -59,8 +59,10 @@ ALTER TABLE data_bars ADD COLUMN IF NOT EXISTS raw jsonb;
 CREATE UNIQUE INDEX IF NOT EXISTS data_bars_symbol_tf_ts_key
   ON data_bars (canonical_symbol, timeframe, ts_utc);
 
+-- No surrogate key: the live bar is found by (symbol, timeframe, ts_utc)
+-- through the partial unique index, and a sequence plus a second index
+-- would roughly double what writing a bar costs.
 CREATE TABLE IF NOT EXISTS derived_data_bars (
-  id                 bigserial PRIMARY KEY,
   canonical_symbol   text NOT NULL,
   timeframe          text NOT NULL,
   ts_utc             timestamptz NOT NULL,
@@ -81,18 +83,7 @@ CREATE TABLE IF NOT EXISTS derived_data_bars (
   created_at         timestamptz NOT NULL DEFAULT now(),
   updated_at         timestamptz NOT NULL DEFAULT now()
 );
--- Columns an earlier deployment's derived_data_bars may lack. The id is
--- added only when missing: ADD COLUMN IF NOT EXISTS with bigserial would
--- still create a spare sequence.
-DO $$
-BEGIN
-  IF NOT EXISTS (SELECT 1 FROM information_schema.columns
-                 WHERE table_schema = current_schema() AND table_name = 'derived_data_bars'
-                   AND column_name = 'id') THEN
-    ALTER TABLE derived_data_bars ADD COLUMN id bigserial;
-    CREATE UNIQUE INDEX derived_data_bars_id_key ON derived_data_bars (id);
-  END IF;
-END $$;
+-- Columns an earlier deployment's derived_data_bars may lack.
 ALTER TABLE derived_data_bars ADD COLUMN IF NOT EXISTS vwap double precision;
 ALTER TABLE derived_data_bars ADD COLUMN IF NOT EXISTS trade_count bigint;
 ALTER TABLE derived_data_bars ADD COLUMN IF NOT EXISTS is_partial boolean NOT NULL DEFAULT false;
@@ -176,7 +167,7 @@ GRANT USAGE ON SEQUENCE ingest_quarantine_id_seq TO barkeep_ingest;
 GRANT SELECT ON core_asset_registry_all, data_bars TO barkeep_worker;
 GRANT SELECT, INSERT, UPDATE ON derived_data_bars, data_agg_state, agg_run_log TO barkeep_worker;
 GRANT DELETE ON agg_run_log TO barkeep_worker;
-GRANT USAGE ON SEQUENCE derived_data_bars_id_seq, agg_run_log_id_seq TO barkeep_worker;
+GRANT USAGE ON SEQUENCE agg_run_log_id_seq TO barkeep_worker;
 
 DO $$
 BEGIN

@@ -3,4 +3,5 @@
 
 #[allow(dead_code)] // helpers used by some capabilities only
 mod common;
+mod ingest;
 mod migrations;

@@ -450,31 +450,55 @@ async fn merge(
         )
         .await
         .context("writing bad rows to ingest_quarantine")?;
-    // `xmax = 0` tells a freshly inserted row from one updated by ON CONFLICT;
-    // the WHERE on DO UPDATE leaves identical bars untouched (not returned).
+    // Statistics and sort memory let the planner hash-join a big staging
+    // table instead of probing the index a million times.
+    tx.batch_execute("ANALYZE ingest_stage; SET LOCAL work_mem = '256MB'")
+        .await
+        .context("preparing the merge")?;
+    let bounds = tx
+        .query_one(
+            "SELECT min(ts_utc), max(ts_utc) FROM ingest_stage WHERE reason IS NULL",
+            &[],
+        )
+        .await
+        .context("reading the staged time range")?;
+    let (first_ts, last_ts): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
+        (bounds.get(0), bounds.get(1));
+    // Separate UPDATE and anti-join INSERT: ON CONFLICT DO UPDATE would lock
+    // (and so write) every identical row. Both see one snapshot, so a bar is
+    // either revised or inserted, never both; DO NOTHING covers a concurrent
+    // load of the same bars.
     let row = tx
         .query_one(
-            "WITH latest AS (
+            "WITH latest AS MATERIALIZED (
                SELECT DISTINCT ON (ts_utc) ts_utc, open, high, low, close, vol
                FROM ingest_stage WHERE reason IS NULL
                ORDER BY ts_utc, line DESC
-             ), merged AS (
-               INSERT INTO data_bars AS d
+             ), stored AS (
+               SELECT ts_utc, open, high, low, close, vol FROM data_bars
+               WHERE canonical_symbol = $1 AND timeframe = '1m' AND ts_utc BETWEEN $3 AND $4
+             ), revised AS (
+               UPDATE data_bars d
+                 SET open = l.open, high = l.high, low = l.low, close = l.close, vol = l.vol,
+                     source = $2, ingested_at = now()
+               FROM latest l
+               WHERE d.canonical_symbol = $1 AND d.timeframe = '1m' AND d.ts_utc = l.ts_utc
+                 AND d.ts_utc BETWEEN $3 AND $4
+                 AND (d.open, d.high, d.low, d.close, d.vol)
+                     IS DISTINCT FROM (l.open, l.high, l.low, l.close, l.vol)
+               RETURNING 1
+             ), inserted AS (
+               INSERT INTO data_bars
                  (canonical_symbol, timeframe, ts_utc, open, high, low, close, vol, source)
-               SELECT $1, '1m', ts_utc, open, high, low, close, vol, $2 FROM latest
-               ON CONFLICT (canonical_symbol, timeframe, ts_utc) DO UPDATE
-                 SET open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low,
-                     close = EXCLUDED.close, vol = EXCLUDED.vol,
-                     source = EXCLUDED.source, ingested_at = now()
-                 WHERE (d.open, d.high, d.low, d.close, d.vol)
-                       IS DISTINCT FROM (EXCLUDED.open, EXCLUDED.high, EXCLUDED.low, EXCLUDED.close, EXCLUDED.vol)
-               RETURNING (xmax = 0) AS inserted
+               SELECT $1, '1m', l.ts_utc, l.open, l.high, l.low, l.close, l.vol, $2
+               FROM latest l
+               WHERE NOT EXISTS (SELECT 1 FROM stored s WHERE s.ts_utc = l.ts_utc)
+               ON CONFLICT (canonical_symbol, timeframe, ts_utc) DO NOTHING
+               RETURNING 1
              )
-             SELECT (SELECT count(*) FROM latest),
-                    count(*) FILTER (WHERE inserted),
-                    count(*) FILTER (WHERE NOT inserted)
-             FROM merged",
-            &[&target.symbol.as_str(), &source],
+             SELECT (SELECT count(*) FROM latest), (SELECT count(*) FROM inserted),
+                    (SELECT count(*) FROM revised)",
+            &[&target.symbol.as_str(), &source, &first_ts, &last_ts],
         )
         .await
         .context("merging staged rows into data_bars")?;

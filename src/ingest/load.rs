@@ -11,21 +11,19 @@
 //! rolls back the whole input.
 
 use anyhow::{bail, Context, Result};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures_util::SinkExt;
 use indicatif::ProgressBar;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, CopyInSink, Transaction};
 
+use super::copy::{CopyBuf, Direct, Encode, Staged};
 use super::format::Format;
 use super::read::{Chunk, Input, ReadPlan, Reading};
-use super::validate::{Bar, Row};
+use super::validate::Row;
 use crate::assets::Symbol;
 
-/// Bad rows held in memory on the new-range path; past this the input goes
-/// the merge path, which streams bad rows to the database instead.
-const HELD_BAD_ROWS: usize = 10_000;
 /// Bad rows named in messages per input.
 pub const EXAMPLES: usize = 10;
 
@@ -172,13 +170,6 @@ impl Tally {
     }
 }
 
-/// How the rows of one chunk become COPY data.
-trait Encode {
-    fn good(&mut self, buf: &mut CopyBuf, line: u64, bar: &Bar);
-    /// False when the bad row cannot be taken on this path.
-    fn bad(&mut self, buf: &mut CopyBuf, line: u64, raw: &str, reason: &str) -> bool;
-}
-
 /// Stream every chunk into `sink`. Returns false when the encoder gave up.
 async fn stream(
     reading: &mut Reading,
@@ -188,7 +179,7 @@ async fn stream(
     tally: &mut Tally,
     strict: bool,
 ) -> Result<bool> {
-    let mut buf = CopyBuf::new();
+    let mut buf = CopyBuf::with_header();
     let mut next = Some(first);
     loop {
         let chunk = match next.take() {
@@ -243,34 +234,6 @@ fn strict_rejection(label: &str, tally: &Tally) -> anyhow::Error {
         msg.push_str(&format!("\n  {label}:{}: {}", b.line, b.reason));
     }
     anyhow::anyhow!(msg)
-}
-
-/// Direct COPY into `data_bars`, bad rows held in memory.
-struct Direct<'a> {
-    symbol: &'a str,
-    source: &'a str,
-    held: Vec<(i64, String, String)>,
-}
-
-impl Encode for Direct<'_> {
-    fn good(&mut self, buf: &mut CopyBuf, _line: u64, bar: &Bar) {
-        buf.tuple(9);
-        buf.text(self.symbol);
-        buf.text("1m");
-        buf.timestamp(bar.ts);
-        for v in [bar.open, bar.high, bar.low, bar.close, bar.vol] {
-            buf.float(v);
-        }
-        buf.text(self.source);
-    }
-    fn bad(&mut self, _buf: &mut CopyBuf, line: u64, raw: &str, reason: &str) -> bool {
-        if self.held.len() >= HELD_BAD_ROWS {
-            return false;
-        }
-        self.held
-            .push((line as i64, raw.to_string(), reason.to_string()));
-        true
-    }
 }
 
 /// The new-range path. None when the input must go the merge path.
@@ -365,32 +328,6 @@ async fn quarantine_held(
     )
     .await
     .context("writing bad rows to ingest_quarantine")
-}
-
-/// COPY into the staging table, good and bad rows alike.
-struct Staged;
-
-impl Encode for Staged {
-    fn good(&mut self, buf: &mut CopyBuf, line: u64, bar: &Bar) {
-        buf.tuple(9);
-        buf.int(line as i64);
-        buf.timestamp(bar.ts);
-        for v in [bar.open, bar.high, bar.low, bar.close, bar.vol] {
-            buf.float(v);
-        }
-        buf.null();
-        buf.null();
-    }
-    fn bad(&mut self, buf: &mut CopyBuf, line: u64, raw: &str, reason: &str) -> bool {
-        buf.tuple(9);
-        buf.int(line as i64);
-        for _ in 0..6 {
-            buf.null();
-        }
-        buf.text(raw);
-        buf.text(reason);
-        true
-    }
 }
 
 /// The merge path.
@@ -518,55 +455,4 @@ async fn merge(
         },
         bad_rows: tally.examples,
     })
-}
-
-/// PostgreSQL's binary COPY format, written by hand: the rows are already
-/// typed, so this skips a per-value trait dispatch on the hot path.
-struct CopyBuf {
-    buf: BytesMut,
-}
-
-/// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
-const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
-
-impl CopyBuf {
-    fn new() -> Self {
-        let mut buf = BytesMut::with_capacity(1 << 20);
-        buf.put_slice(b"PGCOPY\n\xff\r\n\0");
-        buf.put_i32(0); // flags
-        buf.put_i32(0); // header extension length
-        Self { buf }
-    }
-    fn is_empty(&self) -> bool {
-        self.buf.is_empty()
-    }
-    fn take(&mut self) -> Bytes {
-        self.buf.split().freeze()
-    }
-    fn tuple(&mut self, fields: i16) {
-        self.buf.put_i16(fields);
-    }
-    fn trailer(&mut self) {
-        self.buf.put_i16(-1);
-    }
-    fn null(&mut self) {
-        self.buf.put_i32(-1);
-    }
-    fn text(&mut self, s: &str) {
-        self.buf.put_i32(s.len() as i32);
-        self.buf.put_slice(s.as_bytes());
-    }
-    fn int(&mut self, v: i64) {
-        self.buf.put_i32(8);
-        self.buf.put_i64(v);
-    }
-    fn float(&mut self, v: f64) {
-        self.buf.put_i32(8);
-        self.buf.put_f64(v);
-    }
-    fn timestamp(&mut self, t: DateTime<Utc>) {
-        self.buf.put_i32(8);
-        self.buf
-            .put_i64(t.timestamp_micros() - PG_EPOCH_OFFSET_MICROS);
-    }
 }

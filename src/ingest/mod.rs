@@ -5,8 +5,10 @@
 //! - [`format`]: the formats, sniffing, time zones, one line → one bar.
 //! - [`validate`]: the per-row checks and quarantine reasons.
 //! - [`read`]: streaming an input on a blocking thread in bounded batches.
-//! - [`load`]: binary `COPY`, the new-range and merge paths, counting.
+//! - [`copy`]: the binary `COPY` format and row layouts.
+//! - [`load`]: the new-range and merge paths, one transaction per input, counting.
 
+pub mod copy;
 pub mod format;
 pub mod load;
 pub mod read;

@@ -6,6 +6,9 @@ mod checklist;
 #[allow(dead_code)] // helpers used by some capabilities only
 mod common;
 mod engine;
+mod ingest;
 mod migrations;
+mod privileges;
+mod reference;
 mod sql_functions;
 mod worker;

@@ -1,0 +1,371 @@
+//! The input formats: HistData generic ASCII M1, MT4 CSV and headed CSV;
+//! sniffing the format from a file's first line; the time zones MT4 files
+//! are stamped in; and turning one line or record into a validated row.
+
+use std::fmt;
+use std::str::FromStr;
+
+use anyhow::{bail, Result};
+use chrono::{
+    DateTime, Duration, FixedOffset, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone,
+    Utc,
+};
+use chrono_tz::Tz;
+
+use super::validate::{self, Bar};
+
+/// The format of an input file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Tell from the first line.
+    Auto,
+    /// HistData generic ASCII M1: `YYYYMMDD HHMMSS;O;H;L;C;V`, fixed UTC−5.
+    Histdata,
+    /// MetaTrader 4 export: `YYYY.MM.DD,HH:MM,O,H,L,C,V`, zone from `--tz`.
+    Mt4,
+    /// Headed CSV: `ts,open,high,low,close[,volume]`, ISO-8601 or epoch seconds.
+    Csv,
+}
+
+impl Format {
+    /// The name stored as `data_bars.source` when no `--source` is given.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Auto => "auto",
+            Format::Histdata => "histdata",
+            Format::Mt4 => "mt4",
+            Format::Csv => "csv",
+        }
+    }
+
+    /// Guess the format from a file's first line.
+    pub fn sniff(first_line: &[u8]) -> Option<Format> {
+        let line = first_line
+            .strip_prefix(b"\xEF\xBB\xBF")
+            .unwrap_or(first_line);
+        let digits = |range: std::ops::Range<usize>| {
+            line.get(range)
+                .is_some_and(|s| s.iter().all(u8::is_ascii_digit))
+        };
+        if digits(0..8)
+            && line.get(8) == Some(&b' ')
+            && digits(9..15)
+            && line.get(15) == Some(&b';')
+        {
+            return Some(Format::Histdata);
+        }
+        if digits(0..4) && line.get(4) == Some(&b'.') && digits(5..7) && line.get(7) == Some(&b'.')
+        {
+            return Some(Format::Mt4);
+        }
+        if line.first().is_some_and(u8::is_ascii_alphabetic) {
+            return Some(Format::Csv);
+        }
+        None
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The zone an MT4 file's wall-clock stamps are in: an IANA zone (daylight
+/// saving applies) or a fixed offset from UTC.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Zone {
+    Fixed(FixedOffset),
+    Iana(Tz),
+}
+
+impl Default for Zone {
+    fn default() -> Self {
+        Zone::Fixed(FixedOffset::east_opt(0).unwrap_or_else(|| unreachable!()))
+    }
+}
+
+impl FromStr for Zone {
+    type Err = anyhow::Error;
+    fn from_str(raw: &str) -> Result<Self> {
+        let s = raw.trim();
+        if s.eq_ignore_ascii_case("utc") || s == "Z" {
+            return Ok(Zone::default());
+        }
+        if let Some(rest) = s.strip_prefix(['+', '-']) {
+            let sign = if s.starts_with('-') { -1 } else { 1 };
+            let (h, m) = match rest.split_once(':') {
+                Some((h, m)) => (h, m),
+                None if rest.len() == 4 => rest.split_at(2),
+                None => (rest, "0"),
+            };
+            let (Ok(h), Ok(m)) = (h.parse::<i32>(), m.parse::<i32>()) else {
+                bail!("time zone {raw:?}: expected an offset like +02:00 or an IANA name like Europe/Athens");
+            };
+            if h > 14 || m > 59 {
+                bail!("time zone {raw:?}: offset out of range");
+            }
+            return FixedOffset::east_opt(sign * (h * 3600 + m * 60))
+                .map(Zone::Fixed)
+                .ok_or_else(|| anyhow::anyhow!("time zone {raw:?}: offset out of range"));
+        }
+        s.parse::<Tz>().map(Zone::Iana).map_err(|_| {
+            anyhow::anyhow!(
+                "unknown time zone {raw:?}: give an IANA name like Europe/Athens or an offset like +02:00"
+            )
+        })
+    }
+}
+
+impl Zone {
+    /// The UTC instant of a wall-clock time in this zone. In the repeated
+    /// hour after a fall-back change the earlier instant is taken, unless
+    /// the file's previous bar already reached it: sorted files then walk
+    /// through both passes of the hour instead of folding them together.
+    pub fn to_utc(
+        &self,
+        local: NaiveDateTime,
+        previous: Option<DateTime<Utc>>,
+    ) -> Result<DateTime<Utc>, String> {
+        let resolved = match self {
+            Zone::Fixed(offset) => offset.from_local_datetime(&local).map(|t| t.to_utc()),
+            Zone::Iana(tz) => tz.from_local_datetime(&local).map(|t| t.to_utc()),
+        };
+        match resolved {
+            LocalResult::Single(t) => Ok(t),
+            LocalResult::Ambiguous(early, late) => Ok(match previous {
+                Some(p) if p >= early => late,
+                _ => early,
+            }),
+            LocalResult::None => Err(format!(
+                "local time {local} does not exist in {self} (skipped by a daylight-saving change)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Zone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Zone::Fixed(o) => write!(f, "UTC{o}"),
+            Zone::Iana(tz) => f.write_str(tz.name()),
+        }
+    }
+}
+
+fn field_count_error(expected: usize, sep: char, found: usize) -> String {
+    format!("expected {expected} fields separated by {sep:?}, found {found}")
+}
+
+fn bar_from(
+    ts: DateTime<Utc>,
+    [o, h, l, c]: [&str; 4],
+    v: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Bar, String> {
+    let bar = Bar {
+        ts,
+        open: validate::price(o, "open")?,
+        high: validate::price(h, "high")?,
+        low: validate::price(l, "low")?,
+        close: validate::price(c, "close")?,
+        vol: v.map(validate::volume).transpose()?.unwrap_or(0.0),
+    };
+    validate::check(&bar, now)?;
+    Ok(bar)
+}
+
+/// HistData stamps are fixed UTC−5 ("EST without DST") all year.
+const HISTDATA_OFFSET_HOURS: i64 = 5;
+
+/// One HistData line: `YYYYMMDD HHMMSS;O;H;L;C;V`.
+pub fn histdata_line(line: &str, now: DateTime<Utc>) -> Result<Bar, String> {
+    let fields: Vec<&str> = line.split(';').collect();
+    let [stamp, o, h, l, c, v] = fields[..] else {
+        return Err(field_count_error(6, ';', fields.len()));
+    };
+    let stamp = stamp.trim();
+    let local = NaiveDateTime::parse_from_str(stamp, "%Y%m%d %H%M%S")
+        .map_err(|_| format!("unparseable timestamp {stamp:?} (expected YYYYMMDD HHMMSS)"))?;
+    let ts = local.and_utc() + Duration::hours(HISTDATA_OFFSET_HOURS);
+    bar_from(ts, [o, h, l, c], Some(v), now)
+}
+
+/// One MT4 line: `YYYY.MM.DD,HH:MM,O,H,L,C,V`, stamped in `zone`.
+pub fn mt4_line(
+    line: &str,
+    zone: &Zone,
+    previous: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<Bar, String> {
+    let fields: Vec<&str> = line.split(',').collect();
+    let [date, time, o, h, l, c, v] = fields[..] else {
+        return Err(field_count_error(7, ',', fields.len()));
+    };
+    let (date, time) = (date.trim(), time.trim());
+    let day = NaiveDate::parse_from_str(date, "%Y.%m.%d")
+        .map_err(|_| format!("unparseable date {date:?} (expected YYYY.MM.DD)"))?;
+    let clock = NaiveTime::parse_from_str(time, "%H:%M")
+        .or_else(|_| NaiveTime::parse_from_str(time, "%H:%M:%S"))
+        .map_err(|_| format!("unparseable time {time:?} (expected HH:MM)"))?;
+    let ts = zone.to_utc(day.and_time(clock), previous)?;
+    bar_from(ts, [o, h, l, c], Some(v), now)
+}
+
+/// Where each column of a headed CSV file is.
+#[derive(Debug, Clone)]
+pub struct CsvLayout {
+    ts: usize,
+    prices: [usize; 4],
+    volume: Option<usize>,
+    width: usize,
+}
+
+impl CsvLayout {
+    /// Read the header; columns are found by name, in any order.
+    pub fn from_header(header: &[String]) -> Result<Self, String> {
+        let find = |names: &[&str]| {
+            header.iter().position(|h| {
+                let h = h.trim().trim_start_matches('\u{FEFF}');
+                names.iter().any(|n| h.eq_ignore_ascii_case(n))
+            })
+        };
+        let need = |names: &[&str]| {
+            find(names).ok_or_else(|| {
+                format!(
+                    "the header must name the columns ts,open,high,low,close[,volume]; \
+                     {:?} is missing from {:?}",
+                    names[0],
+                    header.join(",")
+                )
+            })
+        };
+        let layout = CsvLayout {
+            ts: need(&["ts", "ts_utc", "timestamp", "time"])?,
+            prices: [
+                need(&["open"])?,
+                need(&["high"])?,
+                need(&["low"])?,
+                need(&["close"])?,
+            ],
+            volume: find(&["volume", "vol"]),
+            width: header.len(),
+        };
+        Ok(layout)
+    }
+
+    /// One data record of the file.
+    pub fn record(&self, fields: &[&str], now: DateTime<Utc>) -> Result<Bar, String> {
+        if fields.len() != self.width {
+            return Err(field_count_error(self.width, ',', fields.len()));
+        }
+        let ts = csv_time(fields[self.ts].trim())?;
+        let [o, h, l, c] = self.prices.map(|i| fields[i]);
+        bar_from(ts, [o, h, l, c], self.volume.map(|i| fields[i]), now)
+    }
+}
+
+/// An ISO-8601 time with an offset or `Z`, or integer epoch seconds.
+fn csv_time(s: &str) -> Result<DateTime<Utc>, String> {
+    if !s.is_empty()
+        && s.bytes()
+            .enumerate()
+            .all(|(i, b)| b.is_ascii_digit() || (i == 0 && b == b'-'))
+    {
+        let secs: i64 = s
+            .parse()
+            .map_err(|_| format!("unparseable epoch seconds {s:?}"))?;
+        return DateTime::from_timestamp(secs, 0)
+            .ok_or_else(|| format!("epoch seconds {s:?} out of range"));
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.to_utc());
+    }
+    for pattern in [
+        "%Y-%m-%d %H:%M:%S%:z",
+        "%Y-%m-%d %H:%M:%S%#z",
+        "%Y-%m-%dT%H:%M%:z",
+        "%Y-%m-%d %H:%M%:z",
+    ] {
+        if let Ok(t) = DateTime::parse_from_str(s, pattern) {
+            return Ok(t.to_utc());
+        }
+    }
+    if NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S").is_ok()
+        || NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").is_ok()
+    {
+        return Err(format!(
+            "timestamp {s:?} has no UTC offset; add Z or +HH:MM"
+        ));
+    }
+    Err(format!(
+        "unparseable timestamp {s:?} (expected ISO-8601 with an offset, or epoch seconds)"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+    }
+
+    #[test]
+    fn sniffing_tells_the_three_formats_apart() {
+        assert_eq!(
+            Format::sniff(b"20230601 000000;1;1;1;1;0"),
+            Some(Format::Histdata)
+        );
+        assert_eq!(
+            Format::sniff(b"2023.06.01,00:00,1,1,1,1,0"),
+            Some(Format::Mt4)
+        );
+        assert_eq!(Format::sniff(b"ts,open,high,low,close"), Some(Format::Csv));
+        assert_eq!(Format::sniff(b"1685577600,1,1,1,1"), None);
+    }
+
+    #[test]
+    fn histdata_stamps_are_utc_minus_five() {
+        let now = Utc::now();
+        let bar = histdata_line("20230601 000000;0.65141;0.65141;0.65124;0.65125;0", now).unwrap();
+        assert_eq!(bar.ts, utc("2023-06-01T05:00:00Z"));
+    }
+
+    #[test]
+    fn zones_parse_offsets_and_names_and_resolve_the_repeated_hour() {
+        let z: Zone = "+02:00".parse().unwrap();
+        assert_eq!(z, Zone::Fixed(FixedOffset::east_opt(7200).unwrap()));
+        assert!("Mars/Olympus".parse::<Zone>().is_err());
+        let ny: Zone = "America/New_York".parse().unwrap();
+        let local =
+            NaiveDateTime::parse_from_str("2023-11-05 01:30:00", "%Y-%m-%d %H:%M:%S").unwrap();
+        let first = ny.to_utc(local, None).unwrap();
+        assert_eq!(first, utc("2023-11-05T05:30:00Z"));
+        assert_eq!(
+            ny.to_utc(local, Some(utc("2023-11-05T05:59:00Z"))).unwrap(),
+            utc("2023-11-05T06:30:00Z")
+        );
+        let gap =
+            NaiveDateTime::parse_from_str("2023-03-12 02:30:00", "%Y-%m-%d %H:%M:%S").unwrap();
+        assert!(ny.to_utc(gap, None).is_err());
+    }
+
+    #[test]
+    fn csv_times_need_an_offset_or_epoch_seconds() {
+        assert_eq!(
+            csv_time("2023-06-01T00:00:00Z"),
+            Ok(utc("2023-06-01T00:00:00Z"))
+        );
+        assert_eq!(
+            csv_time("2023-06-01 03:00:00+03:00"),
+            Ok(utc("2023-06-01T00:00:00Z"))
+        );
+        assert_eq!(csv_time("1685577600"), Ok(utc("2023-06-01T00:00:00Z")));
+        assert!(csv_time("2023-06-01T00:00:00")
+            .unwrap_err()
+            .contains("no UTC offset"));
+        assert!(csv_time("yesterday").is_err());
+    }
+}

@@ -1,0 +1,309 @@
+//! Reading one input (a file or standard input) on a blocking thread: sniff
+//! the format, parse and validate every line, and hand rows to the loader
+//! in bounded batches, so memory stays flat whatever the file's size.
+//! Lines are read as bytes: one line of bad bytes is one bad row, never the
+//! end of the file.
+
+use std::io::{BufRead, BufReader, Cursor, Read};
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Context, Result};
+use chrono::{DateTime, Utc};
+use indicatif::ProgressBar;
+use tokio::sync::mpsc;
+
+use super::format::{self, CsvLayout, Format, Zone};
+use super::validate::{self, Row};
+
+/// Rows per batch handed to the loader.
+const BATCH_ROWS: usize = 8192;
+/// Batches in flight between the reader and the loader.
+const BATCHES_IN_FLIGHT: usize = 4;
+
+/// Where rows come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    Stdin,
+    File(PathBuf),
+}
+
+impl Input {
+    /// `-` means standard input.
+    pub fn from_arg(path: &std::path::Path) -> Self {
+        if path.as_os_str() == "-" {
+            Input::Stdin
+        } else {
+            Input::File(path.to_path_buf())
+        }
+    }
+
+    /// How messages and the quarantine table name this input.
+    pub fn label(&self) -> String {
+        match self {
+            Input::Stdin => "<stdin>".to_string(),
+            Input::File(p) => p.display().to_string(),
+        }
+    }
+
+    /// Whether the input can be read a second time.
+    pub fn rereadable(&self) -> bool {
+        matches!(self, Input::File(_))
+    }
+
+    /// Size in bytes, when known up front.
+    pub fn size(&self) -> Option<u64> {
+        match self {
+            Input::Stdin => None,
+            Input::File(p) => std::fs::metadata(p).ok().map(|m| m.len()),
+        }
+    }
+
+    /// Open for reading; a missing file is an error naming it.
+    pub fn open(&self) -> Result<Box<dyn Read + Send>> {
+        match self {
+            Input::Stdin => Ok(Box::new(std::io::stdin())),
+            Input::File(p) => {
+                let file = std::fs::File::open(p)
+                    .with_context(|| format!("cannot open {}", p.display()))?;
+                if file.metadata().is_ok_and(|m| m.is_dir()) {
+                    return Err(anyhow!("{} is a directory, not a file", p.display()));
+                }
+                Ok(Box::new(file))
+            }
+        }
+    }
+}
+
+/// How to read an input.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadPlan {
+    pub format: Format,
+    pub zone: Zone,
+    /// Bars starting after this are in the future.
+    pub now: DateTime<Utc>,
+}
+
+/// A batch of rows, with the format the input turned out to be in.
+#[derive(Debug)]
+pub struct Chunk {
+    pub format: Format,
+    pub rows: Vec<Row>,
+}
+
+/// A running reader: batches arrive on `rows`; `finish` tells whether the
+/// input was read to its end without an error.
+pub struct Reading {
+    pub rows: mpsc::Receiver<Chunk>,
+    thread: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl Reading {
+    /// Start reading `input` on a blocking thread.
+    pub fn spawn(input: Input, plan: ReadPlan, progress: Option<ProgressBar>) -> Reading {
+        let (tx, rows) = mpsc::channel(BATCHES_IN_FLIGHT);
+        let thread = tokio::task::spawn_blocking(move || {
+            let label = input.label();
+            read_all(&input, plan, &tx, progress.as_ref())
+                .with_context(|| format!("reading {label}"))
+        });
+        Reading { rows, thread }
+    }
+
+    /// Wait for the reader to end and report its error, if any. Dropping
+    /// the receiver first stops a reader that is still going.
+    pub async fn finish(self) -> Result<()> {
+        drop(self.rows);
+        self.thread.await.context("the reader thread failed")?
+    }
+}
+
+/// Collects rows into batches and sends them; false once the loader has
+/// stopped listening.
+struct Batcher<'a> {
+    format: Format,
+    rows: Vec<Row>,
+    tx: &'a mpsc::Sender<Chunk>,
+}
+
+impl Batcher<'_> {
+    fn push(&mut self, row: Row) -> bool {
+        self.rows.push(row);
+        if self.rows.len() >= BATCH_ROWS {
+            return self.flush();
+        }
+        true
+    }
+
+    fn flush(&mut self) -> bool {
+        if self.rows.is_empty() {
+            return true;
+        }
+        let rows = std::mem::replace(&mut self.rows, Vec::with_capacity(BATCH_ROWS));
+        self.tx
+            .blocking_send(Chunk {
+                format: self.format,
+                rows,
+            })
+            .is_ok()
+    }
+}
+
+fn read_all(
+    input: &Input,
+    plan: ReadPlan,
+    tx: &mpsc::Sender<Chunk>,
+    progress: Option<&ProgressBar>,
+) -> Result<()> {
+    let mut reader = BufReader::with_capacity(1 << 18, input.open()?);
+    let mut first = Vec::new();
+    reader
+        .read_until(b'\n', &mut first)
+        .context("reading the first line")?;
+    if first.is_empty() {
+        return Ok(()); // the loader reports the empty input
+    }
+    if let Some(rest) = first.strip_prefix(b"\xEF\xBB\xBF") {
+        first = rest.to_vec();
+    }
+    let format = match plan.format {
+        Format::Auto => Format::sniff(&first).ok_or_else(|| {
+            anyhow!(
+                "cannot tell the format from the first line {:?}; give --format histdata, mt4 or csv",
+                validate::raw_text(&first)
+            )
+        })?,
+        given => given,
+    };
+    let mut batcher = Batcher {
+        format,
+        rows: Vec::with_capacity(BATCH_ROWS),
+        tx,
+    };
+    if format == Format::Csv {
+        read_csv(
+            Cursor::new(first).chain(reader),
+            plan,
+            &mut batcher,
+            progress,
+        )?;
+    } else {
+        read_lines(first, reader, plan, &mut batcher, progress)?;
+    }
+    batcher.flush();
+    Ok(())
+}
+
+/// HistData and MT4: one bar per line.
+fn read_lines(
+    first: Vec<u8>,
+    mut reader: impl BufRead,
+    plan: ReadPlan,
+    batcher: &mut Batcher<'_>,
+    progress: Option<&ProgressBar>,
+) -> Result<()> {
+    let mut buf = first;
+    let mut line = 0u64;
+    let mut previous = None;
+    loop {
+        if line > 0 {
+            buf.clear();
+            let n = reader
+                .read_until(b'\n', &mut buf)
+                .with_context(|| format!("reading line {}", line + 1))?;
+            if n == 0 {
+                return Ok(());
+            }
+        }
+        line += 1;
+        if let Some(p) = progress {
+            p.inc(buf.len() as u64);
+        }
+        let text = buf.trim_ascii();
+        if text.is_empty() {
+            continue;
+        }
+        let parsed = validate::utf8(text).and_then(|s| match batcher.format {
+            Format::Mt4 => format::mt4_line(s, &plan.zone, previous, plan.now),
+            _ => format::histdata_line(s, plan.now),
+        });
+        let row = match parsed {
+            Ok(bar) => {
+                previous = Some(bar.ts);
+                Row::Good { line, bar }
+            }
+            Err(reason) => Row::Bad {
+                line,
+                raw: validate::raw_text(&buf),
+                reason,
+            },
+        };
+        if !batcher.push(row) {
+            return Ok(());
+        }
+    }
+}
+
+/// Headed CSV through the `csv` crate (quoting, CRLF), as raw bytes.
+fn read_csv(
+    source: impl Read,
+    plan: ReadPlan,
+    batcher: &mut Batcher<'_>,
+    progress: Option<&ProgressBar>,
+) -> Result<()> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(source);
+    let mut record = csv::ByteRecord::new();
+    if !reader
+        .read_byte_record(&mut record)
+        .context("reading the header")?
+    {
+        return Ok(());
+    }
+    let header: Vec<String> = record
+        .iter()
+        .map(|f| String::from_utf8_lossy(f).into_owned())
+        .collect();
+    let layout = CsvLayout::from_header(&header).map_err(|e| anyhow!("line 1: {e}"))?;
+    while reader
+        .read_byte_record(&mut record)
+        .context("reading a CSV record")?
+    {
+        let position = record.position();
+        let line = position.map_or(0, |p| p.line());
+        if let (Some(p), Some(at)) = (progress, position) {
+            p.set_position(at.byte());
+        }
+        let parsed = record
+            .iter()
+            .map(validate::utf8)
+            .collect::<Result<Vec<&str>, String>>()
+            .and_then(|fields| layout.record(&fields, plan.now));
+        let row = match parsed {
+            Ok(bar) => Row::Good { line, bar },
+            Err(reason) => Row::Bad {
+                line,
+                raw: validate::raw_text(&joined(&record)),
+                reason,
+            },
+        };
+        if !batcher.push(row) {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// The fields of a record joined by commas: the quarantine's best picture
+/// of a CSV line once the reader has split it.
+fn joined(record: &csv::ByteRecord) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, field) in record.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(field);
+    }
+    out
+}

@@ -1,0 +1,149 @@
+//! Row validation: every parsed row either becomes a [`Bar`] fit for
+//! `data_bars`, or a [`Row::Bad`] with the reason it goes to quarantine.
+//! Reasons are written for the person who has to fix the file.
+
+use chrono::{DateTime, Timelike, Utc};
+
+/// One valid 1-minute bar, stamped with its start in UTC.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bar {
+    pub ts: DateTime<Utc>,
+    pub open: f64,
+    pub high: f64,
+    pub low: f64,
+    pub close: f64,
+    pub vol: f64,
+}
+
+/// One input row after parsing and validation.
+#[derive(Debug, Clone)]
+pub enum Row {
+    Good {
+        line: u64,
+        bar: Bar,
+    },
+    Bad {
+        line: u64,
+        /// The line as given (lossy UTF-8, NULs replaced, length capped).
+        raw: String,
+        reason: String,
+    },
+}
+
+/// Longest raw line kept in quarantine; a runaway binary "line" must not
+/// blow up the quarantine table.
+const RAW_LINE_CAP: usize = 4096;
+
+/// The raw bytes of a line as text PostgreSQL accepts: lossy UTF-8 without
+/// NUL characters, trimmed of the line ending, capped in length.
+pub fn raw_text(bytes: &[u8]) -> String {
+    let mut s = String::from_utf8_lossy(bytes)
+        .trim_end_matches(['\r', '\n'])
+        .replace('\0', "\u{FFFD}");
+    if s.len() > RAW_LINE_CAP {
+        let mut cut = RAW_LINE_CAP;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}
+
+/// The line as UTF-8, or the reason it is not.
+pub fn utf8(bytes: &[u8]) -> Result<&str, String> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        let at = e.valid_up_to();
+        format!(
+            "line is not valid UTF-8 (byte 0x{:02X} at column {})",
+            bytes.get(at).copied().unwrap_or(0),
+            at + 1
+        )
+    })
+}
+
+/// Parse one price field: a finite number above zero.
+pub fn price(field: &str, name: &str) -> Result<f64, String> {
+    let value = number(field, name)?;
+    if value <= 0.0 {
+        return Err(format!("{name} must be above 0, got {field:?}"));
+    }
+    Ok(value)
+}
+
+/// Parse a volume field: a finite number, zero or more.
+pub fn volume(field: &str) -> Result<f64, String> {
+    let value = number(field, "volume")?;
+    if value < 0.0 {
+        return Err(format!("volume must be 0 or more, got {field:?}"));
+    }
+    // Normalise -0 so an identical re-load compares equal.
+    Ok(value + 0.0)
+}
+
+fn number(field: &str, name: &str) -> Result<f64, String> {
+    let field = field.trim();
+    let value: f64 = field
+        .parse()
+        .map_err(|_| format!("{name} is not a number: {field:?}"))?;
+    if !value.is_finite() {
+        return Err(format!("{name} is not a finite number: {field:?}"));
+    }
+    Ok(value)
+}
+
+/// The checks that need the whole bar: candle shape, whole minute, not in
+/// the future (relative to `now`, fixed once per file).
+pub fn check(bar: &Bar, now: DateTime<Utc>) -> Result<(), String> {
+    let body_top = bar.open.max(bar.close);
+    let body_bottom = bar.open.min(bar.close);
+    if bar.high < body_top {
+        return Err(format!(
+            "high {} is below max(open, close) {body_top}",
+            bar.high
+        ));
+    }
+    if bar.low > body_bottom {
+        return Err(format!(
+            "low {} is above min(open, close) {body_bottom}",
+            bar.low
+        ));
+    }
+    if bar.ts.second() != 0 || bar.ts.nanosecond() != 0 {
+        return Err(format!(
+            "timestamp {} is not on a whole minute",
+            bar.ts.to_rfc3339()
+        ));
+    }
+    if bar.ts > now {
+        return Err(format!(
+            "bar starts in the future ({} is after now, {})",
+            bar.ts.to_rfc3339(),
+            now.to_rfc3339()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prices_must_be_finite_and_positive() {
+        assert_eq!(price(" 1.5 ", "open"), Ok(1.5));
+        for bad in ["NaN", "inf", "-inf", "0", "-1", "abc", ""] {
+            assert!(price(bad, "open").is_err(), "{bad} accepted");
+        }
+        assert_eq!(volume("0"), Ok(0.0));
+        assert!(volume("-0.5").is_err());
+    }
+
+    #[test]
+    fn raw_text_never_carries_nul_or_unbounded_length() {
+        assert_eq!(raw_text(b"a\0b\r\n"), "a\u{FFFD}b");
+        assert!(raw_text(&[b'x'; 10_000]).len() < 5_000);
+        assert_eq!(raw_text(b"\xffok"), "\u{FFFD}ok");
+    }
+}

@@ -1,0 +1,585 @@
+//! `barkeep ingest`: formats, validation with quarantine or strict
+//! rejection, duplicates and revisions, and the errors that stop a load
+//! before anything reaches `data_bars`.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use barkeep::assets::{self, AssetClass, Symbol};
+use chrono::{DateTime, Utc};
+
+use crate::common::{sample_path, stderr, stdout, TestDb};
+
+const GOOD_FIRST: &str = "20230601 000000;0.65141;0.65141;0.65124;0.65125;0";
+const GOOD_LAST: &str = "20230601 000200;0.65125;0.65130;0.65110;0.65120;0";
+
+/// A migrated database with AUDUSD registered.
+async fn audusd_db() -> TestDb {
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    assets::add(
+        &client,
+        &Symbol::parse("AUDUSD").unwrap(),
+        AssetClass::Fx,
+        None,
+        true,
+    )
+    .await
+    .unwrap();
+    db
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn ingest(db: &TestDb, args: &[&str]) -> Output {
+    let mut all = vec!["ingest", "--symbol", "AUDUSD"];
+    all.extend_from_slice(args);
+    db.cli(&all)
+}
+
+fn summary_json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("summary is not JSON ({e}): {}", stdout(out)))
+}
+
+async fn bars(db: &TestDb) -> i64 {
+    db.count("SELECT count(*) FROM data_bars").await
+}
+
+async fn quarantined(db: &TestDb) -> i64 {
+    db.count("SELECT count(*) FROM ingest_quarantine").await
+}
+
+async fn bar_at(db: &TestDb, ts: &str) -> Option<(f64, f64, f64, f64, f64, String)> {
+    let ts: DateTime<Utc> = ts.parse().unwrap();
+    db.client()
+        .await
+        .query_opt(
+            "SELECT open, high, low, close, vol, source FROM data_bars
+             WHERE canonical_symbol = 'AUDUSD' AND timeframe = '1m' AND ts_utc = $1",
+            &[&ts],
+        )
+        .await
+        .unwrap()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
+}
+
+/// A HistData file with a good first and last line around `bad` (line 2)
+/// is rejected whole with --strict, and without it loads the two good bars
+/// and quarantines line 2 with `reason`.
+async fn bad_middle_row_is_quarantined_or_rejected(bad: &[u8], reason: &str) {
+    let db = audusd_db().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut content = Vec::new();
+    content.extend_from_slice(GOOD_FIRST.as_bytes());
+    content.push(b'\n');
+    content.extend_from_slice(bad);
+    content.push(b'\n');
+    content.extend_from_slice(GOOD_LAST.as_bytes());
+    content.push(b'\n');
+    let file = write(dir.path(), "bars.csv", &content);
+    let name = file.to_str().unwrap();
+    let where_ = format!("{name}:2: ");
+
+    let strict = ingest(&db, &[name, "--strict", "--format", "histdata"]);
+    assert!(!strict.status.success(), "--strict accepted a bad row");
+    let err = stderr(&strict);
+    assert!(err.contains(&where_), "no {where_} in: {err}");
+    assert!(err.contains(reason), "no {reason:?} in: {err}");
+    assert!(err.contains("rejected (--strict)"), "{err}");
+    assert_eq!(bars(&db).await, 0, "--strict left bars behind");
+    assert_eq!(quarantined(&db).await, 0, "--strict left quarantine rows");
+
+    let lenient = ingest(&db, &[name, "--json"]);
+    assert!(lenient.status.success(), "{}", stderr(&lenient));
+    let err = stderr(&lenient);
+    assert!(err.contains(&where_) && err.contains(reason), "{err}");
+    let summary = summary_json(&lenient);
+    assert_eq!(summary["total"]["rows_read"], 3);
+    assert_eq!(summary["total"]["loaded"], 2);
+    assert_eq!(summary["total"]["quarantined"], 1);
+    assert_eq!(bars(&db).await, 2, "the bad row reached data_bars");
+    assert!(bar_at(&db, "2023-06-01T05:01:00Z").await.is_none());
+    let row = db
+        .client()
+        .await
+        .query_one(
+            "SELECT file, line, canonical_symbol, raw_line, reason FROM ingest_quarantine",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), name);
+    assert_eq!(row.get::<_, i64>(1), 2);
+    assert_eq!(row.get::<_, String>(2), "AUDUSD");
+    assert_eq!(row.get::<_, String>(3), String::from_utf8_lossy(bad));
+    assert!(row.get::<_, String>(4).contains(reason));
+}
+
+#[tokio::test]
+async fn a_row_with_the_wrong_column_count_is_bad() {
+    bad_middle_row_is_quarantined_or_rejected(
+        b"20230601 000100;0.65125;0.65127;0.65114;0",
+        "expected 6 fields separated by ';', found 5",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_non_numeric_price_is_bad() {
+    bad_middle_row_is_quarantined_or_rejected(
+        b"20230601 000100;abc;0.65127;0.65114;0.65118;0",
+        "open is not a number",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_nan_price_is_bad() {
+    bad_middle_row_is_quarantined_or_rejected(
+        b"20230601 000100;NaN;0.65127;0.65114;0.65118;0",
+        "open is not a finite number",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_infinite_price_is_bad() {
+    bad_middle_row_is_quarantined_or_rejected(
+        b"20230601 000100;0.65125;inf;0.65114;0.65118;0",
+        "high is not a finite number",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_negative_price_is_bad() {
+    bad_middle_row_is_quarantined_or_rejected(
+        b"20230601 000100;0.65125;0.65127;-0.65114;0.65118;0",
+        "low must be above 0",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_zero_price_is_bad() {
+    bad_middle_row_is_quarantined_or_rejected(
+        b"20230601 000100;0.65125;0.65127;0.65114;0;0",
+        "close must be above 0",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_high_below_the_body_is_bad() {
+    bad_middle_row_is_quarantined_or_rejected(
+        b"20230601 000100;0.65125;0.65120;0.65114;0.65118;0",
+        "high 0.6512 is below max(open, close) 0.65125",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_low_above_the_body_is_bad() {
+    bad_middle_row_is_quarantined_or_rejected(
+        b"20230601 000100;0.65125;0.65127;0.65120;0.65118;0",
+        "low 0.6512 is above min(open, close) 0.65118",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_negative_volume_is_bad() {
+    bad_middle_row_is_quarantined_or_rejected(
+        b"20230601 000100;0.65125;0.65127;0.65114;0.65118;-3",
+        "volume must be 0 or more",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_timestamp_off_the_whole_minute_is_bad() {
+    bad_middle_row_is_quarantined_or_rejected(
+        b"20230601 000130;0.65125;0.65127;0.65114;0.65118;0",
+        "is not on a whole minute",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_bar_in_the_future_is_bad() {
+    bad_middle_row_is_quarantined_or_rejected(
+        b"20990601 000100;0.65125;0.65127;0.65114;0.65118;0",
+        "bar starts in the future",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_unparseable_timestamp_is_bad() {
+    bad_middle_row_is_quarantined_or_rejected(
+        b"2023-06-01 00:01;0.65125;0.65127;0.65114;0.65118;0",
+        "unparseable timestamp",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn non_utf8_bytes_make_one_bad_row_not_a_dead_file() {
+    bad_middle_row_is_quarantined_or_rejected(
+        b"20230601 000100;0.651\xff25;0.65127;0.65114;0.65118;0",
+        "not valid UTF-8",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_empty_file_is_an_error_naming_it() {
+    let db = audusd_db().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "empty.csv", b"");
+    let name = file.to_str().unwrap();
+    let out = ingest(&db, &[name]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(&format!("{name} has no rows")),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(bars(&db).await, 0);
+}
+
+#[tokio::test]
+async fn an_unknown_symbol_loads_nothing() {
+    let db = audusd_db().await;
+    let out = db.cli(&[
+        "ingest",
+        "--symbol",
+        "EURUSD",
+        sample_path().to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("unknown symbol EURUSD"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(bars(&db).await, 0);
+}
+
+#[tokio::test]
+async fn a_symbol_with_sql_metacharacters_is_refused_and_data_bars_survives() {
+    let db = audusd_db().await;
+    let out = db.cli(&[
+        "ingest",
+        "--symbol",
+        "EUR'USD; DROP TABLE data_bars;--",
+        sample_path().to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("--symbol") && err.contains("only A-Z, 0-9"),
+        "{err}"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM pg_tables WHERE tablename = 'data_bars'")
+            .await,
+        1
+    );
+    assert_eq!(bars(&db).await, 0);
+}
+
+#[tokio::test]
+async fn a_missing_file_is_named_and_stops_every_file_from_loading() {
+    let db = audusd_db().await;
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.csv");
+    let out = ingest(
+        &db,
+        &[sample_path().to_str().unwrap(), missing.to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(&format!("no such file: {}", missing.display())),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(bars(&db).await, 0, "the existing file was loaded anyway");
+}
+
+#[tokio::test]
+async fn the_sample_loads_once_and_a_second_load_is_all_duplicates() {
+    let db = audusd_db().await;
+    let sample = sample_path();
+    let first = ingest(&db, &[sample.to_str().unwrap(), "--json"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let s = summary_json(&first);
+    assert_eq!(s["total"]["rows_read"], 16_875);
+    assert_eq!(s["total"]["loaded"], 16_875);
+    assert_eq!(s["files"][0]["format"], "histdata");
+    assert_eq!(bars(&db).await, 16_875);
+    // 2023-06-01 00:00 EST is 05:00 UTC.
+    let (open, _, _, close, _, source) = bar_at(&db, "2023-06-01T05:00:00Z").await.unwrap();
+    assert_eq!(
+        (open, close, source.as_str()),
+        (0.65141, 0.65125, "histdata")
+    );
+
+    let second = ingest(&db, &[sample.to_str().unwrap(), "--json"]);
+    assert!(second.status.success(), "{}", stderr(&second));
+    let s = summary_json(&second);
+    assert_eq!(s["total"]["loaded"], 0);
+    assert_eq!(s["total"]["duplicates"], 16_875);
+    assert_eq!(s["total"]["revised"], 0);
+    assert_eq!(bars(&db).await, 16_875);
+}
+
+#[tokio::test]
+async fn a_changed_row_is_a_revision_updated_in_place() {
+    let db = audusd_db().await;
+    let sample = sample_path();
+    assert!(ingest(&db, &[sample.to_str().unwrap()]).status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "fix.csv",
+        b"20230601 000000;0.65141;0.65150;0.65124;0.65149;7\n20230601 000100;0.651250;0.651270;0.651140;0.651180;0\n",
+    );
+    let out = ingest(
+        &db,
+        &[file.to_str().unwrap(), "--json", "--source", "vendor-fix"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = summary_json(&out);
+    assert_eq!(s["total"]["revised"], 1);
+    assert_eq!(s["total"]["duplicates"], 1);
+    assert_eq!(s["total"]["loaded"], 0);
+    assert_eq!(s["files"][0]["path"], "merge");
+    assert_eq!(bars(&db).await, 16_875);
+    let bar = bar_at(&db, "2023-06-01T05:00:00Z").await.unwrap();
+    assert_eq!(
+        bar,
+        (0.65141, 0.6515, 0.65124, 0.65149, 7.0, "vendor-fix".into())
+    );
+}
+
+#[tokio::test]
+async fn a_row_repeated_within_a_file_takes_its_last_line() {
+    let db = audusd_db().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "twice.csv",
+        format!("{GOOD_FIRST}\n20230601 000000;0.65141;0.65160;0.65124;0.65155;0\n{GOOD_LAST}\n")
+            .as_bytes(),
+    );
+    let out = ingest(&db, &[file.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = summary_json(&out);
+    assert_eq!(s["total"]["loaded"], 2);
+    assert_eq!(s["total"]["superseded"], 1);
+    let (_, high, _, close, _, _) = bar_at(&db, "2023-06-01T05:00:00Z").await.unwrap();
+    assert_eq!((high, close), (0.6516, 0.65155));
+}
+
+#[tokio::test]
+async fn an_overlap_found_only_after_the_first_batch_still_merges() {
+    let db = audusd_db().await;
+    let sample = std::fs::read_to_string(sample_path()).unwrap();
+    let last = sample.lines().last().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tail = write(dir.path(), "tail.csv", format!("{last}\n").as_bytes());
+    assert!(ingest(&db, &[tail.to_str().unwrap()]).status.success());
+    let out = ingest(&db, &[sample_path().to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = summary_json(&out);
+    assert_eq!(s["total"]["loaded"], 16_874);
+    assert_eq!(s["total"]["duplicates"], 1);
+    assert_eq!(s["files"][0]["path"], "merge");
+    assert_eq!(bars(&db).await, 16_875);
+}
+
+#[tokio::test]
+async fn standard_input_is_read_for_a_dash() {
+    let db = audusd_db().await;
+    let input = format!("{GOOD_FIRST}\n{GOOD_LAST}\n");
+    let out = db.cli_with_stdin(
+        &["ingest", "--symbol", "audusd", "-", "--json"],
+        Some(input.as_bytes()),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = summary_json(&out);
+    assert_eq!(s["files"][0]["file"], "<stdin>");
+    assert_eq!(s["total"]["loaded"], 2);
+    assert_eq!(bars(&db).await, 2);
+}
+
+#[tokio::test]
+async fn mt4_stamps_follow_the_given_zone_through_daylight_saving() {
+    let db = audusd_db().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Athens is UTC+3 in June (summer time) and UTC+2 in January.
+    let file = write(
+        dir.path(),
+        "mt4.csv",
+        b"2023.06.01,03:00,0.65141,0.65141,0.65124,0.65125,12\r\n2023.01.10,02:00,0.68000,0.68010,0.67990,0.68005,3\r\n",
+    );
+    let out = ingest(
+        &db,
+        &[file.to_str().unwrap(), "--tz", "Europe/Athens", "--json"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(summary_json(&out)["files"][0]["format"], "mt4");
+    let summer = bar_at(&db, "2023-06-01T00:00:00Z").await.unwrap();
+    assert_eq!((summer.4, summer.5.as_str()), (12.0, "mt4"));
+    assert!(bar_at(&db, "2023-01-10T00:00:00Z").await.is_some());
+
+    let fixed = write(
+        dir.path(),
+        "fixed.csv",
+        b"2023.06.02,02:00,0.65141,0.65141,0.65124,0.65125,1\n",
+    );
+    let out = ingest(&db, &[fixed.to_str().unwrap(), "--tz", "+02:00"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(bar_at(&db, "2023-06-02T00:00:00Z").await.is_some());
+    assert_eq!(bars(&db).await, 3);
+}
+
+#[tokio::test]
+async fn an_unknown_zone_is_refused_before_loading() {
+    let db = audusd_db().await;
+    let out = ingest(
+        &db,
+        &[sample_path().to_str().unwrap(), "--tz", "Mars/Olympus"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("unknown time zone"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(bars(&db).await, 0);
+}
+
+#[tokio::test]
+async fn headed_csv_takes_iso_and_epoch_times() {
+    let db = audusd_db().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "bars.csv",
+        b"ts,open,high,low,close,volume\n\
+          2023-06-01T00:00:00Z,1.1,1.2,1.0,1.15,10\n\
+          2023-06-01 03:01:00+03:00,1.15,1.2,1.1,1.12,5\n\
+          1685577720,1.12,1.13,1.11,1.11,0\n\
+          2023-06-01T00:03:00,1.11,1.12,1.1,1.1,0\n",
+    );
+    let out = ingest(&db, &[file.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = summary_json(&out);
+    assert_eq!(s["files"][0]["format"], "csv");
+    assert_eq!(s["total"]["loaded"], 3);
+    assert_eq!(s["total"]["quarantined"], 1);
+    assert!(stderr(&out).contains(&format!("{}:5: ", file.display())));
+    assert!(stderr(&out).contains("has no UTC offset"));
+    for ts in [
+        "2023-06-01T00:00:00Z",
+        "2023-06-01T00:01:00Z",
+        "2023-06-01T00:02:00Z",
+    ] {
+        assert!(bar_at(&db, ts).await.is_some(), "no bar at {ts}");
+    }
+    assert_eq!(bar_at(&db, "2023-06-01T00:00:00Z").await.unwrap().4, 10.0);
+}
+
+#[tokio::test]
+async fn a_csv_without_a_header_is_refused_whole() {
+    let db = audusd_db().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "bare.csv",
+        b"when,o,h,l,c\n1685577600,1,1,1,1\n",
+    );
+    let out = ingest(&db, &[file.to_str().unwrap(), "--format", "csv"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("the header must name the columns"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(bars(&db).await, 0);
+}
+
+#[tokio::test]
+async fn strict_rejects_the_whole_file_and_names_each_bad_row() {
+    let db = audusd_db().await;
+    let dir = tempfile::tempdir().unwrap();
+    let content = std::fs::read_to_string(sample_path()).unwrap();
+    let mut lines: Vec<&str> = content.lines().collect();
+    lines[99] = "20230601 014000;x;0.65;0.65;0.65;0";
+    lines[9999] = "20230601 014000;0.65;0.65;0.65;0.65";
+    let file = write(dir.path(), "two_bad.csv", lines.join("\n").as_bytes());
+    let name = file.to_str().unwrap();
+    let out = ingest(&db, &[name, "--strict"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("2 bad rows of 16875"), "{err}");
+    assert!(
+        err.contains(&format!("{name}:100: open is not a number")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{name}:10000: expected 6 fields")),
+        "{err}"
+    );
+    assert_eq!(bars(&db).await, 0);
+    assert_eq!(quarantined(&db).await, 0);
+}
+
+#[tokio::test]
+async fn quarantine_rows_carry_file_line_and_reason_for_each_format() {
+    let db = audusd_db().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mt4 = write(
+        dir.path(),
+        "mt4.csv",
+        b"2023.06.01,00:00,1.1,1.2,1.0,1.15,1\n\n2023.06.01,00:01,1.1,1.0,1.0,1.15,1\n",
+    );
+    let csv = write(
+        dir.path(),
+        "h.csv",
+        b"ts,open,high,low,close\n1685577600,1,1,1,1\n1685577660,1,1,1\n",
+    );
+    let out = ingest(
+        &db,
+        &[mt4.to_str().unwrap(), csv.to_str().unwrap(), "--json"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = summary_json(&out);
+    assert_eq!(s["total"]["quarantined"], 2);
+    let rows = db
+        .client()
+        .await
+        .query(
+            "SELECT file, line, reason FROM ingest_quarantine ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(String, i64, String)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(got[0].0, mt4.to_str().unwrap());
+    assert_eq!(got[0].1, 3, "blank lines still count as lines");
+    assert!(got[0].2.contains("high 1 is below"), "{got:?}");
+    assert_eq!(got[1].0, csv.to_str().unwrap());
+    assert_eq!(got[1].1, 3);
+    assert!(got[1].2.contains("expected 5 fields"), "{got:?}");
+}

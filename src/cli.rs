@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::db::Database;
-use crate::{assets, demo, export, ingest, migrate, pg, tasks, worker};
+use crate::{assets, bench, demo, export, ingest, migrate, pg, tasks, worker};
 
 /// Keeps 5m, 15m, 1h, 4h, 1d and 1w bars aggregated from 1-minute bars in PostgreSQL.
 #[derive(Debug, Parser)]
@@ -65,6 +65,8 @@ pub enum Command {
     Run(worker::RunArgs),
     /// Print stored bars as CSV or JSON.
     Export(export::ExportArgs),
+    /// Time barkeep against plain SQL on the same generated data.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -153,6 +155,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Task(cmd) => tasks::run_task(&global, cmd).await,
         Command::Run(args) => worker::run(&global, args).await,
         Command::Export(args) => export::run(&global, args).await,
+        Command::Bench(args) => bench::run(&global, args).await,
     }
 }
 

@@ -15,9 +15,11 @@
 //! - [`ingest`]: parsing, validating and loading 1-minute bars.
 //! - [`demo`]: the end-to-end demo on the shipped sample.
 //! - [`tasks`]: `sync` of tasks from the registry and operator task commands.
+//! - [`bench`]: barkeep against plain SQL on the same data (`barkeep bench`).
 //! - [`synth`]: seeded synthetic 1-minute bars for tests and benchmarks.
 
 pub mod assets;
+pub mod bench;
 pub mod calendar;
 pub mod cli;
 pub mod db;

@@ -4,5 +4,13 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`barkeep export … | head`), as Unix tools do.
+    // SAFETY: called first in main, before any thread exists.
+    unsafe {
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        );
+    }
     barkeep::cli::main()
 }

@@ -99,7 +99,10 @@ struct Buckets {
 
 impl Buckets {
     fn new(fx: bool) -> Self {
-        Self { fx, cache: HashMap::new() }
+        Self {
+            fx,
+            cache: HashMap::new(),
+        }
     }
 
     /// (start, end) of the bucket holding `ts`.
@@ -156,7 +159,12 @@ fn quality(source: i32, expected: i32) -> Option<i16> {
 
 /// Every derived bar of the default ladder for one instrument whose tasks
 /// start at `agg_start`, with everything before `now` final.
-pub fn reference_ladder(fx: bool, bars: &[Src1m], agg_start: DateTime<Utc>, now: DateTime<Utc>) -> Vec<RefBar> {
+pub fn reference_ladder(
+    fx: bool,
+    bars: &[Src1m],
+    agg_start: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Vec<RefBar> {
     let mut buckets = Buckets::new(fx);
     let mut by_tf: HashMap<&str, Vec<Src>> = HashMap::new();
     by_tf.insert(
@@ -179,7 +187,11 @@ pub fn reference_ladder(fx: bool, bars: &[Src1m], agg_start: DateTime<Utc>, now:
         let mut groups: BTreeMap<DateTime<Utc>, (DateTime<Utc>, Vec<Src>)> = BTreeMap::new();
         for s in &by_tf[source_tf] {
             let (start, end) = buckets.of(tf, s.ts);
-            groups.entry(start).or_insert_with(|| (end, Vec::new())).1.push(s.clone());
+            groups
+                .entry(start)
+                .or_insert_with(|| (end, Vec::new()))
+                .1
+                .push(s.clone());
         }
         let mut made = Vec::new();
         for (start, (end, mut group)) in groups {
@@ -213,7 +225,11 @@ pub fn reference_ladder(fx: bool, bars: &[Src1m], agg_start: DateTime<Utc>, now:
                 low: group.iter().map(|s| s.low).fold(f64::MAX, f64::min),
                 close: group[group.len() - 1].close,
                 vol,
-                vwap: if pv_vol > 0.0 { Some(pv / pv_vol) } else { None },
+                vwap: if pv_vol > 0.0 {
+                    Some(pv / pv_vol)
+                } else {
+                    None
+                },
                 trade_count: trades,
                 source_timeframe: source_tf.to_string(),
                 source_candles: group.len() as i32,
@@ -234,7 +250,7 @@ pub fn reference_ladder(fx: bool, bars: &[Src1m], agg_start: DateTime<Utc>, now:
         }
         by_tf.insert(tf, made);
     }
-    out.sort_by(|a, b| (minutes_of(&a.timeframe), a.ts).cmp(&(minutes_of(&b.timeframe), b.ts)));
+    out.sort_by_key(|b| (minutes_of(&b.timeframe), b.ts));
     out
 }
 
@@ -290,7 +306,19 @@ async fn load(db: &TestDb, symbol: &str, bars: &[Src1m]) {
     for b in bars {
         writer
             .as_mut()
-            .write(&[&symbol, &"1m", &b.ts, &b.open, &b.high, &b.low, &b.close, &b.vol, &b.vwap, &b.trade_count, &"test"])
+            .write(&[
+                &symbol,
+                &"1m",
+                &b.ts,
+                &b.open,
+                &b.high,
+                &b.low,
+                &b.close,
+                &b.vol,
+                &b.vwap,
+                &b.trade_count,
+                &"test",
+            ])
             .await
             .unwrap();
     }
@@ -330,7 +358,7 @@ async fn stored(db: &TestDb, symbol: &str) -> Vec<RefBar> {
             }
         })
         .collect();
-    bars.sort_by(|a, b| (minutes_of(&a.timeframe), a.ts).cmp(&(minutes_of(&b.timeframe), b.ts)));
+    bars.sort_by_key(|b| (minutes_of(&b.timeframe), b.ts));
     bars
 }
 
@@ -364,11 +392,19 @@ async fn the_shipped_sample_matches_the_reference_bar_for_bar() {
     let bars = parse_sample();
     assert_eq!(bars.len(), 16_875);
     ok(&db.cli(&["assets", "add", "AUDUSD", "--class", "fx"]));
-    ok(&db.cli(&["ingest", "--symbol", "AUDUSD", sample_path().to_str().unwrap()]));
+    ok(&db.cli(&[
+        "ingest",
+        "--symbol",
+        "AUDUSD",
+        sample_path().to_str().unwrap(),
+    ]));
     let actual = aggregate(&db, "AUDUSD", "fx", "2023-06-01T00:00:00Z").await;
     let expected = reference_ladder(true, &bars, ts("2023-06-01T00:00:00Z"), Utc::now());
     for tf in ["5m", "15m", "1h", "4h", "1d", "1w"] {
-        assert!(expected.iter().any(|b| b.timeframe == tf), "reference has no {tf} bar");
+        assert!(
+            expected.iter().any(|b| b.timeframe == tf),
+            "reference has no {tf} bar"
+        );
     }
     assert_same_bars(&actual, &expected);
 }
@@ -394,8 +430,15 @@ async fn generated_fx_across_both_2025_dst_changes_matches_the_reference() {
     load(&db, "EURUSD", &bars).await;
     let actual = aggregate(&db, "EURUSD", "fx", "2025-03-01T00:00:00Z").await;
     let expected = reference_ladder(true, &bars, ts("2025-03-01T00:00:00Z"), Utc::now());
-    let long_days: Vec<_> = expected.iter().filter(|b| b.timeframe == "1d" && b.expected_candles != 24).collect();
-    assert_eq!(long_days.len(), 2, "one 23 h and one 25 h fx day: {long_days:?}");
+    let long_days: Vec<_> = expected
+        .iter()
+        .filter(|b| b.timeframe == "1d" && b.expected_candles != 24)
+        .collect();
+    assert_eq!(
+        long_days.len(),
+        2,
+        "one 23 h and one 25 h fx day: {long_days:?}"
+    );
     assert_same_bars(&actual, &expected);
 }
 
@@ -424,9 +467,15 @@ async fn generated_fx_with_weekends_and_crypto_with_volume_match_the_reference()
     ok(&db.cli(&["assets", "add", "GBPUSD", "--class", "fx"]));
     let crypto = aggregate(&db, "BTCUSD", "crypto", "2025-07-01T00:00:00Z").await;
     let fx = stored(&db, "GBPUSD").await;
-    assert_same_bars(&fx, &reference_ladder(true, &fx_bars, ts("2025-07-01T00:00:00Z"), Utc::now()));
-    let expected_crypto = reference_ladder(false, &crypto_bars, ts("2025-07-01T00:00:00Z"), Utc::now());
-    assert!(expected_crypto.iter().any(|b| b.vwap.is_some() && b.trade_count.is_some()));
+    assert_same_bars(
+        &fx,
+        &reference_ladder(true, &fx_bars, ts("2025-07-01T00:00:00Z"), Utc::now()),
+    );
+    let expected_crypto =
+        reference_ladder(false, &crypto_bars, ts("2025-07-01T00:00:00Z"), Utc::now());
+    assert!(expected_crypto
+        .iter()
+        .any(|b| b.vwap.is_some() && b.trade_count.is_some()));
     assert_same_bars(&crypto, &expected_crypto);
 }
 

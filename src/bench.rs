@@ -1,0 +1,323 @@
+//! `barkeep bench`: barkeep against plain SQL on the same generated data,
+//! side by side in one run, reported as ratios.
+//!
+//! In a scratch database it generates N fx symbols × W weeks of 1-minute
+//! bars, then times:
+//! 1. ingest: `barkeep ingest` of HistData files against a plain `COPY` of
+//!    the same rows into a table with the same unique key;
+//! 2. catch-up: the barkeep worker building the whole default ladder from
+//!    scratch against one plain `INSERT … SELECT … GROUP BY` that builds only
+//!    the 5m bars (first/last through `array_agg … ORDER BY`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use tokio_postgres::Client;
+
+use crate::assets::{self, AssetClass, Symbol};
+use crate::cli::Global;
+use crate::db::{quote_ident, Database};
+use crate::ingest::{self, IngestOptions};
+use crate::synth::{self, SynthSpec};
+use crate::{migrate, tasks, worker};
+
+/// Arguments of `barkeep bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Number of fx symbols.
+    #[arg(long, default_value_t = 20)]
+    pub symbols: usize,
+    /// Weeks of 1-minute bars per symbol (7,200 bars a week).
+    #[arg(long, default_value_t = 26)]
+    pub weeks: i64,
+    /// Scratch database (dropped and created again on the same server).
+    #[arg(long, default_value = "barkeep_bench")]
+    pub scratch_db: String,
+    /// Worker connections for the catch-up.
+    #[arg(long, default_value_t = 2)]
+    pub concurrency: usize,
+    /// Print the results as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One timed pair.
+#[derive(Debug, serde::Serialize)]
+pub struct Pair {
+    pub what: String,
+    pub rows: u64,
+    pub barkeep_seconds: f64,
+    pub baseline_seconds: f64,
+    /// baseline time / barkeep time: above 1 means barkeep is faster.
+    pub speedup: f64,
+}
+
+/// Everything `bench` measured.
+#[derive(Debug, serde::Serialize)]
+pub struct BenchReport {
+    pub symbols: usize,
+    pub weeks: i64,
+    pub rows_1m: u64,
+    pub ingest: Pair,
+    pub catchup: Pair,
+    pub bars_by_timeframe: Vec<(String, i64)>,
+    pub baseline_5m_bars: i64,
+}
+
+const START: &str = "2025-01-05T22:00:00Z"; // a Sunday evening, fx week open
+
+fn start() -> Result<DateTime<Utc>> {
+    Ok(DateTime::parse_from_rfc3339(START)
+        .context("parsing the bench start")?
+        .with_timezone(&Utc))
+}
+
+/// Run the benchmark.
+pub async fn run(global: &Global, args: BenchArgs) -> Result<ExitCode> {
+    let server = global.database().await?;
+    let scratch = recreate_scratch(&server, &args.scratch_db).await?;
+    let mut client = scratch.connect().await?;
+    migrate::up(&mut client, None).await?;
+
+    let dir = tempdir()?;
+    let symbols: Vec<Symbol> = (0..args.symbols)
+        .map(|i| Symbol::parse(&format!("BENCH{i:03}")))
+        .collect::<Result<_>>()?;
+    let mut files = Vec::new();
+    let mut rows_1m = 0u64;
+    eprintln!(
+        "bench: generating {} symbols x {} weeks",
+        args.symbols, args.weeks
+    );
+    for (i, symbol) in symbols.iter().enumerate() {
+        assets::add(&client, symbol, AssetClass::Fx, None, true).await?;
+        let spec = spec(i, args.weeks)?;
+        let path = dir.join(format!("{symbol}.csv"));
+        let file =
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        let writer = std::io::BufWriter::new(file);
+        rows_1m += synth::generate(&spec).count() as u64;
+        synth::write_histdata(synth::generate(&spec), writer)
+            .with_context(|| format!("writing {}", path.display()))?;
+        files.push((symbol.clone(), path));
+    }
+
+    eprintln!("bench: ingest ({rows_1m} rows) against plain COPY");
+    let baseline_copy = copy_baseline(&client, &symbols, args.weeks).await?;
+    let t = Instant::now();
+    for (symbol, path) in &files {
+        let opts = IngestOptions::new(symbol.clone());
+        ingest::ingest_files(&mut client, std::slice::from_ref(path), &opts).await?;
+    }
+    let ingest_seconds = t.elapsed().as_secs_f64();
+    client
+        .batch_execute("VACUUM ANALYZE data_bars")
+        .await
+        .context("vacuuming data_bars")?;
+
+    eprintln!("bench: 5m by plain SQL");
+    let t = Instant::now();
+    client
+        .batch_execute(BASELINE_5M)
+        .await
+        .context("running the plain-SQL 5m baseline")?;
+    let baseline_5m_seconds = t.elapsed().as_secs_f64();
+    let baseline_5m_bars: i64 = client
+        .query_one("SELECT count(*) FROM bench_baseline_5m", &[])
+        .await
+        .context("counting baseline bars")?
+        .get(0);
+
+    eprintln!("bench: full ladder by barkeep");
+    let t = Instant::now();
+    tasks::sync(&client, tasks::Env::Prod, start()?).await?;
+    let run_args = worker::RunArgs {
+        once: true,
+        env: "prod".into(),
+        concurrency: args.concurrency,
+        max_windows: None,
+        batch: 600,
+        lease_seconds: 60,
+        grace_seconds: 30,
+        json: false,
+    };
+    worker::run_worker(&scratch, &run_args, Arc::new(AtomicBool::new(false))).await?;
+    let catchup_seconds = t.elapsed().as_secs_f64();
+
+    let rows = client
+        .query(
+            "SELECT timeframe, count(*) FROM derived_data_bars WHERE deleted_at IS NULL
+             GROUP BY timeframe ORDER BY array_position(ARRAY['5m','15m','1h','4h','1d','1w'], timeframe)",
+            &[],
+        )
+        .await
+        .context("counting derived bars")?;
+    let bars_by_timeframe = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let report = BenchReport {
+        symbols: args.symbols,
+        weeks: args.weeks,
+        rows_1m,
+        ingest: pair("ingest 1m rows", rows_1m, ingest_seconds, baseline_copy),
+        catchup: pair(
+            "catch-up: barkeep full ladder vs SQL 5m only",
+            rows_1m,
+            catchup_seconds,
+            baseline_5m_seconds,
+        ),
+        bars_by_timeframe,
+        baseline_5m_bars,
+    };
+    print_report(&report, args.json)?;
+    drop(client);
+    drop_scratch(&server, &args.scratch_db).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn pair(what: &str, rows: u64, barkeep_seconds: f64, baseline_seconds: f64) -> Pair {
+    Pair {
+        what: what.into(),
+        rows,
+        barkeep_seconds,
+        baseline_seconds,
+        speedup: baseline_seconds / barkeep_seconds.max(1e-9),
+    }
+}
+
+fn spec(i: usize, weeks: i64) -> Result<SynthSpec> {
+    Ok(SynthSpec {
+        start: start()?,
+        minutes: weeks * 7 * 24 * 60,
+        fx_weekends: true,
+        gap_probability: 0.0,
+        gap_continue_probability: 0.0,
+        with_volume: false,
+        price: 1.0 + i as f64 * 0.01,
+        seed: 1000 + i as u64,
+    })
+}
+
+/// The plain-SQL 5m aggregation users write by hand, into a table shaped
+/// like `derived_data_bars` with the same indexes.
+const BASELINE_5M: &str = "
+CREATE TABLE bench_baseline_5m (LIKE derived_data_bars INCLUDING ALL);
+INSERT INTO bench_baseline_5m (canonical_symbol, timeframe, ts_utc, open, high, low, close, vol,
+       source_timeframe, source_candles, expected_candles, quality_score)
+SELECT canonical_symbol, '5m', date_bin('5 minutes', ts_utc, TIMESTAMPTZ 'epoch'),
+       (array_agg(open ORDER BY ts_utc))[1], max(high), min(low),
+       (array_agg(close ORDER BY ts_utc DESC))[1], sum(vol), '1m', count(*), 5, 2
+FROM data_bars WHERE timeframe = '1m' GROUP BY 1, 3";
+
+/// Time a plain COPY of the same rows into a table with the same unique key.
+async fn copy_baseline(client: &Client, symbols: &[Symbol], weeks: i64) -> Result<f64> {
+    use futures_util::SinkExt;
+    client
+        .batch_execute(
+            "CREATE TABLE bench_copy_baseline (LIKE data_bars INCLUDING DEFAULTS);
+             CREATE UNIQUE INDEX ON bench_copy_baseline (canonical_symbol, timeframe, ts_utc);",
+        )
+        .await
+        .context("creating the COPY baseline table")?;
+    // Rows are formatted before the clock starts: the baseline pays for COPY only.
+    let mut text = Vec::new();
+    for (i, symbol) in symbols.iter().enumerate() {
+        for b in synth::generate(&spec(i, weeks)?) {
+            use std::io::Write;
+            writeln!(
+                text,
+                "{symbol}\t1m\t{}\t{}\t{}\t{}\t{}\t{}",
+                b.ts.to_rfc3339(),
+                b.open,
+                b.high,
+                b.low,
+                b.close,
+                b.vol
+            )
+            .context("formatting COPY rows")?;
+        }
+    }
+    let t = Instant::now();
+    let sink = client
+        .copy_in("COPY bench_copy_baseline (canonical_symbol, timeframe, ts_utc, open, high, low, close, vol) FROM STDIN")
+        .await
+        .context("starting the baseline COPY")?;
+    futures_util::pin_mut!(sink);
+    for piece in text.chunks(1 << 20) {
+        sink.send(bytes::Bytes::copy_from_slice(piece))
+            .await
+            .context("sending baseline COPY data")?;
+    }
+    sink.as_mut()
+        .finish()
+        .await
+        .context("finishing the baseline COPY")?;
+    Ok(t.elapsed().as_secs_f64())
+}
+
+async fn recreate_scratch(server: &Database, name: &str) -> Result<Database> {
+    drop_scratch(server, name).await?;
+    let admin = server.connect().await?;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {}", quote_ident(name)))
+        .await
+        .with_context(|| format!("creating scratch database {name}"))?;
+    let mut config = server.config().clone();
+    config.dbname(name);
+    Ok(Database::from_config(config))
+}
+
+async fn drop_scratch(server: &Database, name: &str) -> Result<()> {
+    let admin = server.connect().await?;
+    admin
+        .batch_execute(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            quote_ident(name)
+        ))
+        .await
+        .with_context(|| format!("dropping scratch database {name}"))
+}
+
+fn tempdir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("barkeep-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+fn print_report(report: &BenchReport, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+        return Ok(());
+    }
+    println!(
+        "barkeep bench: {} fx symbols x {} weeks = {} 1m rows",
+        report.symbols, report.weeks, report.rows_1m
+    );
+    for p in [&report.ingest, &report.catchup] {
+        println!(
+            "{:<48} barkeep {:>7.2} s ({:>9.0} rows/s)   baseline {:>7.2} s ({:>9.0} rows/s)   baseline/barkeep = {:.2}x",
+            p.what,
+            p.barkeep_seconds,
+            p.rows as f64 / p.barkeep_seconds.max(1e-9),
+            p.baseline_seconds,
+            p.rows as f64 / p.baseline_seconds.max(1e-9),
+            p.speedup
+        );
+    }
+    let bars: Vec<String> = report
+        .bars_by_timeframe
+        .iter()
+        .map(|(tf, n)| format!("{tf}={n}"))
+        .collect();
+    println!(
+        "barkeep bars: {}   baseline 5m bars: {}",
+        bars.join(" "),
+        report.baseline_5m_bars
+    );
+    Ok(())
+}

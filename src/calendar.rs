@@ -237,3 +237,33 @@ pub fn first_bucket_at_or_after(cal: Calendar, tf: Timeframe, ts: DateTime<Utc>)
         start
     }
 }
+
+/// Parse a user-given instant: RFC 3339 (`2025-07-01T00:00:00Z`), a date
+/// and time with an offset (`2025-07-01 12:30+02`), a date and time without
+/// one (taken as UTC, with `T` or a space, with or without seconds), or a
+/// plain date (its midnight UTC).
+pub fn parse_instant(raw: &str) -> anyhow::Result<DateTime<Utc>> {
+    let s = raw.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    for fmt in ["%Y-%m-%d %H:%M:%S%#z", "%Y-%m-%d %H:%M%#z"] {
+        if let Ok(t) = DateTime::parse_from_str(s, fmt) {
+            return Ok(t.with_timezone(&Utc));
+        }
+    }
+    for fmt in [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+    ] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, fmt) {
+            return Ok(t.and_utc());
+        }
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(d.and_time(chrono::NaiveTime::MIN).and_utc());
+    }
+    anyhow::bail!("cannot read {raw:?} as a time: use 2025-07-01, 2025-07-01 12:30 or RFC 3339 (2025-07-01T00:00:00Z)")
+}

@@ -6,8 +6,8 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
-use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
 use tokio_postgres::Client;
 
 use crate::assets::{self, Symbol};
@@ -31,38 +31,16 @@ pub struct ExportArgs {
     /// 1m, 5m, 15m, 1h, 4h, 1d or 1w.
     pub timeframe: Timeframe,
     /// First bar start to include (RFC 3339, `YYYY-MM-DD` or `YYYY-MM-DD HH:MM`, UTC).
-    #[arg(long, value_parser = parse_ts)]
+    #[arg(long, value_parser = crate::calendar::parse_instant)]
     pub from: Option<DateTime<Utc>>,
     /// Bars starting before this instant only.
-    #[arg(long, value_parser = parse_ts)]
+    #[arg(long, value_parser = crate::calendar::parse_instant)]
     pub to: Option<DateTime<Utc>>,
     #[arg(long, value_enum, default_value = "csv")]
     pub format: Format,
     /// Append the unfinished current bucket, computed from 1m bars.
     #[arg(long)]
     pub partial: bool,
-}
-
-/// Parse a user-given instant; times without an offset are UTC.
-pub fn parse_ts(raw: &str) -> Result<DateTime<Utc>> {
-    let raw = raw.trim();
-    if let Ok(ts) = DateTime::parse_from_rfc3339(raw) {
-        return Ok(ts.with_timezone(&Utc));
-    }
-    for fmt in [
-        "%Y-%m-%d %H:%M:%S",
-        "%Y-%m-%d %H:%M",
-        "%Y-%m-%dT%H:%M:%S",
-        "%Y-%m-%dT%H:%M",
-    ] {
-        if let Ok(naive) = NaiveDateTime::parse_from_str(raw, fmt) {
-            return Ok(naive.and_utc());
-        }
-    }
-    if let Ok(date) = NaiveDate::parse_from_str(raw, "%Y-%m-%d") {
-        return Ok(date.and_time(chrono::NaiveTime::MIN).and_utc());
-    }
-    bail!("cannot read {raw:?} as a time: use 2025-07-01, 2025-07-01 12:30 or RFC 3339")
 }
 
 /// One exported bar.

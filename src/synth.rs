@@ -5,18 +5,8 @@
 use chrono::{DateTime, Datelike, Duration, Timelike, Utc, Weekday};
 use chrono_tz::America::New_York;
 
-/// One generated 1-minute bar.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SynthBar {
-    pub ts: DateTime<Utc>,
-    pub open: f64,
-    pub high: f64,
-    pub low: f64,
-    pub close: f64,
-    pub vol: f64,
-    pub vwap: Option<f64>,
-    pub trade_count: Option<i64>,
-}
+/// One generated 1-minute bar: the engine's own bar type.
+pub type SynthBar = crate::engine::fold::Bar;
 
 /// What to generate.
 #[derive(Debug, Clone)]

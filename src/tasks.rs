@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand, ValueEnum};
 use tokio_postgres::Client;
 
@@ -67,30 +67,9 @@ impl std::str::FromStr for Timeframe {
 /// Default first bucket of new tasks.
 pub const DEFAULT_START: &str = "2025-07-01T00:00:00Z";
 
-/// Parse a start instant: RFC 3339 (`2025-07-01T00:00:00Z`, a space instead
-/// of `T` is fine), a naive date-time taken as UTC, or a plain date (its
-/// midnight UTC).
+/// Parse a start instant (see [`crate::calendar::parse_instant`]).
 pub fn parse_start(raw: &str) -> Result<DateTime<Utc>> {
-    let s = raw.trim();
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    for fmt in ["%Y-%m-%d %H:%M:%S%#z", "%Y-%m-%d %H:%M%#z"] {
-        if let Ok(t) = DateTime::parse_from_str(s, fmt) {
-            return Ok(t.with_timezone(&Utc));
-        }
-    }
-    for fmt in ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"] {
-        if let Ok(t) = NaiveDateTime::parse_from_str(s, fmt) {
-            return Ok(t.and_utc());
-        }
-    }
-    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        if let Some(t) = d.and_hms_opt(0, 0, 0) {
-            return Ok(t.and_utc());
-        }
-    }
-    bail!("cannot read {raw:?} as a start time: give RFC 3339 (2025-07-01T00:00:00Z) or a date (2025-07-01)")
+    crate::calendar::parse_instant(raw)
 }
 
 #[derive(Debug, Args)]

@@ -6,6 +6,7 @@ mod checklist;
 #[allow(dead_code)] // helpers used by some capabilities only
 mod common;
 mod engine;
+mod gaps;
 mod migrations;
 mod sql_functions;
 mod worker;

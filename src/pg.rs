@@ -20,6 +20,17 @@ pub const SUPERUSER: &str = "postgres";
 pub const DATABASE: &str = "barkeep";
 /// Port number; with TCP off it only names the socket file.
 const PORT: u16 = 5432;
+/// Server settings for bulk catch-up. A worker reads each symbol's 1m rows
+/// separately, and rows of many symbols share heap pages, so every page is
+/// visited once per symbol: the buffer pool should hold the hot part of
+/// `data_bars` and its index (the defaults, 128MB, made each visit a copy
+/// from the OS cache). Fewer, later checkpoints keep full-page images out
+/// of the WAL during long catch-ups. Memory is only taken as pages are used.
+const SERVER_SETTINGS: &[&str] = &[
+    "-c shared_buffers=1GB",
+    "-c max_wal_size=4GB",
+    "-c checkpoint_timeout=15min",
+];
 /// Longest unix socket path the kernel accepts, less the socket file name.
 const MAX_SOCKET_DIR_LEN: usize = 100 - ".s.PGSQL.5432".len();
 
@@ -201,8 +212,9 @@ impl Cluster {
 
     fn start(&self, run_as: Option<RunAs>) -> Result<()> {
         let options = format!(
-            "-c listen_addresses='' -k {} -p {PORT} -c unix_socket_permissions=0700 -c fsync=on",
-            quote_option(&self.socket_dir())
+            "-c listen_addresses='' -k {} -p {PORT} -c unix_socket_permissions=0700 -c fsync=on {}",
+            quote_option(&self.socket_dir()),
+            SERVER_SETTINGS.join(" ")
         );
         let out = self
             .pg_command("pg_ctl", run_as)

@@ -77,10 +77,12 @@ struct Handoff {
     bars: Vec<Bar>,
 }
 
-/// Span of source time read per chunk: about 10–20 thousand source rows.
+/// Span of source time read per chunk: at most about 45 thousand source
+/// rows (a few MB). Fewer, larger chunks mean fewer transactions and reads;
+/// the cost per row of a read falls as the range grows.
 fn chunk_span(source: Timeframe) -> Duration {
     match source {
-        Timeframe::M1 => Duration::days(10),
+        Timeframe::M1 => Duration::days(30),
         Timeframe::M5 | Timeframe::M15 => Duration::days(50),
         Timeframe::H1 | Timeframe::H4 => Duration::days(600),
         Timeframe::D1 | Timeframe::W1 => Duration::days(20_000),
@@ -178,6 +180,30 @@ impl<'c> SymbolRunner<'c> {
         source::read_bars(self.client, &self.job.symbol, source, from, to).await
     }
 
+    /// Where the source gap starting at `from` ends: the start of the bucket
+    /// of the next source bar before `limit`, or `limit`.
+    async fn gap_end(
+        &mut self,
+        task: &TaskPlan,
+        from: DateTime<Utc>,
+        limit: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>> {
+        let symbol = &self.job.symbol;
+        let next: Option<DateTime<Utc>> = self
+            .client
+            .query_one(
+                "SELECT agg_next_source_ts($1, $2, $3, $4)",
+                &[symbol, &task.source.as_str(), &from, &limit],
+            )
+            .await
+            .with_context(|| format!("finding the next {symbol} {} bar", task.source))?
+            .get(0);
+        Ok(match next {
+            Some(ts) => bucket_start(self.job.calendar, task.timeframe, ts).clamp(from, limit),
+            None => limit,
+        })
+    }
+
     async fn run_task(&mut self, task: &TaskPlan, out: &mut TaskOutcome) -> Result<()> {
         let job = self.job;
         let (cal, tf) = (job.calendar, task.timeframe);
@@ -208,6 +234,12 @@ impl<'c> SymbolRunner<'c> {
             let mut chunk_end =
                 first_bucket_at_or_after(cal, tf, cursor + chunk_span(task.source)).min(limit);
             let sources = self.sources(task.source, cursor, chunk_end).await?;
+            if sources.is_empty() && chunk_end < limit {
+                // A gap (a weekend, a halt, the time after the last source
+                // bar): stretch the chunk over it so one transaction covers
+                // it rather than one per span.
+                chunk_end = self.gap_end(task, chunk_end, limit).await?;
+            }
             let mut folder = Folder::new(cal, tf);
             let mut windows: Vec<Window> = sources.iter().filter_map(|b| folder.push(b)).collect();
             windows.extend(folder.finish());

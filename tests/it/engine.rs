@@ -171,7 +171,7 @@ pub async fn rust_ladder(db: &TestDb) -> Summary {
 
 /// Load the same bars into two databases, catch up one with SQL and the
 /// other with the fast path, and demand identical live bars.
-async fn both_paths_agree(
+pub async fn both_paths_agree(
     symbol: &str,
     class: AssetClass,
     agg_start: &str,

@@ -7,6 +7,7 @@ mod checklist;
 mod common;
 mod embedded;
 mod engine;
+mod gaps;
 mod ingest;
 mod migrations;
 mod privileges;

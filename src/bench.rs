@@ -41,6 +41,9 @@ pub struct BenchArgs {
     /// Worker connections for the catch-up.
     #[arg(long, default_value_t = 2)]
     pub concurrency: usize,
+    /// Rounds of each pair (the two sides alternate; medians are reported).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub repeat: u32,
     /// Print the results as JSON.
     #[arg(long)]
     pub json: bool,
@@ -53,8 +56,11 @@ pub struct Pair {
     pub rows: u64,
     pub barkeep_seconds: f64,
     pub baseline_seconds: f64,
-    /// baseline time / barkeep time: above 1 means barkeep is faster.
+    /// Median over rounds of baseline time / barkeep time: above 1 means barkeep is faster.
     pub speedup: f64,
+    pub rounds: usize,
+    /// baseline / barkeep of each round.
+    pub speedups: Vec<f64>,
 }
 
 /// Everything `bench` measured.
@@ -107,47 +113,66 @@ pub async fn run(global: &Global, args: BenchArgs) -> Result<ExitCode> {
         files.push((symbol.clone(), path));
     }
 
-    eprintln!("bench: ingest ({rows_1m} rows) against plain COPY");
-    let baseline_copy = copy_baseline(&client, &symbols, args.weeks).await?;
-    let t = Instant::now();
-    for (symbol, path) in &files {
-        let opts = IngestOptions::new(symbol.clone());
-        ingest::ingest_files(&mut client, std::slice::from_ref(path), &opts).await?;
+    let mut ingest_pairs = Vec::new();
+    let mut catchup_pairs = Vec::new();
+    let mut baseline_5m_bars = 0;
+    for round in 1..=args.repeat {
+        eprintln!(
+            "bench: round {round}/{}: ingest ({rows_1m} rows) against plain COPY",
+            args.repeat
+        );
+        settle(
+            &client,
+            "TRUNCATE data_bars; DROP TABLE IF EXISTS bench_copy_baseline",
+        )
+        .await?;
+        let baseline = copy_baseline(&client, &symbols, args.weeks).await?;
+        settle(&client, "").await?;
+        let t = Instant::now();
+        for (symbol, path) in &files {
+            let opts = IngestOptions::new(symbol.clone());
+            ingest::ingest_files(&mut client, std::slice::from_ref(path), &opts).await?;
+        }
+        ingest_pairs.push((t.elapsed().as_secs_f64(), baseline));
     }
-    let ingest_seconds = t.elapsed().as_secs_f64();
-    client
-        .batch_execute("VACUUM ANALYZE data_bars")
-        .await
-        .context("vacuuming data_bars")?;
-
-    eprintln!("bench: 5m by plain SQL");
-    let t = Instant::now();
-    client
-        .batch_execute(BASELINE_5M)
-        .await
-        .context("running the plain-SQL 5m baseline")?;
-    let baseline_5m_seconds = t.elapsed().as_secs_f64();
-    let baseline_5m_bars: i64 = client
-        .query_one("SELECT count(*) FROM bench_baseline_5m", &[])
-        .await
-        .context("counting baseline bars")?
-        .get(0);
-
-    eprintln!("bench: full ladder by barkeep");
-    let t = Instant::now();
-    tasks::sync(&client, tasks::Env::Prod, start()?).await?;
-    let run_args = worker::RunArgs {
-        once: true,
-        env: "prod".into(),
-        concurrency: args.concurrency,
-        max_windows: None,
-        batch: 600,
-        lease_seconds: 60,
-        grace_seconds: 30,
-        json: false,
-    };
-    worker::run_worker(&scratch, &run_args, Arc::new(AtomicBool::new(false))).await?;
-    let catchup_seconds = t.elapsed().as_secs_f64();
+    settle(&client, "VACUUM ANALYZE data_bars").await?;
+    for round in 1..=args.repeat {
+        eprintln!(
+            "bench: round {round}/{}: full ladder by barkeep against 5m by plain SQL",
+            args.repeat
+        );
+        settle(&client, "DROP TABLE IF EXISTS bench_baseline_5m").await?;
+        let t = Instant::now();
+        client
+            .batch_execute(BASELINE_5M)
+            .await
+            .context("running the plain-SQL 5m baseline")?;
+        let baseline = t.elapsed().as_secs_f64();
+        baseline_5m_bars = client
+            .query_one("SELECT count(*) FROM bench_baseline_5m", &[])
+            .await
+            .context("counting baseline bars")?
+            .get(0);
+        settle(
+            &client,
+            "TRUNCATE derived_data_bars; DELETE FROM data_agg_state; TRUNCATE agg_run_log",
+        )
+        .await?;
+        let t = Instant::now();
+        tasks::sync(&client, tasks::Env::Prod, start()?).await?;
+        let run_args = worker::RunArgs {
+            once: true,
+            env: "prod".into(),
+            concurrency: args.concurrency,
+            max_windows: None,
+            batch: 600,
+            lease_seconds: 60,
+            grace_seconds: 30,
+            json: false,
+        };
+        worker::run_worker(&scratch, &run_args, Arc::new(AtomicBool::new(false))).await?;
+        catchup_pairs.push((t.elapsed().as_secs_f64(), baseline));
+    }
 
     let rows = client
         .query(
@@ -164,12 +189,11 @@ pub async fn run(global: &Global, args: BenchArgs) -> Result<ExitCode> {
         symbols: args.symbols,
         weeks: args.weeks,
         rows_1m,
-        ingest: pair("ingest 1m rows", rows_1m, ingest_seconds, baseline_copy),
+        ingest: pair("ingest 1m rows", rows_1m, &ingest_pairs),
         catchup: pair(
             "catch-up: barkeep full ladder vs SQL 5m only",
             rows_1m,
-            catchup_seconds,
-            baseline_5m_seconds,
+            &catchup_pairs,
         ),
         bars_by_timeframe,
         baseline_5m_bars,
@@ -180,14 +204,47 @@ pub async fn run(global: &Global, args: BenchArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn pair(what: &str, rows: u64, barkeep_seconds: f64, baseline_seconds: f64) -> Pair {
+/// Medians of (barkeep, baseline) rounds, and the median of the per-round
+/// ratios (a round's two sides ran back to back, so their ratio is what
+/// survives a machine whose speed drifts).
+fn pair(what: &str, rows: u64, rounds: &[(f64, f64)]) -> Pair {
+    let barkeep: Vec<f64> = rounds.iter().map(|r| r.0).collect();
+    let baseline: Vec<f64> = rounds.iter().map(|r| r.1).collect();
+    let ratios: Vec<f64> = rounds.iter().map(|r| r.1 / r.0.max(1e-9)).collect();
     Pair {
         what: what.into(),
         rows,
-        barkeep_seconds,
-        baseline_seconds,
-        speedup: baseline_seconds / barkeep_seconds.max(1e-9),
+        barkeep_seconds: median(&barkeep),
+        baseline_seconds: median(&baseline),
+        speedup: median(&ratios),
+        rounds: rounds.len(),
+        speedups: ratios,
     }
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Run `sql` (if any), then checkpoint, so that neither side of a pair pays
+/// for the other's dirty buffers.
+async fn settle(client: &Client, sql: &str) -> Result<()> {
+    if !sql.is_empty() {
+        client
+            .batch_execute(sql)
+            .await
+            .with_context(|| format!("running {sql}"))?;
+    }
+    client
+        .batch_execute("CHECKPOINT")
+        .await
+        .context("checkpointing")
 }
 
 fn spec(i: usize, weeks: i64) -> Result<SynthSpec> {
@@ -300,13 +357,15 @@ fn print_report(report: &BenchReport, json: bool) -> Result<()> {
     );
     for p in [&report.ingest, &report.catchup] {
         println!(
-            "{:<48} barkeep {:>7.2} s ({:>9.0} rows/s)   baseline {:>7.2} s ({:>9.0} rows/s)   baseline/barkeep = {:.2}x",
+            "{:<46} barkeep {:>6.2} s ({:>7.0} rows/s)  baseline {:>6.2} s ({:>7.0} rows/s)  baseline/barkeep = {:.2}x (median of {} rounds: {})",
             p.what,
             p.barkeep_seconds,
             p.rows as f64 / p.barkeep_seconds.max(1e-9),
             p.baseline_seconds,
             p.rows as f64 / p.baseline_seconds.max(1e-9),
-            p.speedup
+            p.speedup,
+            p.rounds,
+            p.speedups.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(" ")
         );
     }
     let bars: Vec<String> = report

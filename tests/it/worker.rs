@@ -274,3 +274,41 @@ async fn export_prints_what_is_stored_and_a_partial_bar_on_request() {
         .await;
     assert_eq!(stored_now, 0, "the partial bar is never stored");
 }
+
+#[tokio::test]
+async fn sigterm_stops_a_running_worker_cleanly_and_releases_its_tasks() {
+    let db = fx_db(&["EURUSD", "GBPUSD"], 8).await;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_barkeep"))
+        .args(["run", "--grace-seconds", "20"])
+        .env("DATABASE_URL", &db.url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "worker still running 40 s after SIGTERM"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "worker exited with {status}");
+    let running = db
+        .count("SELECT count(*) FROM data_agg_state WHERE status = 'running'")
+        .await;
+    assert_eq!(running, 0, "a task was left running after a clean stop");
+    // What was written is whole: a fresh run finishes the job with the same
+    // bars as a worker that was never stopped.
+    run_once(&db, &[]);
+    let stopped = live_bars(&db.client().await).await;
+    let clean = fx_db(&["EURUSD", "GBPUSD"], 8).await;
+    run_once(&clean, &[]);
+    same_bars(&stopped, &live_bars(&clean.client().await).await);
+}

@@ -59,6 +59,16 @@ impl Timeframe {
         })
     }
 
+    /// Parse a timeframe that has an aggregation task (any but `1m`).
+    pub fn parse_derived(raw: &str) -> Result<Self> {
+        match Self::parse(raw) {
+            Ok(Timeframe::M1) | Err(_) => {
+                bail!("unknown task timeframe {raw:?}: expected one of 5m, 15m, 1h, 4h, 1d, 1w")
+            }
+            Ok(tf) => Ok(tf),
+        }
+    }
+
     /// The timeframe this one is built from in the default ladder (None for 1m).
     pub fn source(self) -> Option<Timeframe> {
         match self {

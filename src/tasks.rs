@@ -10,6 +10,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use tokio_postgres::Client;
 
 use crate::assets::Symbol;
+use crate::calendar::Timeframe;
 use crate::cli::Global;
 
 /// Which registry flag says an asset is active.
@@ -30,37 +31,6 @@ impl Env {
             Env::Dev => "dev",
             Env::Test => "test",
         }
-    }
-}
-
-/// The derived timeframes of the ladder, in claim order.
-pub const LADDER: [&str; 6] = ["5m", "15m", "1h", "4h", "1d", "1w"];
-
-/// A derived timeframe of the ladder.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Timeframe(&'static str);
-
-impl Timeframe {
-    pub fn parse(raw: &str) -> Result<Self> {
-        let wanted = raw.trim().to_ascii_lowercase();
-        match LADDER.iter().find(|tf| **tf == wanted) {
-            Some(tf) => Ok(Self(tf)),
-            None => bail!(
-                "unknown timeframe {raw:?}: expected one of {}",
-                LADDER.join(", ")
-            ),
-        }
-    }
-
-    pub fn as_str(&self) -> &'static str {
-        self.0
-    }
-}
-
-impl std::str::FromStr for Timeframe {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        Self::parse(s)
     }
 }
 
@@ -158,6 +128,7 @@ pub struct TaskTarget {
     /// Canonical symbol.
     pub symbol: Symbol,
     /// Timeframe (5m, 15m, 1h, 4h, 1d, 1w); all of the symbol's when omitted.
+    #[arg(value_parser = Timeframe::parse_derived)]
     pub timeframe: Option<Timeframe>,
 }
 
@@ -195,7 +166,7 @@ pub async fn apply(client: &Client, cmd: &TaskCommand) -> Result<u64> {
             Some(*priority),
         ),
     };
-    let tf = target.timeframe.as_ref().map(Timeframe::as_str);
+    let tf = target.timeframe.map(Timeframe::as_str);
     let symbol = target.symbol.as_str();
     let changed = match priority {
         Some(p) => client.execute(sql, &[&symbol, &tf, &p]).await,

@@ -13,4 +13,5 @@ mod migrations;
 mod privileges;
 mod reference;
 mod sql_functions;
+mod tasks;
 mod worker;

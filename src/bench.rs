@@ -107,8 +107,7 @@ pub async fn run(global: &Global, args: BenchArgs) -> Result<ExitCode> {
         let file =
             std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
         let writer = std::io::BufWriter::new(file);
-        rows_1m += synth::generate(&spec).count() as u64;
-        synth::write_histdata(synth::generate(&spec), writer)
+        rows_1m += synth::write_histdata(synth::generate(&spec), writer)
             .with_context(|| format!("writing {}", path.display()))?;
         files.push((symbol.clone(), path));
     }
@@ -160,16 +159,7 @@ pub async fn run(global: &Global, args: BenchArgs) -> Result<ExitCode> {
         .await?;
         let t = Instant::now();
         tasks::sync(&client, tasks::Env::Prod, start()?).await?;
-        let run_args = worker::RunArgs {
-            once: true,
-            env: "prod".into(),
-            concurrency: args.concurrency,
-            max_windows: None,
-            batch: 600,
-            lease_seconds: 60,
-            grace_seconds: 30,
-            json: false,
-        };
+        let run_args = worker::RunArgs::catch_up(args.concurrency);
         worker::run_worker(&scratch, &run_args, Arc::new(AtomicBool::new(false))).await?;
         catchup_pairs.push((t.elapsed().as_secs_f64(), baseline));
     }

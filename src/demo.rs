@@ -77,16 +77,7 @@ pub async fn run(global: &Global, _args: DemoArgs) -> Result<ExitCode> {
         synced.tasks_created, synced.tasks_total
     );
 
-    let run_args = worker::RunArgs {
-        once: true,
-        env: "prod".into(),
-        concurrency: 2,
-        max_windows: None,
-        batch: 600,
-        lease_seconds: 60,
-        grace_seconds: 30,
-        json: false,
-    };
+    let run_args = worker::RunArgs::catch_up(2);
     let run = worker::run_worker(&database, &run_args, Arc::new(AtomicBool::new(false))).await?;
     let written: u64 = run.bars_created.values().sum();
     println!(

@@ -122,12 +122,15 @@ pub fn generate(spec: &SynthSpec) -> impl Iterator<Item = SynthBar> + '_ {
     })
 }
 
-/// Write bars in HistData's generic ASCII M1 format (fixed UTC−5 stamps).
+/// Write bars in HistData's generic ASCII M1 format (fixed UTC−5 stamps);
+/// returns how many were written.
 pub fn write_histdata<W: std::io::Write>(
     bars: impl Iterator<Item = SynthBar>,
     mut w: W,
-) -> std::io::Result<()> {
+) -> std::io::Result<u64> {
+    let mut rows = 0;
     for b in bars {
+        rows += 1;
         let est = b.ts - Duration::hours(5);
         writeln!(
             w,
@@ -145,7 +148,8 @@ pub fn write_histdata<W: std::io::Write>(
             b.vol
         )?;
     }
-    w.flush()
+    w.flush()?;
+    Ok(rows)
 }
 
 #[cfg(test)]

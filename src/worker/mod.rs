@@ -51,6 +51,23 @@ pub struct RunArgs {
     pub json: bool,
 }
 
+impl RunArgs {
+    /// Settings of an in-process `run --once` (demo, bench): catch up
+    /// everything due in the prod env with `concurrency` lanes.
+    pub fn catch_up(concurrency: usize) -> Self {
+        Self {
+            once: true,
+            env: "prod".into(),
+            concurrency,
+            max_windows: None,
+            batch: 600,
+            lease_seconds: 60,
+            grace_seconds: 30,
+            json: false,
+        }
+    }
+}
+
 /// Totals of a worker run.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct Summary {

@@ -151,14 +151,8 @@ pub async fn sql_ladder(client: &Client, symbol: &str) {
 
 pub fn run_args() -> RunArgs {
     RunArgs {
-        once: true,
-        env: "prod".into(),
-        concurrency: 2,
-        max_windows: None,
-        batch: 600,
-        lease_seconds: 60,
         grace_seconds: 5,
-        json: false,
+        ..RunArgs::catch_up(2)
     }
 }
 

@@ -6,12 +6,11 @@
 use std::collections::{BTreeMap, HashMap};
 
 use barkeep::synth::{self, SynthBar, SynthSpec};
-use chrono::{DateTime, Datelike, Duration, NaiveDateTime, TimeZone, Timelike, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDateTime, Timelike, Utc};
 use chrono_tz::America::New_York;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::Type;
 
 use crate::common::{sample_path, stderr, TestDb};
+use crate::engine::{load_bars, sample_bars};
 
 /// One bar as the reference computes it and as the database stores it.
 #[derive(Debug, Clone, PartialEq)]
@@ -257,72 +256,9 @@ pub fn reference_ladder(
 /// A raw 1-minute bar as the tests load it.
 pub type Src1m = SynthBar;
 
-/// Parse the HistData sample naively (fixed UTC−5 stamps).
-fn parse_sample() -> Vec<Src1m> {
-    let text = std::fs::read_to_string(sample_path()).unwrap();
-    text.lines()
-        .map(|line| {
-            let f: Vec<&str> = line.split(';').collect();
-            let local = NaiveDateTime::parse_from_str(f[0], "%Y%m%d %H%M%S").unwrap();
-            let p = |i: usize| f[i].parse::<f64>().unwrap();
-            SynthBar {
-                ts: Utc.from_utc_datetime(&(local + Duration::hours(5))),
-                open: p(1),
-                high: p(2),
-                low: p(3),
-                close: p(4),
-                vol: p(5),
-                vwap: None,
-                trade_count: None,
-            }
-        })
-        .collect()
-}
-
-/// Load 1m bars straight into data_bars with binary COPY.
+/// Load 1m bars into data_bars (the engine tests' loader).
 async fn load(db: &TestDb, symbol: &str, bars: &[Src1m]) {
-    let client = db.client().await;
-    let sink = client
-        .copy_in(
-            "COPY data_bars (canonical_symbol, timeframe, ts_utc, open, high, low, close, vol, vwap, trade_count, source) FROM STDIN (FORMAT binary)",
-        )
-        .await
-        .unwrap();
-    let types = [
-        Type::TEXT,
-        Type::TEXT,
-        Type::TIMESTAMPTZ,
-        Type::FLOAT8,
-        Type::FLOAT8,
-        Type::FLOAT8,
-        Type::FLOAT8,
-        Type::FLOAT8,
-        Type::FLOAT8,
-        Type::INT8,
-        Type::TEXT,
-    ];
-    let writer = BinaryCopyInWriter::new(sink, &types);
-    futures_util::pin_mut!(writer);
-    for b in bars {
-        writer
-            .as_mut()
-            .write(&[
-                &symbol,
-                &"1m",
-                &b.ts,
-                &b.open,
-                &b.high,
-                &b.low,
-                &b.close,
-                &b.vol,
-                &b.vwap,
-                &b.trade_count,
-                &"test",
-            ])
-            .await
-            .unwrap();
-    }
-    writer.finish().await.unwrap();
+    load_bars(&db.client().await, symbol, bars).await;
 }
 
 /// The live derived bars of one symbol, in the reference's order.
@@ -389,7 +325,7 @@ fn ts(s: &str) -> DateTime<Utc> {
 #[tokio::test]
 async fn the_shipped_sample_matches_the_reference_bar_for_bar() {
     let db = TestDb::migrated().await;
-    let bars = parse_sample();
+    let bars = sample_bars();
     assert_eq!(bars.len(), 16_875);
     ok(&db.cli(&["assets", "add", "AUDUSD", "--class", "fx"]));
     ok(&db.cli(&[

@@ -20,6 +20,122 @@ BEGIN
   RETURN agg_first_bucket_at_or_after(v_cal, v_tf, v_start);
 END $$;
 
+-- The bars of every bucket of `timeframe` whose source bars lie in
+-- [from_ts, to_ts) (quality_score NULL: too thin, no bar). Plain SQL so the
+-- planner inlines it into the statements below.
+CREATE OR REPLACE FUNCTION agg_bucket_bars(symbol text, timeframe text, calendar text,
+  from_ts timestamptz, to_ts timestamptz)
+RETURNS TABLE (bucket timestamptz, open double precision, high double precision,
+               low double precision, close double precision, vol double precision,
+               vwap double precision, trade_count bigint, source_candles integer,
+               expected_candles integer, quality_score smallint)
+LANGUAGE sql STABLE AS $$
+  SELECT g.*, agg_quality(g.source_candles, g.expected_candles)
+  FROM (
+    SELECT bucket,
+           (array_agg(b.open ORDER BY b.ts_utc))[1],
+           max(b.high),
+           min(b.low),
+           (array_agg(b.close ORDER BY b.ts_utc DESC))[1],
+           sum(b.vol ORDER BY b.ts_utc),
+           sum(b.vwap * b.vol ORDER BY b.ts_utc) FILTER (WHERE b.vol > 0 AND b.vwap IS NOT NULL)
+             / nullif(sum(b.vol ORDER BY b.ts_utc) FILTER (WHERE b.vol > 0 AND b.vwap IS NOT NULL), 0),
+           sum(b.trade_count)::bigint,
+           count(*)::integer AS source_candles,
+           agg_expected_candles($3, $2, bucket) AS expected_candles
+    FROM agg_source_bars($1, agg_source_timeframe($2), $4, $5) b
+    CROSS JOIN LATERAL (SELECT agg_bucket_start($3, $2, b.ts_utc) AS bucket) k
+    GROUP BY bucket
+  ) g
+$$;
+
+-- The one write protocol of derived bars (docs/DESIGN.md "Versions of a
+-- bar"), for every bucket in [from_ts, to_ts): a bar that did not exist is
+-- inserted; an unchanged bar is not touched; a changed bar's live row is
+-- retired (deleted_at = now()) and the new version inserted; a live bar
+-- whose bucket no longer qualifies is retired. Buckets whose bar changed or
+-- went are marked dirty for the timeframes built from this one, and with
+-- `cascade_created` (re-aggregation behind the cursors) new bars too; a
+-- catch-up ahead of the cursor need not: its dependents have not read that
+-- far. `version` NULL keeps each bar's derivation_version.
+CREATE OR REPLACE FUNCTION agg_write_range(symbol text, timeframe text, calendar text,
+  from_ts timestamptz, to_ts timestamptz, version integer, cascade_created boolean,
+  OUT created integer, OUT changed integer, OUT deleted integer, OUT poor integer,
+  OUT skipped integer)
+LANGUAGE plpgsql VOLATILE AS $$
+#variable_conflict use_column
+DECLARE
+  v_symbol text := $1;
+  v_tf text := $2;
+  v_cal text := $3;
+  v_from timestamptz := $4;
+  v_to timestamptz := $5;
+  v_version integer := $6;
+  v_cascade_created boolean := $7;
+  v_src text := agg_source_timeframe($2);
+  v_retired timestamptz[];
+  v_touched timestamptz[];
+BEGIN
+  -- Retire live bars that changed or went. Catch-up ranges ahead of the
+  -- cursor usually hold none, which one index probe shows.
+  IF EXISTS (SELECT 1 FROM derived_data_bars d
+             WHERE d.canonical_symbol = v_symbol AND d.timeframe = v_tf AND d.deleted_at IS NULL
+               AND d.ts_utc >= v_from AND d.ts_utc < v_to) THEN
+    WITH nb AS MATERIALIZED (
+      SELECT * FROM agg_bucket_bars(v_symbol, v_tf, v_cal, v_from, v_to) n
+      WHERE n.quality_score IS NOT NULL
+    ), gone AS (
+      UPDATE derived_data_bars d SET deleted_at = now(), updated_at = now()
+      WHERE d.canonical_symbol = v_symbol AND d.timeframe = v_tf AND d.deleted_at IS NULL
+        AND d.ts_utc >= v_from AND d.ts_utc < v_to
+        AND NOT EXISTS (
+          SELECT 1 FROM nb
+          WHERE nb.bucket = d.ts_utc
+            AND (nb.open, nb.high, nb.low, nb.close, nb.vol, nb.vwap, nb.trade_count, v_src,
+                 nb.source_candles, nb.expected_candles, nb.quality_score, false,
+                 coalesce(v_version, d.derivation_version))
+                IS NOT DISTINCT FROM
+                (d.open, d.high, d.low, d.close, d.vol, d.vwap, d.trade_count, d.source_timeframe,
+                 d.source_candles, d.expected_candles, d.quality_score, d.is_partial,
+                 d.derivation_version))
+      RETURNING d.ts_utc
+    )
+    SELECT array_agg(gone.ts_utc) INTO v_retired FROM gone;
+  END IF;
+
+  WITH nb AS MATERIALIZED (
+    SELECT * FROM agg_bucket_bars(v_symbol, v_tf, v_cal, v_from, v_to)
+  ), ins AS (
+    INSERT INTO derived_data_bars AS d (canonical_symbol, timeframe, ts_utc, open, high, low, close,
+      vol, vwap, trade_count, source_timeframe, source_candles, expected_candles, quality_score,
+      is_partial, derivation_version)
+    SELECT v_symbol, v_tf, nb.bucket, nb.open, nb.high, nb.low, nb.close, nb.vol, nb.vwap,
+           nb.trade_count, v_src, nb.source_candles, nb.expected_candles, nb.quality_score, false,
+           coalesce(v_version,
+             (SELECT r.derivation_version FROM derived_data_bars r
+              WHERE r.canonical_symbol = v_symbol AND r.timeframe = v_tf AND r.ts_utc = nb.bucket
+                AND r.deleted_at IS NOT NULL
+              ORDER BY r.deleted_at DESC LIMIT 1),
+             1)
+    FROM nb WHERE nb.quality_score IS NOT NULL
+    ON CONFLICT (canonical_symbol, timeframe, ts_utc) WHERE deleted_at IS NULL DO NOTHING
+    RETURNING d.ts_utc, d.quality_score
+  )
+  SELECT count(*) FILTER (WHERE r.t IS NULL), count(*) FILTER (WHERE r.t IS NOT NULL),
+         count(*) FILTER (WHERE ins.quality_score <= 0),
+         (SELECT count(*) FROM nb WHERE nb.quality_score IS NULL),
+         array_agg(ins.ts_utc) FILTER (WHERE r.t IS NULL AND v_cascade_created)
+  INTO created, changed, poor, skipped, v_touched
+  FROM ins LEFT JOIN unnest(v_retired) r(t) ON r.t = ins.ts_utc;
+  deleted := coalesce(cardinality(v_retired), 0) - changed;
+  v_touched := coalesce(v_touched, '{}') || coalesce(v_retired, '{}');
+
+  IF cardinality(v_touched) > 0
+     AND to_regprocedure('agg_mark_dependents(text,text,text,timestamptz[],integer)') IS NOT NULL THEN
+    PERFORM agg_mark_dependents(v_symbol, v_tf, v_cal, v_touched, v_version);
+  END IF;
+END $$;
+
 CREATE OR REPLACE FUNCTION catchup_aggregation_range(
   symbol text, timeframe text, start_cursor timestamptz, max_windows integer DEFAULT 500,
   now timestamptz DEFAULT now(), derivation_version integer DEFAULT 1,
@@ -50,6 +166,11 @@ DECLARE
   v_deleted integer;
   v_poor integer;
   v_skipped integer;
+  v_dirty integer := 0;
+  v_d_created integer := 0;
+  v_d_changed integer := 0;
+  v_d_deleted integer := 0;
+  v_d_poor integer := 0;
 BEGIN
   PERFORM agg_check_timeframe(v_tf);
   IF v_cursor IS NULL THEN
@@ -89,6 +210,13 @@ BEGIN
       'bars_skipped', 0, 'continue', false);
   END IF;
 
+  -- Late and corrected data behind the cursor first (sql/functions/50_late_data.sql).
+  IF to_regprocedure('agg_refresh_dirty(text,text,text,timestamptz,integer)') IS NOT NULL THEN
+    SELECT r.buckets, r.created, r.changed, r.deleted, r.poor
+    INTO v_dirty, v_d_created, v_d_changed, v_d_deleted, v_d_poor
+    FROM agg_refresh_dirty(v_symbol, v_tf, v_cal, v_cursor, 100000) r;
+  END IF;
+
   v_src := agg_source_timeframe(v_tf);
   v_horizon := v_now - make_interval(secs => v_task.aggregation_delay_seconds);
   IF v_src <> '1m' AND NOT v_ignore THEN
@@ -97,8 +225,9 @@ BEGIN
     IF v_src_cursor IS NULL THEN
       RETURN jsonb_build_object('success', true, 'reason', 'waiting_for_source',
         'windows_processed', 0, 'cursor_advanced_to', v_cursor,
-        'bars_created', 0, 'bars_updated', 0, 'bars_deleted', 0, 'bars_quality_poor', 0,
-        'bars_skipped', 0, 'continue', false);
+        'bars_created', v_d_created, 'bars_updated', v_d_changed, 'bars_deleted', v_d_deleted,
+        'bars_quality_poor', v_d_poor, 'bars_skipped', 0, 'dirty_buckets', v_dirty,
+        'continue', false);
     END IF;
     v_horizon := least(v_horizon, v_src_cursor);
   END IF;
@@ -129,59 +258,9 @@ BEGIN
   END IF;
 
   IF v_new_cursor > v_cursor THEN
-    WITH bucketed AS (
-      SELECT agg_bucket_start(v_cal, v_tf, b.ts_utc) AS bucket, b.*
-      FROM agg_source_bars(v_symbol, v_src, v_cursor, v_new_cursor) b
-    ), bars AS (
-      SELECT bucket,
-             (array_agg(open ORDER BY ts_utc))[1] AS open,
-             max(high) AS high,
-             min(low) AS low,
-             (array_agg(close ORDER BY ts_utc DESC))[1] AS close,
-             sum(vol ORDER BY ts_utc) AS vol,
-             sum(vwap * vol ORDER BY ts_utc) FILTER (WHERE vol > 0 AND vwap IS NOT NULL)
-               / nullif(sum(vol ORDER BY ts_utc) FILTER (WHERE vol > 0 AND vwap IS NOT NULL), 0) AS vwap,
-             sum(trade_count)::bigint AS trade_count,
-             count(*)::integer AS source_candles,
-             agg_expected_candles(v_cal, v_tf, bucket) AS expected_candles
-      FROM bucketed GROUP BY bucket
-    ), graded AS (
-      SELECT bars.*, agg_quality(source_candles, expected_candles) AS quality_score FROM bars
-    ), written AS (
-      INSERT INTO derived_data_bars AS d (canonical_symbol, timeframe, ts_utc, open, high, low, close,
-        vol, vwap, trade_count, source_timeframe, source_candles, expected_candles, quality_score,
-        is_partial, derivation_version)
-      SELECT v_symbol, v_tf, g.bucket, g.open, g.high, g.low, g.close, g.vol, g.vwap, g.trade_count,
-             v_src, g.source_candles, g.expected_candles, g.quality_score, false, v_version
-      FROM graded g WHERE g.quality_score IS NOT NULL
-      ON CONFLICT (canonical_symbol, timeframe, ts_utc) WHERE deleted_at IS NULL DO UPDATE SET
-        open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close,
-        vol = EXCLUDED.vol, vwap = EXCLUDED.vwap, trade_count = EXCLUDED.trade_count,
-        source_timeframe = EXCLUDED.source_timeframe, source_candles = EXCLUDED.source_candles,
-        expected_candles = EXCLUDED.expected_candles, quality_score = EXCLUDED.quality_score,
-        is_partial = false, derivation_version = EXCLUDED.derivation_version, updated_at = now()
-      WHERE (d.open, d.high, d.low, d.close, d.vol, d.vwap, d.trade_count, d.source_timeframe,
-             d.source_candles, d.expected_candles, d.quality_score, d.is_partial, d.derivation_version)
-        IS DISTINCT FROM
-            (EXCLUDED.open, EXCLUDED.high, EXCLUDED.low, EXCLUDED.close, EXCLUDED.vol, EXCLUDED.vwap,
-             EXCLUDED.trade_count, EXCLUDED.source_timeframe, EXCLUDED.source_candles,
-             EXCLUDED.expected_candles, EXCLUDED.quality_score, false, EXCLUDED.derivation_version)
-      RETURNING (d.xmax = 0) AS created, d.quality_score
-    ), retired AS (
-      -- A live bar whose bucket no longer qualifies (or lost every source) goes.
-      UPDATE derived_data_bars d SET deleted_at = now(), updated_at = now()
-      WHERE d.canonical_symbol = v_symbol AND d.timeframe = v_tf AND d.deleted_at IS NULL
-        AND d.ts_utc >= v_cursor AND d.ts_utc < v_new_cursor
-        AND NOT EXISTS (SELECT 1 FROM graded g
-                        WHERE g.bucket = d.ts_utc AND g.quality_score IS NOT NULL)
-      RETURNING 1
-    )
-    SELECT (SELECT count(*) FILTER (WHERE created) FROM written),
-           (SELECT count(*) FILTER (WHERE NOT created) FROM written),
-           (SELECT count(*) FROM retired),
-           (SELECT count(*) FILTER (WHERE quality_score <= 0) FROM written),
-           (SELECT count(*) FROM graded WHERE quality_score IS NULL)
-    INTO v_created, v_updated, v_deleted, v_poor, v_skipped;
+    SELECT w.created, w.changed, w.deleted, w.poor, w.skipped
+    INTO v_created, v_updated, v_deleted, v_poor, v_skipped
+    FROM agg_write_range(v_symbol, v_tf, v_cal, v_cursor, v_new_cursor, v_version, false) w;
 
     UPDATE data_agg_state s SET last_agg_bar_ts_utc = v_new_cursor, updated_at = now()
     WHERE s.canonical_symbol = v_symbol AND s.timeframe = v_tf AND s.last_agg_bar_ts_utc = v_cursor;
@@ -190,13 +269,16 @@ BEGIN
   RETURN jsonb_build_object('success', true,
     'reason', CASE WHEN v_continue THEN 'max_windows' ELSE 'caught_up' END,
     'windows_processed', v_windows, 'cursor_advanced_to', v_new_cursor,
-    'bars_created', coalesce(v_created, 0), 'bars_updated', coalesce(v_updated, 0),
-    'bars_deleted', coalesce(v_deleted, 0), 'bars_quality_poor', coalesce(v_poor, 0),
-    'bars_skipped', coalesce(v_skipped, 0), 'continue', v_continue);
+    'bars_created', coalesce(v_created, 0) + v_d_created,
+    'bars_updated', coalesce(v_updated, 0) + v_d_changed,
+    'bars_deleted', coalesce(v_deleted, 0) + v_d_deleted,
+    'bars_quality_poor', coalesce(v_poor, 0) + v_d_poor,
+    'bars_skipped', coalesce(v_skipped, 0), 'dirty_buckets', v_dirty, 'continue', v_continue);
 END $$;
 
 -- Privileges: nobody by default; the worker runs these.
 REVOKE EXECUTE ON FUNCTION
+  agg_write_range(text, text, text, timestamptz, timestamptz, integer, boolean),
   agg_bootstrap_cursor(text, text, timestamptz),
   catchup_aggregation_range(text, text, timestamptz, integer, timestamptz, integer, boolean)
 FROM PUBLIC;

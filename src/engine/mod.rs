@@ -9,6 +9,9 @@
 //! stays bounded at any backlog.
 
 pub mod fold;
+pub mod late;
+#[doc(hidden)]
+pub mod pause;
 pub mod sink;
 pub mod source;
 
@@ -21,7 +24,7 @@ use uuid::Uuid;
 
 use crate::calendar::{bucket_start, first_bucket_at_or_after, Calendar, Timeframe};
 use fold::{Bar, DerivedBar, Folder, Window};
-use sink::{write_chunk, ChunkTarget, ChunkWrite};
+use sink::{begin_chunk, commit, rollback, write_chunk, ChunkTarget, Written};
 
 /// Most source bars kept in memory per timeframe for the dependents.
 const HANDOFF_CAP: usize = 200_000;
@@ -61,7 +64,14 @@ pub struct TaskOutcome {
     pub new_cursor: DateTime<Utc>,
     /// Non-empty buckets processed.
     pub windows: u64,
+    /// Bars that did not exist before.
     pub bars_created: u64,
+    /// Bars whose values changed: the old version retired, the new inserted.
+    pub bars_changed: u64,
+    /// Live bars retired because their bucket no longer qualifies.
+    pub bars_deleted: u64,
+    /// Late or corrected buckets behind the cursor re-aggregated.
+    pub buckets_reaggregated: u64,
     pub bars_quality_poor: u64,
     pub bars_skipped: u64,
     /// Stopped at `max_windows` with more final buckets waiting.
@@ -112,6 +122,14 @@ impl<'c> SymbolRunner<'c> {
     pub async fn run(mut self, mut on_task: impl FnMut(&TaskOutcome)) -> Vec<TaskOutcome> {
         let mut tasks = self.job.tasks.clone();
         tasks.sort_by_key(|t| t.timeframe);
+        // Late and corrected data behind the cursors first, whole ladder.
+        let late = match late::process_dirty(self.client, &self.job.symbol).await {
+            Ok(report) => report,
+            Err(e) => {
+                tracing::warn!(symbol = %self.job.symbol, "re-aggregating late data: {e:#}");
+                late::LateReport::default()
+            }
+        };
         let mut outcomes = Vec::with_capacity(tasks.len());
         for task in &tasks {
             let mut outcome = TaskOutcome {
@@ -121,12 +139,22 @@ impl<'c> SymbolRunner<'c> {
                 new_cursor: task.cursor,
                 windows: 0,
                 bars_created: 0,
+                bars_changed: 0,
+                bars_deleted: 0,
+                buckets_reaggregated: 0,
                 bars_quality_poor: 0,
                 bars_skipped: 0,
                 more: false,
                 lease_lost: false,
                 error: None,
             };
+            if let Some(l) = late.timeframes.get(task.timeframe.as_str()) {
+                outcome.buckets_reaggregated += l.buckets;
+                outcome.bars_created += l.bars_created;
+                outcome.bars_changed += l.bars_changed;
+                outcome.bars_deleted += l.bars_deleted;
+                outcome.bars_quality_poor += l.bars_quality_poor;
+            }
             if let Err(e) = self.run_task(task, &mut outcome).await {
                 outcome.error = Some(e);
             }
@@ -225,51 +253,38 @@ impl<'c> SymbolRunner<'c> {
         };
         let target = ChunkTarget {
             symbol: &job.symbol,
+            calendar: cal,
             timeframe: tf,
             source: task.source,
             lease: task.lease,
             derivation_version: job.derivation_version,
         };
         while cursor < limit {
-            let mut chunk_end =
-                first_bucket_at_or_after(cal, tf, cursor + chunk_span(task.source)).min(limit);
-            let sources = self.sources(task.source, cursor, chunk_end).await?;
-            if sources.is_empty() && chunk_end < limit {
-                // A gap (a weekend, a halt, the time after the last source
-                // bar): stretch the chunk over it so one transaction covers
-                // it rather than one per span.
-                chunk_end = self.gap_end(task, chunk_end, limit).await?;
+            if !begin_chunk(self.client, &target).await? {
+                out.lease_lost = true;
+                return Ok(());
             }
-            let mut folder = Folder::new(cal, tf);
-            let mut windows: Vec<Window> = sources.iter().filter_map(|b| folder.push(b)).collect();
-            windows.extend(folder.finish());
-            if let Some(max) = job.max_windows {
-                let room = max.saturating_sub(out.windows) as usize;
-                if windows.len() >= room {
-                    windows.truncate(room);
-                    chunk_end = windows.last().map(|w| w.end).unwrap_or(cursor);
-                    out.more = true;
+            let step = self.chunk(task, &target, cursor, limit, out).await;
+            let (chunk_end, bars, written) = match step {
+                Ok(Some(done)) => done,
+                Ok(None) => {
+                    rollback(self.client).await;
+                    break;
                 }
-            }
-            if chunk_end <= cursor {
-                break;
-            }
-            let bars: Vec<&DerivedBar> = windows.iter().filter_map(|w| w.bar.as_ref()).collect();
-            match write_chunk(self.client, &target, cursor, chunk_end, &bars).await? {
-                ChunkWrite::LeaseLost => {
-                    out.lease_lost = true;
-                    return Ok(());
+                Err(e) => {
+                    rollback(self.client).await;
+                    return Err(e);
                 }
-                ChunkWrite::Committed => {}
-            }
-            out.windows += windows.len() as u64;
-            out.bars_created += bars.len() as u64;
-            out.bars_quality_poor += bars.iter().filter(|b| b.quality <= 0).count() as u64;
-            out.bars_skipped += (windows.len() - bars.len()) as u64;
+            };
+            commit(self.client, || format!("{} {tf} bars up to {chunk_end}", job.symbol)).await?;
+            out.bars_created += written.created;
+            out.bars_changed += written.changed;
+            out.bars_deleted += written.deleted;
+            out.bars_quality_poor += written.poor;
             cursor = chunk_end;
             out.new_cursor = cursor;
             if keep && handoff.bars.len() + bars.len() <= HANDOFF_CAP {
-                handoff.bars.extend(bars.iter().map(|b| b.bar.clone()));
+                handoff.bars.extend(bars);
                 handoff.to = cursor;
             }
             if out.more {
@@ -283,5 +298,50 @@ impl<'c> SymbolRunner<'c> {
             self.handoffs.insert(tf, handoff);
         }
         Ok(())
+    }
+
+    /// One chunk inside its open transaction, the task row already locked:
+    /// read the sources of [cursor, …), fold, write by the protocol and move
+    /// the cursor. None when there is nothing to write.
+    async fn chunk(
+        &mut self,
+        task: &TaskPlan,
+        target: &ChunkTarget<'_>,
+        cursor: DateTime<Utc>,
+        limit: DateTime<Utc>,
+        out: &mut TaskOutcome,
+    ) -> Result<Option<(DateTime<Utc>, Vec<Bar>, Written)>> {
+        let job = self.job;
+        let (cal, tf) = (job.calendar, task.timeframe);
+        let mut chunk_end =
+            first_bucket_at_or_after(cal, tf, cursor + chunk_span(task.source)).min(limit);
+        let sources = self.sources(task.source, cursor, chunk_end).await?;
+        pause::point(&job.symbol, tf).await;
+        if sources.is_empty() && chunk_end < limit {
+            // A gap (a weekend, a halt, the time after the last source
+            // bar): stretch the chunk over it so one transaction covers
+            // it rather than one per span.
+            chunk_end = self.gap_end(task, chunk_end, limit).await?;
+        }
+        let mut folder = Folder::new(cal, tf);
+        let mut windows: Vec<Window> = sources.iter().filter_map(|b| folder.push(b)).collect();
+        windows.extend(folder.finish());
+        if let Some(max) = job.max_windows {
+            let room = max.saturating_sub(out.windows) as usize;
+            if windows.len() >= room {
+                windows.truncate(room);
+                chunk_end = windows.last().map(|w| w.end).unwrap_or(cursor);
+                out.more = true;
+            }
+        }
+        if chunk_end <= cursor {
+            return Ok(None);
+        }
+        let bars: Vec<&DerivedBar> = windows.iter().filter_map(|w| w.bar.as_ref()).collect();
+        let written = write_chunk(self.client, target, cursor, chunk_end, &bars).await?;
+        out.windows += windows.len() as u64;
+        out.bars_skipped += (windows.len() - bars.len()) as u64;
+        let made = bars.iter().map(|b| b.bar.clone()).collect();
+        Ok(Some((chunk_end, made, written)))
     }
 }

@@ -78,6 +78,12 @@ pub struct Summary {
     pub leases_recovered: u64,
     /// Bars written per timeframe.
     pub bars_created: BTreeMap<String, u64>,
+    /// Bars rewritten with new values (the old version kept as history).
+    pub bars_changed: u64,
+    /// Bars retired because their bucket no longer qualifies.
+    pub bars_deleted: u64,
+    /// Late or corrected buckets behind a cursor re-aggregated.
+    pub buckets_reaggregated: u64,
     pub bars_quality_poor: u64,
 }
 
@@ -94,6 +100,9 @@ impl Summary {
             .bars_created
             .entry(o.timeframe.as_str().to_string())
             .or_default() += o.bars_created;
+        self.bars_changed += o.bars_changed;
+        self.bars_deleted += o.bars_deleted;
+        self.buckets_reaggregated += o.buckets_reaggregated;
         self.bars_quality_poor += o.bars_quality_poor;
     }
 }
@@ -157,6 +166,12 @@ fn print_summary(summary: &Summary, json: bool) -> Result<()> {
         "  poor {:>10} bars (quality <= 0)",
         summary.bars_quality_poor
     );
+    if summary.buckets_reaggregated > 0 || summary.bars_changed > 0 || summary.bars_deleted > 0 {
+        println!(
+            "  late data: {} buckets re-aggregated, {} bars changed, {} deleted",
+            summary.buckets_reaggregated, summary.bars_changed, summary.bars_deleted
+        );
+    }
     Ok(())
 }
 

@@ -9,6 +9,7 @@ mod embedded;
 mod engine;
 mod gaps;
 mod ingest;
+mod late_data;
 mod migrations;
 mod privileges;
 mod reference;

@@ -262,7 +262,7 @@ async fn load(db: &TestDb, symbol: &str, bars: &[Src1m]) {
 }
 
 /// The live derived bars of one symbol, in the reference's order.
-async fn stored(db: &TestDb, symbol: &str) -> Vec<RefBar> {
+pub async fn stored(db: &TestDb, symbol: &str) -> Vec<RefBar> {
     let client = db.client().await;
     let rows = client
         .query(
@@ -299,7 +299,7 @@ async fn stored(db: &TestDb, symbol: &str) -> Vec<RefBar> {
 }
 
 /// Assert two bar lists are equal, reporting the first difference readably.
-fn assert_same_bars(actual: &[RefBar], expected: &[RefBar]) {
+pub fn assert_same_bars(actual: &[RefBar], expected: &[RefBar]) {
     for (a, e) in actual.iter().zip(expected) {
         assert_eq!(a, e, "first differing bar");
     }
@@ -318,7 +318,7 @@ async fn aggregate(db: &TestDb, symbol: &str, class: &str, start: &str) -> Vec<R
     stored(db, symbol).await
 }
 
-fn ts(s: &str) -> DateTime<Utc> {
+pub fn ts(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
 }
 

@@ -1,0 +1,661 @@
+//! Late and corrected 1m data: inserts, updates and deletes behind and
+//! ahead of the cursors, through ingest and plain SQL, leave every live
+//! derived bar equal to the naive reference on the final 1m data, on the
+//! Rust path and the SQL face alike; a late minute costs one bucket per
+//! timeframe of its own symbol; backfill gets bars; the race between a
+//! catch-up chunk and a late row cannot lose the row.
+
+use std::collections::BTreeMap;
+
+use barkeep::assets::{AssetClass, Symbol};
+use barkeep::calendar::{Calendar, Timeframe};
+use barkeep::engine::{pause, SymbolJob, SymbolRunner, TaskPlan};
+use barkeep::ingest::{ingest_files, IngestOptions};
+use barkeep::synth::{generate, SynthBar, SynthSpec};
+use chrono::{DateTime, Duration, Utc};
+use serde_json::Value;
+use tokio_postgres::Client;
+
+use crate::common::TestDb;
+use crate::engine::{load_bars, register, rust_ladder, sql_ladder};
+use crate::reference::{assert_same_bars, reference_ladder, stored, ts};
+
+/// The 1m bars a test believes are stored, by time.
+type Model = BTreeMap<DateTime<Utc>, SynthBar>;
+
+fn model_of(bars: &[SynthBar]) -> Model {
+    bars.iter().map(|b| (b.ts, b.clone())).collect()
+}
+
+fn bars_of(model: &Model) -> Vec<SynthBar> {
+    model.values().cloned().collect()
+}
+
+/// Live derived bars of `symbol` must equal the reference on `model`.
+async fn assert_reference(db: &TestDb, symbol: &str, fx: bool, model: &Model, start: &str) {
+    let expected = reference_ladder(fx, &bars_of(model), ts(start), Utc::now());
+    assert_same_bars(&stored(db, symbol).await, &expected);
+}
+
+/// Retired (soft-deleted) derived rows of `symbol` per timeframe.
+async fn retired(client: &Client, symbol: &str) -> BTreeMap<String, i64> {
+    client
+        .query(
+            "SELECT timeframe, count(*) FROM derived_data_bars
+             WHERE canonical_symbol = $1 AND deleted_at IS NOT NULL GROUP BY timeframe",
+            &[&symbol],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// One worker cycle on the fast path for one symbol, as the worker runs it
+/// (late data first, then the ladder), with `now` chosen by the test.
+async fn rust_cycle(client: &mut Client, symbol: &str, cal: Calendar, now: DateTime<Utc>) {
+    let mut tasks = Vec::new();
+    for tf in Timeframe::LADDER {
+        let cursor: DateTime<Utc> = client
+            .query_one(
+                "UPDATE data_agg_state
+                 SET last_agg_bar_ts_utc = coalesce(last_agg_bar_ts_utc, agg_bootstrap_cursor($1, $2))
+                 WHERE canonical_symbol = $1 AND timeframe = $2 RETURNING last_agg_bar_ts_utc",
+                &[&symbol, &tf.as_str()],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        tasks.push(TaskPlan {
+            timeframe: tf,
+            source: tf.source().unwrap(),
+            cursor,
+            delay: Duration::zero(),
+            lease: None,
+        });
+    }
+    let job = SymbolJob {
+        symbol: symbol.to_string(),
+        calendar: cal,
+        tasks,
+        now,
+        max_windows: None,
+        derivation_version: 1,
+    };
+    let outcomes = SymbolRunner::new(client, &job).run(|_| {}).await;
+    for o in outcomes {
+        assert!(o.error.is_none(), "{symbol} {}: {:?}", o.timeframe, o.error);
+        client
+            .execute(
+                "UPDATE data_agg_state SET last_agg_bar_ts_utc = greatest(last_agg_bar_ts_utc, $3)
+                 WHERE canonical_symbol = $1 AND timeframe = $2",
+                &[&symbol, &o.timeframe.as_str(), &o.new_cursor],
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// One cycle of the SQL face for one symbol: each task caught up to `now`
+/// with catchup_aggregation_range (which re-aggregates its dirty buckets first).
+async fn sql_cycle(client: &Client, symbol: &str, now: DateTime<Utc>) {
+    for tf in Timeframe::LADDER {
+        client
+            .execute(
+                "UPDATE data_agg_state SET last_agg_bar_ts_utc = agg_bootstrap_cursor($1, $2)
+                 WHERE canonical_symbol = $1 AND timeframe = $2 AND last_agg_bar_ts_utc IS NULL",
+                &[&symbol, &tf.as_str()],
+            )
+            .await
+            .unwrap();
+        loop {
+            let r: Value = client
+                .query_one(
+                    "SELECT catchup_aggregation_range($1, $2, last_agg_bar_ts_utc, 500, $3, 1, false)
+                     FROM data_agg_state WHERE canonical_symbol = $1 AND timeframe = $2",
+                    &[&symbol, &tf.as_str(), &now],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(r["success"], true, "{symbol} {tf}: {r}");
+            if r["continue"] != true {
+                break;
+            }
+        }
+    }
+}
+
+fn fx_spec(start: &str, days: i64, seed: u64) -> SynthSpec {
+    SynthSpec {
+        start: ts(start),
+        minutes: days * 24 * 60,
+        seed,
+        ..SynthSpec::default()
+    }
+}
+
+fn crypto_spec(start: &str, days: i64, seed: u64) -> SynthSpec {
+    SynthSpec {
+        start: ts(start),
+        minutes: days * 24 * 60,
+        fx_weekends: false,
+        with_volume: true,
+        price: 60_000.0,
+        seed,
+        ..SynthSpec::default()
+    }
+}
+
+#[tokio::test]
+async fn a_late_minute_reaggregates_one_bucket_per_timeframe_of_its_symbol_only() {
+    let start = "2025-06-30T00:00:00Z";
+    for sql_face in [true, false] {
+        let db = TestDb::migrated().await;
+        let c = db.client().await;
+        let a: Vec<SynthBar> = generate(&fx_spec(start, 21, 31)).collect();
+        let b: Vec<SynthBar> = generate(&crypto_spec(start, 21, 32)).collect();
+        register(&c, "LATEA", AssetClass::Fx, start).await;
+        register(&c, "LATEB", AssetClass::Crypto, start).await;
+        load_bars(&c, "LATEA", &a).await;
+        load_bars(&c, "LATEB", &b).await;
+        sql_ladder(&c, "LATEA").await;
+        sql_ladder(&c, "LATEB").await;
+
+        // A Wednesday minute that arrives late, with a new high for the week.
+        let mut model = model_of(&a);
+        let late = ts("2025-07-09T10:02:00Z");
+        let mut bar = model
+            .range(..late)
+            .next_back()
+            .map(|(_, b)| b.clone())
+            .unwrap();
+        model.remove(&late);
+        c.execute(
+            "DELETE FROM data_bars WHERE canonical_symbol = 'LATEA' AND ts_utc = $1",
+            &[&late],
+        )
+        .await
+        .unwrap();
+        // The delete itself is late data too: settle it first.
+        c.query_one("SELECT agg_process_dirty('LATEA')", &[])
+            .await
+            .unwrap();
+        let before = retired(&c, "LATEA").await;
+        bar.ts = late;
+        bar.high = 99.0;
+        model.insert(late, bar.clone());
+        load_bars(&c, "LATEA", &[bar]).await;
+        assert_eq!(
+            db.count("SELECT count(*) FROM agg_dirty_buckets").await,
+            1,
+            "one 5m bucket recorded"
+        );
+
+        if sql_face {
+            let r: Value = c
+                .query_one("SELECT agg_process_dirty('LATEA')", &[])
+                .await
+                .unwrap()
+                .get(0);
+            for tf in Timeframe::LADDER {
+                let t = &r["timeframes"][tf.as_str()];
+                assert_eq!(t["buckets"], 1, "{tf}: {r}");
+                assert_eq!(t["bars_changed"], 1, "{tf}: {r}");
+            }
+            assert_eq!(
+                r["timeframes"].as_object().unwrap().len(),
+                6,
+                "nothing else: {r}"
+            );
+        } else {
+            let summary = rust_ladder(&db).await;
+            assert_eq!(summary.tasks_failed, 0);
+            assert_eq!(summary.buckets_reaggregated, 6, "{summary:?}");
+            assert_eq!(summary.bars_changed, 6, "{summary:?}");
+        }
+        let after = retired(&c, "LATEA").await;
+        for tf in Timeframe::LADDER {
+            let n = after.get(tf.as_str()).copied().unwrap_or(0)
+                - before.get(tf.as_str()).copied().unwrap_or(0);
+            assert_eq!(n, 1, "{tf}: one old version kept");
+        }
+        assert!(
+            retired(&c, "LATEB").await.is_empty(),
+            "the other symbol is untouched"
+        );
+        assert_eq!(
+            db.count("SELECT count(*) FROM agg_dirty_buckets").await,
+            0
+        );
+        assert_eq!(
+            db.count("SELECT count(*) FROM data_bars_history WHERE change = 'deleted'")
+                .await,
+            1
+        );
+        assert_reference(&db, "LATEA", true, &model, start).await;
+        assert_reference(&db, "LATEB", false, &model_of(&b), start).await;
+    }
+}
+
+#[tokio::test]
+async fn backfill_older_than_every_cursor_gets_its_bars_on_the_next_cycle() {
+    let db = TestDb::migrated().await;
+    let c = db.client().await;
+    let start = "2025-06-01T00:00:00Z";
+    let june: Vec<SynthBar> = generate(&fx_spec("2025-06-02T00:00:00Z", 5, 41)).collect();
+    let july: Vec<SynthBar> = generate(&fx_spec("2025-07-01T00:00:00Z", 10, 42)).collect();
+    register(&c, "BACKFILL", AssetClass::Fx, start).await;
+    load_bars(&c, "BACKFILL", &july).await;
+    rust_ladder(&db).await;
+    assert_reference(&db, "BACKFILL", true, &model_of(&july), start).await;
+    // History of an earlier month, loaded after the catch-up, through ingest.
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_csv(dir.path(), "june.csv", &june);
+    let mut client = db.client().await;
+    let opts = IngestOptions::new(Symbol::parse("BACKFILL").unwrap());
+    ingest_files(&mut client, &[file], &opts).await.unwrap();
+    let summary = rust_ladder(&db).await;
+    assert!(summary.buckets_reaggregated > 0, "{summary:?}");
+    let mut model = model_of(&july);
+    for b in &june {
+        model.insert(b.ts, ingested(b));
+    }
+    assert_reference(&db, "BACKFILL", true, &model, start).await;
+}
+
+/// A bar as ingest stores it from a headed CSV (no vwap, no trade count).
+fn ingested(b: &SynthBar) -> SynthBar {
+    SynthBar {
+        vwap: None,
+        trade_count: None,
+        ..b.clone()
+    }
+}
+
+fn write_csv(dir: &std::path::Path, name: &str, bars: &[SynthBar]) -> std::path::PathBuf {
+    let mut text = String::from("ts,open,high,low,close,volume\n");
+    for b in bars {
+        text.push_str(&format!(
+            "{},{:?},{:?},{:?},{:?},{:?}\n",
+            b.ts.to_rfc3339(),
+            b.open,
+            b.high,
+            b.low,
+            b.close,
+            b.vol
+        ));
+    }
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Wait until the backend `pid` waits on a lock (checked in pg_stat_activity).
+async fn until_waiting_on_lock(observer: &Client, pid: i32) {
+    loop {
+        let waiting: bool = observer
+            .query_one(
+                "SELECT coalesce(wait_event_type = 'Lock', false) FROM pg_stat_activity WHERE pid = $1",
+                &[&pid],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_row_committing_while_a_chunk_runs_is_read_or_recorded_never_lost() {
+    let start = "2025-07-01T00:00:00Z";
+    let bars: Vec<SynthBar> = generate(&SynthSpec {
+        gap_probability: 0.3,
+        gap_continue_probability: 0.0,
+        ..fx_spec(start, 8, 51)
+    })
+    .collect();
+    let mut model = model_of(&bars);
+    // Two minutes the feed missed, which arrive late.
+    let missing: Vec<DateTime<Utc>> = (0..60 * 24 * 3)
+        .map(|m| ts("2025-07-02T00:00:00Z") + Duration::minutes(m))
+        .filter(|t| !model.contains_key(t))
+        .take(2)
+        .collect();
+    let late_bar = |t: DateTime<Utc>| SynthBar {
+        ts: t,
+        open: 1.0,
+        high: 50.0,
+        low: 0.5,
+        close: 1.0,
+        vol: 0.0,
+        vwap: None,
+        trade_count: None,
+    };
+
+    // 1. The chunk goes first: it holds the task row, has read its sources
+    //    and is paused; the late row's statement waits in the trigger for
+    //    the chunk to commit, then sees the new cursor and records the bucket.
+    let db = TestDb::migrated().await;
+    let c = db.client().await;
+    register(&c, "RACE", AssetClass::Fx, start).await;
+    load_bars(&c, "RACE", &bars).await;
+    let (reached, resume) = pause::arm("RACE", Timeframe::M5);
+    let worker = {
+        let database = db.database.clone();
+        tokio::spawn(async move {
+            let mut client = database.connect().await.unwrap();
+            rust_cycle(&mut client, "RACE", Calendar::Fx, Utc::now()).await;
+        })
+    };
+    reached.notified().await;
+    let late = db.client().await;
+    let pid: i32 = late
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let row = late_bar(missing[0]);
+    let insert = tokio::spawn(async move {
+        load_bars(&late, "RACE", &[row]).await;
+    });
+    until_waiting_on_lock(&c, pid).await;
+    resume.notify_one();
+    worker.await.unwrap();
+    insert.await.unwrap();
+    assert_eq!(
+        db.count("SELECT count(*) FROM agg_dirty_buckets WHERE timeframe = '5m'")
+            .await,
+        1,
+        "the late row is recorded against the advanced cursor"
+    );
+    model.insert(missing[0], late_bar(missing[0]));
+    let mut client = db.client().await;
+    rust_cycle(&mut client, "RACE", Calendar::Fx, Utc::now()).await;
+    assert_reference(&db, "RACE", true, &model, start).await;
+
+    // 2. The late row goes first: its transaction holds the cursor (FOR KEY
+    //    SHARE) uncommitted; the chunk waits for it, then reads the row.
+    let db = TestDb::migrated().await;
+    let c = db.client().await;
+    register(&c, "RACE", AssetClass::Fx, start).await;
+    load_bars(&c, "RACE", &bars).await;
+    rust_cycle(&mut db.client().await, "RACE", Calendar::Fx, ts("2025-07-01T12:00:00Z")).await;
+    let mut late = db.client().await;
+    let tx = late.transaction().await.unwrap();
+    let row = late_bar(missing[1]);
+    tx.execute(
+        "INSERT INTO data_bars (canonical_symbol, timeframe, ts_utc, open, high, low, close, vol)
+         VALUES ('RACE', '1m', $1, $2, $3, $4, $5, $6)",
+        &[&row.ts, &row.open, &row.high, &row.low, &row.close, &row.vol],
+    )
+    .await
+    .unwrap();
+    let mut chunk_client = db.client().await;
+    let pid: i32 = chunk_client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let worker = tokio::spawn(async move {
+        rust_cycle(&mut chunk_client, "RACE", Calendar::Fx, Utc::now()).await;
+    });
+    until_waiting_on_lock(&c, pid).await;
+    tx.commit().await.unwrap();
+    worker.await.unwrap();
+    assert_eq!(
+        db.count("SELECT count(*) FROM agg_dirty_buckets").await,
+        0,
+        "the chunk read the row: nothing is late"
+    );
+    let mut model = model_of(&bars);
+    model.insert(missing[1], late_bar(missing[1]));
+    assert_reference(&db, "RACE", true, &model, start).await;
+}
+
+/// A random change of the 1m data.
+#[derive(Debug, Clone)]
+enum Change {
+    /// Insert or revise the bar at minute `at` (minutes from the data start).
+    Put { at: i64, bump: f64, vol: f64 },
+    Delete { at: i64 },
+}
+
+/// Apply changes to the model and the database, through ingest (inserts
+/// and revisions) or plain SQL (every kind).
+async fn apply(
+    client: &mut Client,
+    symbol: &str,
+    base: DateTime<Utc>,
+    model: &mut Model,
+    changes: &[Change],
+    through_ingest: bool,
+    dir: &std::path::Path,
+) {
+    let mut puts = Vec::new();
+    for ch in changes {
+        match ch {
+            Change::Put { at, bump, vol } => {
+                let t = base + Duration::minutes(*at);
+                let prev = model
+                    .range(..=t)
+                    .next_back()
+                    .map(|(_, b)| b.close)
+                    .unwrap_or(1.1);
+                let open = prev + bump;
+                let close = open - bump / 2.0;
+                let bar = SynthBar {
+                    ts: t,
+                    open,
+                    high: open.max(close) + bump.abs(),
+                    low: open.min(close) - bump.abs(),
+                    close,
+                    vol: *vol,
+                    vwap: None,
+                    trade_count: None,
+                };
+                puts.retain(|b: &SynthBar| b.ts != t);
+                puts.push(bar);
+            }
+            Change::Delete { at } => {
+                let t = base + Duration::minutes(*at);
+                puts.retain(|b: &SynthBar| b.ts != t);
+                model.remove(&t);
+                client
+                    .execute(
+                        "DELETE FROM data_bars WHERE canonical_symbol = $1 AND timeframe = '1m' AND ts_utc = $2",
+                        &[&symbol, &t],
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    if puts.is_empty() {
+        return;
+    }
+    puts.sort_by_key(|b| b.ts);
+    for b in &puts {
+        // A revision keeps the stored vwap and trade count (ingest and the
+        // SQL below write prices and volume only).
+        let kept = model.get(&b.ts).map(|old| (old.vwap, old.trade_count));
+        let (vwap, trade_count) = kept.unwrap_or((None, None));
+        model.insert(
+            b.ts,
+            SynthBar {
+                vwap,
+                trade_count,
+                ..b.clone()
+            },
+        );
+    }
+    if through_ingest {
+        let file = write_csv(dir, "changes.csv", &puts);
+        let opts = IngestOptions::new(Symbol::parse(symbol).unwrap());
+        ingest_files(client, &[file], &opts).await.unwrap();
+    } else {
+        let t: Vec<DateTime<Utc>> = puts.iter().map(|b| b.ts).collect();
+        let col = |f: fn(&SynthBar) -> f64| puts.iter().map(f).collect::<Vec<f64>>();
+        client
+            .execute(
+                "INSERT INTO data_bars AS d (canonical_symbol, timeframe, ts_utc, open, high, low, close, vol)
+                 SELECT $1, '1m', * FROM unnest($2::timestamptz[], $3::float8[], $4::float8[],
+                        $5::float8[], $6::float8[], $7::float8[])
+                 ON CONFLICT (canonical_symbol, timeframe, ts_utc) DO UPDATE
+                   SET open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low,
+                       close = EXCLUDED.close, vol = EXCLUDED.vol",
+                &[
+                    &symbol,
+                    &t,
+                    &col(|b| b.open),
+                    &col(|b| b.high),
+                    &col(|b| b.low),
+                    &col(|b| b.close),
+                    &col(|b| b.vol),
+                ],
+            )
+            .await
+            .unwrap();
+    }
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const DAYS: i64 = 9;
+    const START: &str = "2025-07-01T00:00:00Z";
+
+    fn change() -> impl Strategy<Value = Change> {
+        let minute = 0..DAYS * 24 * 60;
+        prop_oneof![
+            3 => (minute.clone(), -0.01f64..0.01, 0.0f64..5.0)
+                .prop_map(|(at, bump, vol)| Change::Put { at, bump, vol }),
+            2 => minute.prop_map(|at| Change::Delete { at }),
+        ]
+    }
+
+    /// Steps of changes, each followed by a worker cycle whose `now`
+    /// moves through the data (so changes land behind and ahead of cursors).
+    fn steps() -> impl Strategy<Value = Vec<(Vec<Change>, bool, i64)>> {
+        prop::collection::vec(
+            (
+                prop::collection::vec(change(), 1..12),
+                any::<bool>(),
+                0..DAYS * 24,
+            ),
+            1..5,
+        )
+    }
+
+    async fn scenario(seed: u64, crypto: bool, steps: Vec<(Vec<Change>, bool, i64)>) {
+        let (class, cal) = if crypto {
+            (AssetClass::Crypto, Calendar::Utc)
+        } else {
+            (AssetClass::Fx, Calendar::Fx)
+        };
+        let spec = if crypto {
+            crypto_spec(START, DAYS, seed)
+        } else {
+            SynthSpec {
+                gap_probability: 0.05,
+                gap_continue_probability: 0.5,
+                ..fx_spec(START, DAYS, seed)
+            }
+        };
+        let bars: Vec<SynthBar> = generate(&spec).collect();
+        let rust_db = TestDb::migrated().await;
+        let sql_db = TestDb::migrated().await;
+        for db in [&rust_db, &sql_db] {
+            let c = db.client().await;
+            register(&c, "PROP", class, START).await;
+            load_bars(&c, "PROP", &bars).await;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let base = ts(START);
+        let mut rust_model = model_of(&bars);
+        let mut sql_model = model_of(&bars);
+        let mut rust_client = rust_db.client().await;
+        let mut sql_client = sql_db.client().await;
+        let mut hours: Vec<i64> = steps.iter().map(|s| s.2).collect();
+        hours.sort();
+        for ((changes, through_ingest, _), hour) in steps.iter().zip(hours) {
+            let now = base + Duration::hours(hour);
+            apply(&mut rust_client, "PROP", base, &mut rust_model, changes, *through_ingest, dir.path()).await;
+            apply(&mut sql_client, "PROP", base, &mut sql_model, changes, *through_ingest, dir.path()).await;
+            rust_cycle(&mut rust_client, "PROP", cal, now).await;
+            sql_cycle(&sql_client, "PROP", now).await;
+        }
+        rust_cycle(&mut rust_client, "PROP", cal, Utc::now()).await;
+        sql_cycle(&sql_client, "PROP", Utc::now()).await;
+        assert_reference(&rust_db, "PROP", !crypto, &rust_model, START).await;
+        assert_same_bars(&stored(&sql_db, "PROP").await, &stored(&rust_db, "PROP").await);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 4, ..ProptestConfig::default() })]
+        #[test]
+        fn random_changes_behind_and_ahead_of_cursors_leave_exact_bars(
+            seed in 1u64..1_000_000, crypto in any::<bool>(), steps in steps())
+        {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(scenario(seed, crypto, steps));
+        }
+
+        #[test]
+        fn random_changes_concurrent_with_worker_cycles_leave_exact_bars(
+            seed in 1u64..1_000_000, crypto in any::<bool>(), steps in steps())
+        {
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            runtime.block_on(concurrent(seed, crypto, steps));
+        }
+    }
+
+    /// Changes applied on one connection while worker cycles run on another.
+    async fn concurrent(seed: u64, crypto: bool, steps: Vec<(Vec<Change>, bool, i64)>) {
+        let (class, cal) = if crypto {
+            (AssetClass::Crypto, Calendar::Utc)
+        } else {
+            (AssetClass::Fx, Calendar::Fx)
+        };
+        let spec = if crypto {
+            crypto_spec(START, DAYS, seed)
+        } else {
+            fx_spec(START, DAYS, seed)
+        };
+        let bars: Vec<SynthBar> = generate(&spec).collect();
+        let db = TestDb::migrated().await;
+        let c = db.client().await;
+        register(&c, "PROP", class, START).await;
+        load_bars(&c, "PROP", &bars).await;
+        let base = ts(START);
+        let mut hours: Vec<i64> = steps.iter().map(|s| s.2).collect();
+        hours.sort();
+        let n = steps.len();
+        let cycles = {
+            let database = db.database.clone();
+            tokio::spawn(async move {
+                let mut client = database.connect().await.unwrap();
+                for hour in hours {
+                    rust_cycle(&mut client, "PROP", cal, base + Duration::hours(hour)).await;
+                }
+                for _ in 0..n {
+                    rust_cycle(&mut client, "PROP", cal, Utc::now()).await;
+                }
+            })
+        };
+        let mut model = model_of(&bars);
+        let dir = tempfile::tempdir().unwrap();
+        let mut client = db.client().await;
+        for (changes, through_ingest, _) in &steps {
+            apply(&mut client, "PROP", base, &mut model, changes, *through_ingest, dir.path()).await;
+        }
+        cycles.await.unwrap();
+        rust_cycle(&mut client, "PROP", cal, Utc::now()).await;
+        assert_reference(&db, "PROP", !crypto, &model, START).await;
+    }
+}

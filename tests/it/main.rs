@@ -14,4 +14,5 @@ mod privileges;
 mod reference;
 mod sql_functions;
 mod tasks;
+mod tls;
 mod worker;

@@ -75,6 +75,7 @@ pub const MIGRATIONS: &[Migration] = &[
         "0002_phase5",
         ["97bcb7b8aff07910d02b2612b4815e5cb169b85aa077315fbb5e422574360350"]
     ),
+    migration!(8, "0008_managed"),
 ];
 
 /// One repeatable file of SQL functions.
@@ -245,6 +246,7 @@ pub async fn up(client: &mut Client, target: Option<i64>) -> Result<Vec<i64>> {
 }
 
 async fn up_locked(client: &mut Client, target: Option<i64>) -> Result<Vec<i64>> {
+    crate::roles::ensure(client).await?;
     ensure_history(client).await?;
     let history = applied(client).await?;
     check_applied(&history)?;

@@ -61,7 +61,11 @@ pub async fn process_dirty(client: &Client, symbol: &str) -> Result<LateReport> 
         }
     }
     if report.buckets() > 0 {
-        tracing::info!(symbol, buckets = report.buckets(), "re-aggregated late data");
+        tracing::info!(
+            symbol,
+            buckets = report.buckets(),
+            "re-aggregated late data"
+        );
     }
     Ok(report)
 }

@@ -276,7 +276,10 @@ impl<'c> SymbolRunner<'c> {
                     return Err(e);
                 }
             };
-            commit(self.client, || format!("{} {tf} bars up to {chunk_end}", job.symbol)).await?;
+            commit(self.client, || {
+                format!("{} {tf} bars up to {chunk_end}", job.symbol)
+            })
+            .await?;
             out.bars_created += written.created;
             out.bars_changed += written.changed;
             out.bars_deleted += written.deleted;

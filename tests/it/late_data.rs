@@ -150,12 +150,12 @@ fn crypto_spec(start: &str, days: i64, seed: u64) -> SynthSpec {
 
 #[tokio::test]
 async fn a_late_minute_reaggregates_one_bucket_per_timeframe_of_its_symbol_only() {
-    let start = "2025-06-30T00:00:00Z";
+    let start = "2025-07-06T00:00:00Z";
     for sql_face in [true, false] {
         let db = TestDb::migrated().await;
         let c = db.client().await;
-        let a: Vec<SynthBar> = generate(&fx_spec(start, 21, 31)).collect();
-        let b: Vec<SynthBar> = generate(&crypto_spec(start, 21, 32)).collect();
+        let a: Vec<SynthBar> = generate(&fx_spec(start, 8, 31)).collect();
+        let b: Vec<SynthBar> = generate(&crypto_spec(start, 3, 32)).collect();
         register(&c, "LATEA", AssetClass::Fx, start).await;
         register(&c, "LATEB", AssetClass::Crypto, start).await;
         load_bars(&c, "LATEA", &a).await;
@@ -225,10 +225,7 @@ async fn a_late_minute_reaggregates_one_bucket_per_timeframe_of_its_symbol_only(
             retired(&c, "LATEB").await.is_empty(),
             "the other symbol is untouched"
         );
-        assert_eq!(
-            db.count("SELECT count(*) FROM agg_dirty_buckets").await,
-            0
-        );
+        assert_eq!(db.count("SELECT count(*) FROM agg_dirty_buckets").await, 0);
         assert_eq!(
             db.count("SELECT count(*) FROM data_bars_history WHERE change = 'deleted'")
                 .await,
@@ -316,7 +313,7 @@ async fn a_row_committing_while_a_chunk_runs_is_read_or_recorded_never_lost() {
     let bars: Vec<SynthBar> = generate(&SynthSpec {
         gap_probability: 0.3,
         gap_continue_probability: 0.0,
-        ..fx_spec(start, 8, 51)
+        ..fx_spec(start, 4, 51)
     })
     .collect();
     let mut model = model_of(&bars);
@@ -384,14 +381,22 @@ async fn a_row_committing_while_a_chunk_runs_is_read_or_recorded_never_lost() {
     let c = db.client().await;
     register(&c, "RACE", AssetClass::Fx, start).await;
     load_bars(&c, "RACE", &bars).await;
-    rust_cycle(&mut db.client().await, "RACE", Calendar::Fx, ts("2025-07-01T12:00:00Z")).await;
+    rust_cycle(
+        &mut db.client().await,
+        "RACE",
+        Calendar::Fx,
+        ts("2025-07-01T12:00:00Z"),
+    )
+    .await;
     let mut late = db.client().await;
     let tx = late.transaction().await.unwrap();
     let row = late_bar(missing[1]);
     tx.execute(
         "INSERT INTO data_bars (canonical_symbol, timeframe, ts_utc, open, high, low, close, vol)
          VALUES ('RACE', '1m', $1, $2, $3, $4, $5, $6)",
-        &[&row.ts, &row.open, &row.high, &row.low, &row.close, &row.vol],
+        &[
+            &row.ts, &row.open, &row.high, &row.low, &row.close, &row.vol,
+        ],
     )
     .await
     .unwrap();
@@ -421,8 +426,14 @@ async fn a_row_committing_while_a_chunk_runs_is_read_or_recorded_never_lost() {
 #[derive(Debug, Clone)]
 enum Change {
     /// Insert or revise the bar at minute `at` (minutes from the data start).
-    Put { at: i64, bump: f64, vol: f64 },
-    Delete { at: i64 },
+    Put {
+        at: i64,
+        bump: f64,
+        vol: f64,
+    },
+    Delete {
+        at: i64,
+    },
 }
 
 /// Apply changes to the model and the database, through ingest (inserts
@@ -527,8 +538,10 @@ mod properties {
     use super::*;
     use proptest::prelude::*;
 
-    const DAYS: i64 = 9;
-    const START: &str = "2025-07-01T00:00:00Z";
+    /// One full week on either calendar (the fx week starts Sunday 17:00
+    /// New York), so every timeframe up to 1w has bars.
+    const DAYS: i64 = 6;
+    const START: &str = "2025-06-29T21:00:00Z";
 
     fn change() -> impl Strategy<Value = Change> {
         let minute = 0..DAYS * 24 * 60;
@@ -585,15 +598,36 @@ mod properties {
         hours.sort();
         for ((changes, through_ingest, _), hour) in steps.iter().zip(hours) {
             let now = base + Duration::hours(hour);
-            apply(&mut rust_client, "PROP", base, &mut rust_model, changes, *through_ingest, dir.path()).await;
-            apply(&mut sql_client, "PROP", base, &mut sql_model, changes, *through_ingest, dir.path()).await;
+            apply(
+                &mut rust_client,
+                "PROP",
+                base,
+                &mut rust_model,
+                changes,
+                *through_ingest,
+                dir.path(),
+            )
+            .await;
+            apply(
+                &mut sql_client,
+                "PROP",
+                base,
+                &mut sql_model,
+                changes,
+                *through_ingest,
+                dir.path(),
+            )
+            .await;
             rust_cycle(&mut rust_client, "PROP", cal, now).await;
             sql_cycle(&sql_client, "PROP", now).await;
         }
         rust_cycle(&mut rust_client, "PROP", cal, Utc::now()).await;
         sql_cycle(&sql_client, "PROP", Utc::now()).await;
         assert_reference(&rust_db, "PROP", !crypto, &rust_model, START).await;
-        assert_same_bars(&stored(&sql_db, "PROP").await, &stored(&rust_db, "PROP").await);
+        assert_same_bars(
+            &stored(&sql_db, "PROP").await,
+            &stored(&rust_db, "PROP").await,
+        );
     }
 
     proptest! {
@@ -652,7 +686,16 @@ mod properties {
         let dir = tempfile::tempdir().unwrap();
         let mut client = db.client().await;
         for (changes, through_ingest, _) in &steps {
-            apply(&mut client, "PROP", base, &mut model, changes, *through_ingest, dir.path()).await;
+            apply(
+                &mut client,
+                "PROP",
+                base,
+                &mut model,
+                changes,
+                *through_ingest,
+                dir.path(),
+            )
+            .await;
         }
         cycles.await.unwrap();
         rust_cycle(&mut client, "PROP", cal, Utc::now()).await;

@@ -70,6 +70,42 @@ impl Database {
         Ok(client)
     }
 
+    /// Open one connection whose asynchronous messages (LISTEN
+    /// notifications) arrive on the returned channel; the channel closes
+    /// when the connection does.
+    pub async fn connect_listening(
+        &self,
+    ) -> Result<(
+        Client,
+        tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::Notification>,
+    )> {
+        let (client, mut connection) = self
+            .config
+            .connect(NoTls)
+            .await
+            .with_context(|| format!("connecting to {}", self.describe))?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut messages =
+                futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(message) = futures_util::StreamExt::next(&mut messages).await {
+                match message {
+                    Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                        if tx.send(n).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!("listening connection closed: {e}");
+                        break;
+                    }
+                }
+            }
+        });
+        Ok((client, rx))
+    }
+
     /// Create `name` on this server unless it exists (safe under concurrency).
     pub async fn create_database_if_missing(&self, name: &str) -> Result<()> {
         let client = self.connect().await?;

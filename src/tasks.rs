@@ -194,7 +194,9 @@ pub async fn apply(client: &Client, cmd: &TaskCommand) -> Result<u64> {
             Some(*priority),
         ),
         TaskCommand::Delay { target, seconds } => (
-            "UPDATE data_agg_state SET aggregation_delay_seconds = $3, updated_at = now()
+            "UPDATE data_agg_state SET aggregation_delay_seconds = $3, updated_at = now(),
+               next_run_at = CASE WHEN status = 'idle' AND transient_fail_streak = 0
+                                   AND hard_fail_streak = 0 THEN now() ELSE next_run_at END
              WHERE canonical_symbol = $1 AND ($2::text IS NULL OR timeframe = $2)",
             target,
             Some(*seconds),
@@ -225,6 +227,11 @@ pub async fn apply(client: &Client, cmd: &TaskCommand) -> Result<u64> {
             err.context(format!("updating the tasks of {symbol}"))
         }
     })?;
+    // Running workers look at the tasks again at once.
+    client
+        .batch_execute("NOTIFY barkeep_tasks")
+        .await
+        .context("notifying workers")?;
     if changed == 0 {
         bail!(
             "no task of {symbol}{} matched; run `barkeep sync` after registering it",

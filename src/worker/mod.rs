@@ -178,6 +178,8 @@ enum Event {
     /// New 1m data for these symbols (None: too many to name).
     Data(Option<Vec<String>>),
     Registry,
+    /// An operator changed tasks.
+    Tasks,
     /// (Re)connected: notifications may have been missed.
     Listening,
 }
@@ -524,6 +526,7 @@ async fn main_loop(
                     state.wake = Some(merged);
                 }
                 Event::Registry => state.sync_wanted = config.sync_from.is_some(),
+                Event::Tasks => state.claim_wanted = true,
                 Event::Listening => {
                     state.wake = Some(None);
                     state.sync_wanted = config.sync_from.is_some();
@@ -721,7 +724,8 @@ async fn heartbeat_loop(mut conn: Conn, leases: Leases, lease_seconds: i32, kill
     }
 }
 
-/// Keep a LISTEN connection open on barkeep_data and barkeep_registry,
+/// Keep a LISTEN connection open on barkeep_data, barkeep_registry and
+/// barkeep_tasks (operator commands),
 /// reconnecting with backoff, and pass what it hears on.
 async fn listen_loop(db: Database, events: mpsc::UnboundedSender<Event>, kill: CancellationToken) {
     let mut backoff = Backoff::default();
@@ -729,7 +733,7 @@ async fn listen_loop(db: Database, events: mpsc::UnboundedSender<Event>, kill: C
         let connected = async {
             let (client, rx) = db.connect_listening().await?;
             client
-                .batch_execute("LISTEN barkeep_data; LISTEN barkeep_registry")
+                .batch_execute("LISTEN barkeep_data; LISTEN barkeep_registry; LISTEN barkeep_tasks")
                 .await
                 .context("listening for new data")?;
             anyhow::Ok((client, rx))
@@ -750,6 +754,7 @@ async fn listen_loop(db: Database, events: mpsc::UnboundedSender<Event>, kill: C
                             Some(n) => {
                                 let event = match n.channel() {
                                     "barkeep_registry" => Event::Registry,
+                                    "barkeep_tasks" => Event::Tasks,
                                     _ if n.payload() == "*" => Event::Data(None),
                                     _ => Event::Data(Some(
                                         n.payload().split(',').map(str::to_string).collect(),

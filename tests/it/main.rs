@@ -12,6 +12,7 @@ mod ingest;
 mod migrations;
 mod privileges;
 mod reference;
+mod running;
 mod sql_functions;
 mod tasks;
 mod worker;

@@ -143,26 +143,26 @@ pub fn worker_name() -> String {
 /// timeouts that end a transaction left open by a frozen worker within
 /// about one lease.
 fn session_database(database: &Database, worker: &str, lease_seconds: i32) -> Database {
-    let mut config = database.config().clone();
-    let name: String = format!("barkeep {worker}").chars().take(63).collect();
-    config.application_name(name);
-    let lease_ms = i64::from(lease_seconds.max(1)) * 1000;
-    let statement_ms = (2 * lease_ms).max(60_000);
-    let mut options = config
-        .get_options()
-        .map(|o| format!("{o} "))
-        .unwrap_or_default();
-    options.push_str(&format!(
-        "-c idle_in_transaction_session_timeout={lease_ms} -c statement_timeout={statement_ms} -c lock_timeout={lease_ms}"
-    ));
-    config.options(options);
-    config
-        .keepalives(true)
-        .keepalives_idle(StdDuration::from_secs(10))
-        .keepalives_interval(StdDuration::from_secs(5))
-        .keepalives_retries(3)
-        .connect_timeout(StdDuration::from_secs(10));
-    Database::from_config(config)
+    database.tuned(|config| {
+        let name: String = format!("barkeep {worker}").chars().take(63).collect();
+        config.application_name(name);
+        let lease_ms = i64::from(lease_seconds.max(1)) * 1000;
+        let statement_ms = (2 * lease_ms).max(60_000);
+        let mut options = config
+            .get_options()
+            .map(|o| format!("{o} "))
+            .unwrap_or_default();
+        options.push_str(&format!(
+            "-c idle_in_transaction_session_timeout={lease_ms} -c statement_timeout={statement_ms} -c lock_timeout={lease_ms}"
+        ));
+        config.options(options);
+        config
+            .keepalives(true)
+            .keepalives_idle(StdDuration::from_secs(10))
+            .keepalives_interval(StdDuration::from_secs(5))
+            .keepalives_retries(3)
+            .connect_timeout(StdDuration::from_secs(10));
+    })
 }
 
 /// What a lane did with one job.

@@ -11,8 +11,8 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tokio_util::sync::CancellationToken;
 use std::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};

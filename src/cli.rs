@@ -36,7 +36,13 @@ pub struct Global {
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
     /// Log lines as text or as one JSON object per line.
-    #[arg(long, value_enum, env = "BARKEEP_LOG_FORMAT", default_value = "text", global = true)]
+    #[arg(
+        long,
+        value_enum,
+        env = "BARKEEP_LOG_FORMAT",
+        default_value = "text",
+        global = true
+    )]
     pub log_format: LogFormat,
 }
 

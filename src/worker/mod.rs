@@ -223,7 +223,11 @@ pub async fn run_worker(
     let listener = if config.once {
         None
     } else {
-        Some(tokio::spawn(listen_loop(db.clone(), event_tx, kill.clone())))
+        Some(tokio::spawn(listen_loop(
+            db.clone(),
+            event_tx,
+            kill.clone(),
+        )))
     };
 
     let mut control = Conn::new(db.clone(), "control");
@@ -442,7 +446,10 @@ async fn main_loop(
             if expired {
                 let ended = lease::end_frozen_sessions(client, config.lease_seconds).await?;
                 if ended > 0 {
-                    tracing::warn!(ended, "ended the sessions of workers frozen past their lease");
+                    tracing::warn!(
+                        ended,
+                        "ended the sessions of workers frozen past their lease"
+                    );
                 }
             }
             if config.once && state.in_flight == 0 {
@@ -694,8 +701,14 @@ async fn finish_with_retry(
 }
 
 /// Renew every held lease a few times per lease period, in one call.
-async fn heartbeat_loop(mut conn: Conn, leases: Leases, lease_seconds: i32, kill: CancellationToken) {
-    let period = StdDuration::from_millis((u64::try_from(lease_seconds).unwrap_or(1) * 1000 / 3).max(200));
+async fn heartbeat_loop(
+    mut conn: Conn,
+    leases: Leases,
+    lease_seconds: i32,
+    kill: CancellationToken,
+) {
+    let period =
+        StdDuration::from_millis((u64::try_from(lease_seconds).unwrap_or(1) * 1000 / 3).max(200));
     loop {
         tokio::select! {
             _ = tokio::time::sleep(period) => {}

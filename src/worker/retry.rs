@@ -86,9 +86,15 @@ impl Conn {
                 }
                 Err(e) => {
                     if self.backoff.attempts() == 0 {
-                        tracing::warn!(connection = self.role, "cannot reach the database, retrying: {e:#}");
+                        tracing::warn!(
+                            connection = self.role,
+                            "cannot reach the database, retrying: {e:#}"
+                        );
                     } else {
-                        tracing::debug!(connection = self.role, "still cannot reach the database: {e:#}");
+                        tracing::debug!(
+                            connection = self.role,
+                            "still cannot reach the database: {e:#}"
+                        );
                     }
                     if !self.backoff.wait(stop).await {
                         return None;

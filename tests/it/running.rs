@@ -77,7 +77,12 @@ async fn db_now(c: &Client) -> DateTime<Utc> {
 }
 
 /// Insert the 1m bars of minutes `minutes` after `start` with plain SQL.
-async fn insert_minutes(c: &Client, symbol: &str, start: DateTime<Utc>, minutes: std::ops::Range<i64>) {
+async fn insert_minutes(
+    c: &Client,
+    symbol: &str,
+    start: DateTime<Utc>,
+    minutes: std::ops::Range<i64>,
+) {
     let ts: Vec<DateTime<Utc>> = minutes.map(|m| start + Duration::minutes(m)).collect();
     c.execute(
         "INSERT INTO data_bars (canonical_symbol, timeframe, ts_utc, open, high, low, close, vol, source)
@@ -132,7 +137,11 @@ async fn complete_buckets_are_final_when_their_last_minute_lands_and_quiet_ones_
     insert_minutes(&c, "BTCUSD", start, 0..14).await;
     wait_count(&c, COUNT_5M, 2, StdDuration::from_secs(30)).await;
     tokio::time::sleep(StdDuration::from_millis(1500)).await;
-    assert_eq!(db.count(COUNT_5M).await, 2, "an incomplete bucket was finalized");
+    assert_eq!(
+        db.count(COUNT_5M).await,
+        2,
+        "an incomplete bucket was finalized"
+    );
     assert_eq!(db.count(COUNT_15M).await, 0);
 
     // Its last minute lands: the 5m bar and the 15m bar above it follow.
@@ -165,7 +174,10 @@ async fn complete_buckets_are_final_when_their_last_minute_lands_and_quiet_ones_
         .query_one(
             "SELECT b.source_candles, b.quality_score, b.created_at >= $1
              FROM derived_data_bars b WHERE b.timeframe = '5m' AND b.ts_utc = $2",
-            &[&(end + Duration::seconds(delay)), &(end - Duration::minutes(5))],
+            &[
+                &(end + Duration::seconds(delay)),
+                &(end - Duration::minutes(5)),
+            ],
         )
         .await
         .unwrap();
@@ -436,11 +448,18 @@ async fn the_worker_rides_out_postgresql_restarts_mid_run_and_mid_idle() {
         back.elapsed()
     );
     assert!(status.success(), "{log}");
-    assert!(log.contains("retrying"), "the log says what happened: {log}");
+    assert!(
+        log.contains("retrying"),
+        "the log says what happened: {log}"
+    );
     let c = pg.client().await;
     assert_eq!(live_bars(&c).await, expected);
     assert_eq!(
-        pg_count(&c, "SELECT count(*) FROM data_agg_state WHERE status <> 'idle'").await,
+        pg_count(
+            &c,
+            "SELECT count(*) FROM data_agg_state WHERE status <> 'idle'"
+        )
+        .await,
         0
     );
 
@@ -484,15 +503,12 @@ async fn pg_count(c: &Client, sql: &str) -> i64 {
 
 /// A snapshot of every stored bar row, deleted ones included.
 async fn all_bar_rows(c: &Client) -> Vec<String> {
-    c.query(
-        "SELECT b::text FROM derived_data_bars b ORDER BY 1",
-        &[],
-    )
-    .await
-    .unwrap()
-    .iter()
-    .map(|r| r.get(0))
-    .collect()
+    c.query("SELECT b::text FROM derived_data_bars b ORDER BY 1", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
 }
 
 #[tokio::test]
@@ -505,7 +521,15 @@ async fn a_worker_frozen_mid_copy_is_taken_over_and_changes_nothing_when_it_wake
     let lease = 10;
     let mut a = spawn(
         &db.url,
-        &["run", "--lease-seconds", &lease.to_string(), "--max-windows", "3000", "--concurrency", "1"],
+        &[
+            "run",
+            "--lease-seconds",
+            &lease.to_string(),
+            "--max-windows",
+            "3000",
+            "--concurrency",
+            "1",
+        ],
     );
     let pattern = format!("barkeep %:{}", a.id());
     // Stop the worker at random moments until it is caught inside a COPY
@@ -583,7 +607,11 @@ async fn a_worker_frozen_mid_copy_is_taken_over_and_changes_nothing_when_it_wake
     let status = wait_exit(&mut a, StdDuration::from_secs(40)).await;
     let log = child_stderr(&mut a);
     assert!(status.success(), "{log}");
-    assert_eq!(all_bar_rows(&c).await, before, "the woken worker changed bars");
+    assert_eq!(
+        all_bar_rows(&c).await,
+        before,
+        "the woken worker changed bars"
+    );
     assert_eq!(live_bars(&c).await, expected);
     assert_eq!(
         db.count("SELECT count(*) FROM data_agg_state WHERE status = 'running'")

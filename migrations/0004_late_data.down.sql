@@ -1,5 +1,5 @@
 -- Reverts the late-data step: the triggers on data_bars (created by
--- sql/functions/50_late_data.sql, whose functions barkeep drops right
+-- sql/functions/45_late_data.sql, whose functions barkeep drops right
 -- after this script), the dirty-bucket queue, the 1m history and the
 -- index of retired derived bars. Bars stay; retired derived versions stay
 -- soft-deleted rows.

@@ -4,7 +4,7 @@
 -- soft-deleted rows themselves: created_at..deleted_at is when a version
 -- was live). The triggers that fill agg_dirty_buckets and
 -- data_bars_history, and the functions that consume them, live in
--- sql/functions/50_late_data.sql (applied right after this step).
+-- sql/functions/45_late_data.sql (applied right after this step).
 SET LOCAL client_min_messages = warning;
 
 -- One row per (symbol, derived timeframe, bucket start) whose bar must be

@@ -76,7 +76,7 @@ async fn rust_cycle(client: &mut Client, symbol: &str, cal: Calendar, now: DateT
         });
     }
     let job = SymbolJob {
-        symbol: symbol.to_string(),
+        symbol: Symbol::parse(symbol).unwrap(),
         calendar: cal,
         tasks,
         now,
@@ -85,7 +85,12 @@ async fn rust_cycle(client: &mut Client, symbol: &str, cal: Calendar, now: DateT
     };
     let outcomes = SymbolRunner::new(client, &job).run(|_| {}).await;
     for o in outcomes {
-        assert!(o.error.is_none(), "{symbol} {}: {:?}", o.timeframe, o.error);
+        assert!(
+            o.outcome.error().is_none(),
+            "{symbol} {}: {:?}",
+            o.timeframe,
+            o.outcome
+        );
         client
             .execute(
                 "UPDATE data_agg_state SET last_agg_bar_ts_utc = greatest(last_agg_bar_ts_utc, $3)

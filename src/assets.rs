@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use tokio_postgres::Client;
 
+use crate::calendar::Calendar;
 use crate::cli::Global;
 
 /// A canonical instrument symbol such as `EURUSD`, `XAUUSD` or `BTC-USD`:
@@ -99,6 +100,10 @@ pub enum AssetsCommand {
         /// Register it inactive in prod.
         #[arg(long)]
         inactive: bool,
+        /// Change the class of a symbol that has bars although that changes
+        /// its calendar: its 4h, 1d and 1w bars are rebuilt on the new one.
+        #[arg(long)]
+        force: bool,
     },
     /// List registered instruments.
     List {
@@ -118,7 +123,33 @@ pub enum AssetsCommand {
     },
 }
 
-/// Insert or update one instrument.
+/// Whether a class change would move a symbol to another calendar while
+/// it has derived bars: Some((old class, live bars)) then.
+async fn calendar_change(
+    client: &Client,
+    symbol: &Symbol,
+    class: AssetClass,
+) -> Result<Option<(String, i64)>> {
+    let row = client
+        .query_opt(
+            "SELECT r.asset_class,
+                    (SELECT count(*) FROM derived_data_bars d
+                     WHERE d.canonical_symbol = r.canonical_symbol AND d.deleted_at IS NULL)
+             FROM core_asset_registry_all r WHERE r.canonical_symbol = $1",
+            &[&symbol.as_str()],
+        )
+        .await
+        .context("reading the asset registry")?;
+    Ok(row.and_then(|r| {
+        let old: String = r.get(0);
+        let bars: i64 = r.get(1);
+        let moves = Calendar::for_asset_class(&old) != Calendar::for_asset_class(class.as_str());
+        (moves && bars > 0).then_some((old, bars))
+    }))
+}
+
+/// Insert or update one instrument. Refuses a class change that would move
+/// a symbol with bars to another calendar (see [`change_class`]).
 pub async fn add(
     client: &Client,
     symbol: &Symbol,
@@ -126,6 +157,15 @@ pub async fn add(
     name: Option<&str>,
     active: bool,
 ) -> Result<()> {
+    if let Some((old, bars)) = calendar_change(client, symbol, class).await? {
+        bail!(
+            "{symbol} is {old} with {bars} derived bars on the {} calendar; class {} uses the {} \
+             calendar: add --force to change it and rebuild its 4h, 1d and 1w bars",
+            Calendar::for_asset_class(&old).as_str(),
+            class.as_str(),
+            Calendar::for_asset_class(class.as_str()).as_str()
+        );
+    }
     client
         .execute(
             "INSERT INTO core_asset_registry_all (canonical_symbol, asset_class, active, display_name)
@@ -139,6 +179,83 @@ pub async fn add(
         .await
         .with_context(|| format!("registering {symbol}"))?;
     Ok(())
+}
+
+/// What a forced class change did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClassChange {
+    pub symbol: String,
+    pub old_class: String,
+    pub new_class: String,
+    /// Buckets re-aggregated on the new calendar.
+    pub late: crate::engine::late::LateReport,
+}
+
+/// Change a registered symbol's class even though its calendar moves: in one
+/// transaction the class changes, the 4h, 1d and 1w cursors move to a
+/// bucket start of the new calendar and those timeframes' ranges are marked
+/// for a rebuild (`agg_rebuild`, a new derivation_version); then the bars
+/// are rewritten (`agg_process_dirty`): bars of the old calendar retired,
+/// the new ones inserted.
+pub async fn change_class(
+    client: &mut Client,
+    symbol: &Symbol,
+    class: AssetClass,
+) -> Result<ClassChange> {
+    let old = class_of(client, symbol).await?;
+    let tx = client
+        .transaction()
+        .await
+        .context("opening a transaction")?;
+    tx.execute(
+        "UPDATE core_asset_registry_all SET asset_class = $2, updated_at = now()
+         WHERE canonical_symbol = $1",
+        &[&symbol.as_str(), &class.as_str()],
+    )
+    .await
+    .with_context(|| format!("changing the class of {symbol}"))?;
+    let cal = Calendar::for_asset_class(class.as_str()).as_str();
+    tx.execute(
+        "UPDATE data_agg_state
+         SET last_agg_bar_ts_utc = agg_bucket_start($2, timeframe, last_agg_bar_ts_utc), updated_at = now()
+         WHERE canonical_symbol = $1 AND timeframe IN ('4h', '1d', '1w')
+           AND last_agg_bar_ts_utc IS NOT NULL",
+        &[&symbol.as_str(), &cal],
+    )
+    .await
+    .with_context(|| format!("moving the {symbol} cursors to the {cal} calendar"))?;
+    for tf in ["4h", "1d"] {
+        // Only a timeframe that has been aggregated has bars to rebuild.
+        let built: bool = tx
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM derived_data_bars
+                                WHERE canonical_symbol = $1 AND timeframe = $2 AND deleted_at IS NULL)",
+                &[&symbol.as_str(), &tf],
+            )
+            .await
+            .context("looking for bars to rebuild")?
+            .get(0);
+        if built {
+            tx.execute("SELECT agg_rebuild($1, $2)", &[&symbol.as_str(), &tf])
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot rebuild {symbol} {tf}: {}",
+                        crate::rebuild::db_message(&e)
+                    )
+                })?;
+        }
+    }
+    tx.commit()
+        .await
+        .with_context(|| format!("committing the class change of {symbol}"))?;
+    let late = crate::engine::late::process_dirty(client, symbol.as_str()).await?;
+    Ok(ClassChange {
+        symbol: symbol.to_string(),
+        old_class: old,
+        new_class: class.as_str().to_string(),
+        late,
+    })
 }
 
 /// Every registered instrument, by symbol.
@@ -189,7 +306,18 @@ pub async fn run(global: &Global, cmd: AssetsCommand) -> Result<ExitCode> {
             class,
             name,
             inactive,
+            force,
         } => {
+            let mut client = client;
+            if force && calendar_change(&client, &symbol, class).await?.is_some() {
+                let change = change_class(&mut client, &symbol, class).await?;
+                println!(
+                    "{symbol}: class {} -> {}, {} buckets rebuilt on the new calendar",
+                    change.old_class,
+                    change.new_class,
+                    change.late.buckets()
+                );
+            }
             add(&client, &symbol, class, name.as_deref(), !inactive).await?;
             println!("registered {symbol} ({})", class.as_str());
         }

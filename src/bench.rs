@@ -5,7 +5,10 @@
 //! bars, then times:
 //! 1. ingest: `barkeep ingest` of HistData files against a plain `COPY` of
 //!    the same rows into a table with the same unique key;
-//! 2. catch-up: the barkeep worker building the whole default ladder from
+//! 2. change tracking: the same ingest with the late-data triggers on
+//!    `data_bars` enabled against disabled, every row ahead of the 5m
+//!    cursors (what a live feed or a new range costs);
+//! 3. catch-up: the barkeep worker building the whole default ladder from
 //!    scratch against one plain `INSERT … SELECT … GROUP BY` that builds only
 //!    the 5m bars (first/last through `array_agg … ORDER BY`).
 
@@ -69,6 +72,8 @@ pub struct BenchReport {
     pub weeks: i64,
     pub rows_1m: u64,
     pub ingest: Pair,
+    /// barkeep = ingest with change tracking, baseline = without.
+    pub tracking: Pair,
     pub catchup: Pair,
     pub bars_by_timeframe: Vec<(String, i64)>,
     pub baseline_5m_bars: i64,
@@ -133,6 +138,49 @@ pub async fn run(global: &Global, args: BenchArgs) -> Result<ExitCode> {
         }
         ingest_pairs.push((t.elapsed().as_secs_f64(), baseline));
     }
+    // Every row ahead of the cursors: tasks exist, their cursors at the start.
+    tasks::sync(&client, tasks::Env::Prod, start()?, None).await?;
+    client
+        .batch_execute(
+            "UPDATE data_agg_state SET last_agg_bar_ts_utc = agg_bootstrap_cursor(canonical_symbol, timeframe)",
+        )
+        .await
+        .context("placing the cursors")?;
+    let mut tracking_pairs = Vec::new();
+    for round in 1..=args.repeat {
+        eprintln!(
+            "bench: round {round}/{}: ingest with change tracking against without",
+            args.repeat
+        );
+        let mut times = [0.0; 2];
+        for (i, toggle) in ["ENABLE", "DISABLE"].iter().enumerate() {
+            settle(
+                &client,
+                &format!("TRUNCATE data_bars; ALTER TABLE data_bars {toggle} TRIGGER data_bars_track_insert"),
+            )
+            .await?;
+            let t = Instant::now();
+            for (symbol, path) in &files {
+                let opts = IngestOptions::new(symbol.clone());
+                ingest::ingest_files(&mut client, std::slice::from_ref(path), &opts).await?;
+            }
+            times[i] = t.elapsed().as_secs_f64();
+        }
+        client
+            .batch_execute("ALTER TABLE data_bars ENABLE TRIGGER data_bars_track_insert")
+            .await
+            .context("enabling change tracking again")?;
+        tracking_pairs.push((times[0], times[1]));
+    }
+    let dirty: i64 = client
+        .query_one("SELECT count(*) FROM agg_dirty_buckets", &[])
+        .await
+        .context("counting dirty buckets")?
+        .get(0);
+    anyhow::ensure!(
+        dirty == 0,
+        "rows ahead of the cursors recorded {dirty} dirty buckets"
+    );
     settle(&client, "VACUUM ANALYZE data_bars").await?;
     for round in 1..=args.repeat {
         eprintln!(
@@ -179,6 +227,11 @@ pub async fn run(global: &Global, args: BenchArgs) -> Result<ExitCode> {
         weeks: args.weeks,
         rows_1m,
         ingest: pair("ingest 1m rows", rows_1m, &ingest_pairs),
+        tracking: pair(
+            "ingest: change tracking on vs off",
+            rows_1m,
+            &tracking_pairs,
+        ),
         catchup: pair(
             "catch-up: barkeep full ladder vs SQL 5m only",
             rows_1m,
@@ -344,7 +397,7 @@ fn print_report(report: &BenchReport, json: bool) -> Result<()> {
         "barkeep bench: {} fx symbols x {} weeks = {} 1m rows",
         report.symbols, report.weeks, report.rows_1m
     );
-    for p in [&report.ingest, &report.catchup] {
+    for p in [&report.ingest, &report.tracking, &report.catchup] {
         println!(
             "{:<46} barkeep {:>6.2} s ({:>7.0} rows/s)  baseline {:>6.2} s ({:>7.0} rows/s)  baseline/barkeep = {:.2}x (median of {} rounds: {})",
             p.what,

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::db::Database;
 use crate::{assets, bench, demo, export, ingest, migrate, pg, tasks};
 
+mod rebuild;
 mod run;
 
 /// Keeps 5m, 15m, 1h, 4h, 1d and 1w bars aggregated from 1-minute bars in PostgreSQL.
@@ -84,6 +85,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Print stored bars as CSV or JSON.
     Export(export::ExportArgs),
+    /// Recompute derived bars of a range (cascading up, new derivation_version).
+    Rebuild(rebuild::RebuildArgs),
     /// Time barkeep against plain SQL on the same generated data.
     Bench(bench::BenchArgs),
 }
@@ -184,6 +187,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Task(cmd) => tasks::run_task(&global, cmd).await,
         Command::Run(args) => run::run(&global, args).await,
         Command::Export(args) => export::run(&global, args).await,
+        Command::Rebuild(args) => rebuild::run(&global, args).await,
         Command::Bench(args) => bench::run(&global, args).await,
     }
 }

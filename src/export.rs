@@ -39,8 +39,12 @@ pub struct ExportArgs {
     #[arg(long, value_enum, default_value = "csv")]
     pub format: Format,
     /// Append the unfinished current bucket, computed from 1m bars.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "as_of")]
     pub partial: bool,
+    /// The bars as they stood at this instant (earlier versions of revised
+    /// bars included, later ones left out): reproduces an earlier read.
+    #[arg(long, value_parser = crate::calendar::parse_instant)]
+    pub as_of: Option<DateTime<Utc>>,
 }
 
 /// One exported bar.
@@ -61,14 +65,21 @@ pub struct ExportBar {
     pub is_partial: bool,
 }
 
-/// Stored bars of `symbol` `tf` with start in [from, to), in time order.
+/// Stored bars of `symbol` `tf` with start in [from, to), in time order:
+/// the live ones, or with `as_of` the versions live at that instant (1m
+/// revisions from `data_bars_history`, derived ones from retired rows; see
+/// docs/DESIGN.md "Versions of a bar").
 pub async fn stored_bars(
     client: &Client,
     symbol: &str,
     tf: Timeframe,
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
+    as_of: Option<DateTime<Utc>>,
 ) -> Result<Vec<ExportBar>> {
+    if let Some(as_of) = as_of {
+        return bars_as_of(client, symbol, tf, from, to, as_of).await;
+    }
     let sql = if tf == Timeframe::M1 {
         "SELECT ts_utc, open, high, low, close, vol, vwap, trade_count,
                 NULL::text, NULL::int, NULL::int, NULL::smallint, false
@@ -88,24 +99,62 @@ pub async fn stored_bars(
         .query(sql, &[&symbol, &tf.as_str(), &from, &to])
         .await
         .with_context(|| format!("reading {symbol} {tf} bars"))?;
-    Ok(rows
-        .iter()
-        .map(|r| ExportBar {
-            ts_utc: r.get(0),
-            open: r.get(1),
-            high: r.get(2),
-            low: r.get(3),
-            close: r.get(4),
-            vol: r.get(5),
-            vwap: r.get(6),
-            trade_count: r.get(7),
-            source_timeframe: r.get(8),
-            source_candles: r.get(9),
-            expected_candles: r.get(10),
-            quality_score: r.get(11),
-            is_partial: r.get(12),
-        })
-        .collect())
+    Ok(rows.iter().map(export_bar).collect())
+}
+
+async fn bars_as_of(
+    client: &Client,
+    symbol: &str,
+    tf: Timeframe,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    as_of: DateTime<Utc>,
+) -> Result<Vec<ExportBar>> {
+    let sql = if tf == Timeframe::M1 {
+        "SELECT ts_utc, open, high, low, close, vol, vwap, trade_count,
+                NULL::text, NULL::int, NULL::int, NULL::smallint, false
+         FROM (
+           SELECT ts_utc, open, high, low, close, vol, vwap, trade_count FROM data_bars
+           WHERE canonical_symbol = $1 AND timeframe = $2 AND ingested_at <= $5
+             AND ($3::timestamptz IS NULL OR ts_utc >= $3) AND ($4::timestamptz IS NULL OR ts_utc < $4)
+           UNION ALL
+           SELECT ts_utc, open, high, low, close, vol, vwap, trade_count FROM data_bars_history
+           WHERE canonical_symbol = $1 AND timeframe = $2 AND valid_from <= $5 AND valid_to > $5
+             AND ($3::timestamptz IS NULL OR ts_utc >= $3) AND ($4::timestamptz IS NULL OR ts_utc < $4)
+         ) v
+         ORDER BY ts_utc"
+    } else {
+        "SELECT ts_utc, open, high, low, close, vol, vwap, trade_count,
+                source_timeframe, source_candles, expected_candles, quality_score, is_partial
+         FROM derived_data_bars
+         WHERE canonical_symbol = $1 AND timeframe = $2
+           AND created_at <= $5 AND (deleted_at IS NULL OR deleted_at > $5)
+           AND ($3::timestamptz IS NULL OR ts_utc >= $3) AND ($4::timestamptz IS NULL OR ts_utc < $4)
+         ORDER BY ts_utc"
+    };
+    let rows = client
+        .query(sql, &[&symbol, &tf.as_str(), &from, &to, &as_of])
+        .await
+        .with_context(|| format!("reading {symbol} {tf} bars as of {as_of}"))?;
+    Ok(rows.iter().map(export_bar).collect())
+}
+
+fn export_bar(r: &tokio_postgres::Row) -> ExportBar {
+    ExportBar {
+        ts_utc: r.get(0),
+        open: r.get(1),
+        high: r.get(2),
+        low: r.get(3),
+        close: r.get(4),
+        vol: r.get(5),
+        vwap: r.get(6),
+        trade_count: r.get(7),
+        source_timeframe: r.get(8),
+        source_candles: r.get(9),
+        expected_candles: r.get(10),
+        quality_score: r.get(11),
+        is_partial: r.get(12),
+    }
 }
 
 /// The bucket holding the newest 1m bar, when it has no stored bar yet:
@@ -204,7 +253,15 @@ pub async fn run(global: &Global, args: ExportArgs) -> Result<ExitCode> {
     let class = assets::class_of(&client, &args.symbol).await?;
     let cal = Calendar::for_asset_class(&class);
     let symbol = args.symbol.as_str();
-    let mut bars = stored_bars(&client, symbol, args.timeframe, args.from, args.to).await?;
+    let mut bars = stored_bars(
+        &client,
+        symbol,
+        args.timeframe,
+        args.from,
+        args.to,
+        args.as_of,
+    )
+    .await?;
     if args.partial {
         if let Some(p) = partial_bar(&client, symbol, cal, args.timeframe, args.to).await? {
             if args.from.is_none_or(|f| p.ts_utc >= f) {

@@ -9,9 +9,11 @@
 //! - [`migrate`]: reversible, checksummed migrations embedded from `migrations/`.
 //! - [`roles`]: the least-privilege roles, made (or asked for) before migrating.
 //! - [`calendar`]: timeframes, the ladder, utc and fx bucket calendars.
+//! - [`copy_binary`]: PostgreSQL's binary COPY format, encoder and field readers.
 //! - [`engine`]: the fast aggregation path (fold, binary COPY source and sink).
 //! - [`worker`]: claiming, running and finishing tasks (`barkeep run`).
-//! - [`export`]: printing stored bars (`barkeep export`).
+//! - [`export`]: printing stored bars (`barkeep export`, `--as-of`).
+//! - [`rebuild`]: recomputing a range of derived bars (`barkeep rebuild`).
 //! - [`assets`]: the instrument registry (`core_asset_registry_all`).
 //! - [`ingest`]: parsing, validating and loading 1-minute bars.
 //! - [`demo`]: the end-to-end demo on the shipped sample.
@@ -23,6 +25,7 @@ pub mod assets;
 pub mod bench;
 pub mod calendar;
 pub mod cli;
+pub mod copy_binary;
 pub mod db;
 pub mod demo;
 pub mod engine;
@@ -30,6 +33,7 @@ pub mod export;
 pub mod ingest;
 pub mod migrate;
 pub mod pg;
+pub mod rebuild;
 pub mod roles;
 pub mod synth;
 pub mod tasks;

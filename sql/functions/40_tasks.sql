@@ -251,6 +251,7 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp AS 
 DECLARE
   v_now timestamptz := coalesce($2, now());
   v_woken integer;
+  v_late integer;
 BEGIN
   UPDATE data_agg_state s SET next_run_at = v_now, updated_at = now()
   WHERE ($1 IS NULL OR s.canonical_symbol = ANY ($1))
@@ -261,6 +262,21 @@ BEGIN
     AND agg_bucket_end(agg_symbol_calendar(s.canonical_symbol), s.timeframe, s.last_agg_bar_ts_utc)
         <= agg_horizon(s.canonical_symbol, s.timeframe, v_now);
   GET DIAGNOSTICS v_woken = ROW_COUNT;
+  -- Late or corrected data behind a cursor (sql/functions/45_late_data.sql)
+  -- is work too: any task of those symbols with dirty buckets runs now.
+  IF to_regclass('agg_dirty_buckets') IS NOT NULL THEN
+    EXECUTE
+      'UPDATE data_agg_state s SET next_run_at = $2, updated_at = now()
+       WHERE ($1 IS NULL OR s.canonical_symbol = ANY ($1))
+         AND s.enabled AND s.status = ''idle'' AND s.next_run_at > $2
+         AND s.transient_fail_streak = 0 AND s.hard_fail_streak = 0
+         AND EXISTS (SELECT 1 FROM agg_dirty_buckets d
+                     WHERE d.canonical_symbol = s.canonical_symbol AND d.timeframe = s.timeframe
+                       AND d.ts_utc < s.last_agg_bar_ts_utc)'
+      USING $1, v_now;
+    GET DIAGNOSTICS v_late = ROW_COUNT;
+    v_woken := v_woken + v_late;
+  END IF;
   RETURN v_woken;
 END $$;
 

@@ -77,6 +77,23 @@ CREATE OR REPLACE TRIGGER data_bars_track_delete AFTER DELETE ON data_bars
   REFERENCING OLD TABLE AS old_rows
   FOR EACH STATEMENT EXECUTE FUNCTION agg_track_1m_changes();
 
+-- A revised 1m bar is live from the revision on: its ingested_at moves to
+-- now() whatever the client wrote (data_bars_history keeps the old values
+-- with the old ingested_at), so `export --as-of` reads 1m bars exactly.
+-- Only rows whose values change pay for this row-level trigger.
+CREATE OR REPLACE FUNCTION agg_stamp_1m_revision() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  NEW.ingested_at := now();
+  RETURN NEW;
+END $$;
+
+CREATE OR REPLACE TRIGGER data_bars_stamp_revision BEFORE UPDATE ON data_bars
+  FOR EACH ROW
+  WHEN ((OLD.open, OLD.high, OLD.low, OLD.close, OLD.vol, OLD.vwap, OLD.trade_count)
+        IS DISTINCT FROM (NEW.open, NEW.high, NEW.low, NEW.close, NEW.vol, NEW.vwap, NEW.trade_count))
+  EXECUTE FUNCTION agg_stamp_1m_revision();
+
 ------------------------------------------------------------------------------
 -- Re-aggregation.
 ------------------------------------------------------------------------------
@@ -215,20 +232,128 @@ BEGIN
 END $$;
 
 ------------------------------------------------------------------------------
+-- Rebuild on demand.
+------------------------------------------------------------------------------
+
+-- The timeframes built from `timeframe`, itself included, in ladder order.
+CREATE OR REPLACE FUNCTION agg_timeframe_and_dependents(timeframe text) RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT CASE $1
+    WHEN '5m' THEN ARRAY['5m', '15m', '1h', '4h', '1d', '1w']
+    WHEN '1h' THEN ARRAY['1h', '4h', '1d', '1w']
+    WHEN '1d' THEN ARRAY['1d', '1w']
+    ELSE ARRAY[$1]
+  END
+$$;
+
+-- Mark every bucket of `timeframe` in [from_ts, to_ts) behind its cursor
+-- that has source bars or a live bar, with a derivation_version one above
+-- any the symbol's bars of that timeframe and above have had; the marks
+-- carry it up the ladder, so agg_process_dirty rewrites every bar there
+-- and above. from_ts defaults to the symbol's first 1m bar, to_ts to the
+-- cursor. A from_ts before a task's start moves the start (of this
+-- timeframe and those built from it) back to it. Refuses, changing
+-- nothing: an unknown symbol or timeframe, no task, from_ts >= to_ts, a
+-- range without data. Returns what it marked.
+CREATE OR REPLACE FUNCTION agg_rebuild(symbol text, timeframe text,
+  from_ts timestamptz DEFAULT NULL, to_ts timestamptz DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+  v_symbol text := $1;
+  v_tf text := $2;
+  v_cal text;
+  v_src text;
+  v_cursor timestamptz;
+  v_start timestamptz;
+  v_from timestamptz;
+  v_to timestamptz;
+  v_version integer;
+  v_marked integer;
+  v_moved boolean := false;
+  v_family text[];
+BEGIN
+  PERFORM agg_check_timeframe(v_tf);
+  SELECT agg_calendar(r.asset_class) INTO v_cal
+  FROM core_asset_registry_all r WHERE r.canonical_symbol = v_symbol;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'unknown symbol %: register it first', coalesce(quote_literal(v_symbol), 'NULL')
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  SELECT s.last_agg_bar_ts_utc, s.agg_start_utc INTO v_cursor, v_start FROM data_agg_state s
+  WHERE s.canonical_symbol = v_symbol AND s.timeframe = v_tf FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'no task % %: run barkeep sync first', v_symbol, v_tf
+      USING ERRCODE = 'no_data_found';
+  END IF;
+  v_src := agg_source_timeframe(v_tf);
+  v_from := coalesce($3, (SELECT min(b.ts_utc) FROM data_bars b
+                          WHERE b.canonical_symbol = v_symbol AND b.timeframe = '1m'));
+  v_to := coalesce($4, v_cursor);
+  IF v_from IS NULL THEN
+    RAISE EXCEPTION 'no 1m bars of % to rebuild from', v_symbol USING ERRCODE = 'no_data_found';
+  END IF;
+  IF v_to IS NULL THEN
+    RAISE EXCEPTION '% % has not been aggregated yet: nothing to rebuild (run the worker)', v_symbol, v_tf
+      USING ERRCODE = 'no_data_found';
+  END IF;
+  IF v_from >= v_to THEN
+    RAISE EXCEPTION 'from % must be before to %', v_from, v_to USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  v_from := agg_bucket_start(v_cal, v_tf, v_from);
+  IF NOT EXISTS (SELECT 1 FROM agg_source_bars(v_symbol, v_src, v_from, v_to))
+     AND NOT EXISTS (SELECT 1 FROM derived_data_bars d
+                     WHERE d.canonical_symbol = v_symbol AND d.timeframe = v_tf
+                       AND d.deleted_at IS NULL AND d.ts_utc >= v_from AND d.ts_utc < v_to) THEN
+    RAISE EXCEPTION 'no % % bars and no % bars to build them from between % and %',
+      v_symbol, v_tf, v_src, v_from, v_to USING ERRCODE = 'no_data_found';
+  END IF;
+  v_family := agg_timeframe_and_dependents(v_tf);
+  IF v_from < v_start THEN
+    UPDATE data_agg_state s SET agg_start_utc = v_from, updated_at = now()
+    WHERE s.canonical_symbol = v_symbol AND s.timeframe = ANY (v_family) AND s.agg_start_utc > v_from;
+    v_moved := true;
+  END IF;
+  SELECT coalesce(max(d.derivation_version), 0) + 1 INTO v_version FROM derived_data_bars d
+  WHERE d.canonical_symbol = v_symbol AND d.timeframe = ANY (v_family);
+  WITH marked AS (
+    INSERT INTO agg_dirty_buckets AS x (canonical_symbol, timeframe, ts_utc, derivation_version)
+    SELECT DISTINCT v_symbol, v_tf, agg_bucket_start(v_cal, v_tf, t.ts), v_version
+    FROM (SELECT b.ts_utc AS ts FROM agg_source_bars(v_symbol, v_src, v_from, least(v_to, v_cursor)) b
+          UNION
+          SELECT d.ts_utc FROM derived_data_bars d
+          WHERE d.canonical_symbol = v_symbol AND d.timeframe = v_tf AND d.deleted_at IS NULL
+            AND d.ts_utc >= v_from AND d.ts_utc < least(v_to, v_cursor)) t
+    ON CONFLICT (canonical_symbol, timeframe, ts_utc) DO UPDATE
+      SET derivation_version = greatest(x.derivation_version, EXCLUDED.derivation_version)
+    RETURNING 1
+  )
+  SELECT count(*) INTO v_marked FROM marked;
+  RETURN jsonb_build_object('symbol', v_symbol, 'timeframe', v_tf, 'from', v_from, 'to', v_to,
+    'derivation_version', v_version, 'buckets_marked', v_marked, 'start_moved', v_moved);
+END $$;
+
+------------------------------------------------------------------------------
 -- Privileges: the trigger runs as its owner; the worker runs the rest.
 ------------------------------------------------------------------------------
 REVOKE EXECUTE ON FUNCTION
   agg_mark_dependents(text, text, text, timestamptz[], integer),
   agg_refresh_dirty(text, text, text, timestamptz, integer),
-  agg_process_dirty(text, integer)
+  agg_process_dirty(text, integer),
+  agg_rebuild(text, text, timestamptz, timestamptz)
 FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
   agg_process_dirty(text, integer),
+  agg_rebuild(text, text, timestamptz, timestamptz),
   agg_mark_dependents(text, text, text, timestamptz[], integer)
 TO barkeep_worker;
 DO $$
 BEGIN
   IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'service_role') THEN
-    GRANT EXECUTE ON FUNCTION agg_process_dirty(text, integer) TO service_role;
+    GRANT EXECUTE ON FUNCTION
+      agg_process_dirty(text, integer),
+      agg_rebuild(text, text, timestamptz, timestamptz)
+    TO service_role;
   END IF;
 END $$;

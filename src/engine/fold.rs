@@ -194,10 +194,7 @@ pub fn combine(ts: DateTime<Utc>, sources: &[Bar]) -> Option<(Bar, i32)> {
     let (first, rest) = sources.split_first()?;
     let mut acc = Acc::open(ts, ts, first);
     rest.iter().for_each(|b| acc.push(b));
-    let vwap = match (acc.vwap_num, acc.vwap_den) {
-        (Some(num), Some(den)) if den != 0.0 => Some(num / den),
-        _ => None,
-    };
+    let vwap = acc.vwap();
     let bar = Bar {
         ts,
         open: acc.open,

@@ -9,15 +9,15 @@
 use std::collections::HashMap;
 
 use anyhow::{Context, Result};
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use futures_util::pin_mut;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::{ToSql, Type};
+use futures_util::{pin_mut, SinkExt};
 use tokio_postgres::Client;
 use uuid::Uuid;
 
 use super::fold::{Bar, DerivedBar};
 use crate::calendar::{Calendar, Timeframe};
+use crate::copy_binary::Encoder;
 
 /// Which task a chunk belongs to and how it is fenced.
 #[derive(Debug, Clone)]
@@ -231,64 +231,40 @@ pub async fn write_chunk(
 async fn copy_bars(client: &Client, target: &ChunkTarget<'_>, bars: &[&DerivedBar]) -> Result<()> {
     let symbol = target.symbol;
     let tf = target.timeframe.as_str();
+    let source = target.source.as_str();
+    let mut rows = Encoder::with_header();
+    for d in bars {
+        let b = &d.bar;
+        rows.tuple(16);
+        rows.text(symbol);
+        rows.text(tf);
+        rows.timestamp(b.ts);
+        for v in [b.open, b.high, b.low, b.close, b.vol] {
+            rows.float(v);
+        }
+        rows.opt_float(b.vwap);
+        rows.opt_int(b.trade_count);
+        rows.text(source);
+        rows.int4(d.source_candles);
+        rows.int4(d.expected_candles);
+        rows.int2(d.quality);
+        rows.bool(false);
+        rows.int4(target.derivation_version);
+    }
+    rows.trailer();
     let sink = client
-        .copy_in(
+        .copy_in::<_, Bytes>(
             "COPY derived_data_bars (canonical_symbol, timeframe, ts_utc, open, high, low, close,
                vol, vwap, trade_count, source_timeframe, source_candles, expected_candles,
                quality_score, is_partial, derivation_version) FROM STDIN (FORMAT binary)",
         )
         .await
         .with_context(|| format!("opening the {symbol} {tf} bar copy"))?;
-    let writer = BinaryCopyInWriter::new(
-        sink,
-        &[
-            Type::TEXT,
-            Type::TEXT,
-            Type::TIMESTAMPTZ,
-            Type::FLOAT8,
-            Type::FLOAT8,
-            Type::FLOAT8,
-            Type::FLOAT8,
-            Type::FLOAT8,
-            Type::FLOAT8,
-            Type::INT8,
-            Type::TEXT,
-            Type::INT4,
-            Type::INT4,
-            Type::INT2,
-            Type::BOOL,
-            Type::INT4,
-        ],
-    );
-    pin_mut!(writer);
-    let source = target.source.as_str();
-    for d in bars {
-        let b = &d.bar;
-        let row: [&(dyn ToSql + Sync); 16] = [
-            &symbol,
-            &tf,
-            &b.ts,
-            &b.open,
-            &b.high,
-            &b.low,
-            &b.close,
-            &b.vol,
-            &b.vwap,
-            &b.trade_count,
-            &source,
-            &d.source_candles,
-            &d.expected_candles,
-            &d.quality,
-            &false,
-            &target.derivation_version,
-        ];
-        writer
-            .as_mut()
-            .write(&row)
-            .await
-            .with_context(|| format!("writing {symbol} {tf} bars"))?;
-    }
-    writer
+    pin_mut!(sink);
+    sink.send(rows.take())
+        .await
+        .with_context(|| format!("writing {symbol} {tf} bars"))?;
+    sink.as_mut()
         .finish()
         .await
         .with_context(|| format!("finishing the {symbol} {tf} bar copy"))?;

@@ -9,6 +9,7 @@ use tokio_postgres::Client;
 
 use super::fold::Bar;
 use crate::calendar::Timeframe;
+use crate::copy_binary::{field8, from_pg_micros, tuple_header, HEADER as COPY_HEADER};
 
 /// Quote a string as an SQL literal (COPY takes no bind parameters).
 pub(crate) fn literal(s: &str) -> String {
@@ -79,11 +80,6 @@ pub async fn read_bars(
     Ok(bars)
 }
 
-/// The binary COPY signature, flags and header extension length.
-const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
-/// Microseconds from the Unix epoch to PostgreSQL's, 2000-01-01.
-const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
-
 /// Decodes a binary COPY stream of (ts_utc, open, high, low, close, vol,
 /// vwap, trade_count) rows straight into bars. The generic row decoder
 /// allocated per row and checked types per field, which cost more client
@@ -143,32 +139,10 @@ enum Row {
     Bar(Bar, usize),
 }
 
-/// One field at `at`: its 8 bytes or None for NULL, and the bytes it
-/// takes; Ok(None) when the buffer ends first.
-#[allow(clippy::type_complexity)]
-fn field(buf: &[u8], at: usize) -> Result<Option<(Option<[u8; 8]>, usize)>> {
-    let Some(len) = buf.get(at..at + 4) else {
-        return Ok(None);
-    };
-    let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
-    if len == -1 {
-        return Ok(Some((None, 4)));
-    }
-    // Every column the query selects is 8 bytes wide in binary form.
-    anyhow::ensure!(len == 8, "a source column is {len} bytes wide, not 8");
-    let Some(bytes) = buf.get(at + 4..at + 12) else {
-        return Ok(None);
-    };
-    let mut value = [0u8; 8];
-    value.copy_from_slice(bytes);
-    Ok(Some((Some(value), 12)))
-}
-
 fn parse_row(buf: &[u8]) -> Result<Row> {
-    let Some(count) = buf.get(..2) else {
+    let Some(count) = tuple_header(buf, 0) else {
         return Ok(Row::Incomplete);
     };
-    let count = i16::from_be_bytes([count[0], count[1]]);
     if count == -1 {
         return Ok(Row::Trailer);
     }
@@ -176,7 +150,7 @@ fn parse_row(buf: &[u8]) -> Result<Row> {
     let mut at = 2;
     let mut values = [None::<[u8; 8]>; 8];
     for value in values.iter_mut() {
-        let Some((bytes, used)) = field(buf, at)? else {
+        let Some((bytes, used)) = field8(buf, at)? else {
             return Ok(Row::Incomplete);
         };
         *value = bytes;
@@ -190,8 +164,7 @@ fn parse_row(buf: &[u8]) -> Result<Row> {
     let micros = values[0]
         .map(i64::from_be_bytes)
         .context("a source row has no ts_utc")?;
-    let ts = DateTime::<Utc>::from_timestamp_micros(micros.saturating_add(PG_EPOCH_MICROS))
-        .context("a source timestamp is out of range")?;
+    let ts = from_pg_micros(micros).context("a source timestamp is out of range")?;
     let bar = Bar {
         ts,
         open: float(1)?,
@@ -210,26 +183,18 @@ mod tests {
     use super::*;
 
     fn encode(bars: &[Bar]) -> Vec<u8> {
-        let mut out = COPY_HEADER.to_vec();
+        let mut out = crate::copy_binary::Encoder::with_header();
         for b in bars {
-            out.extend_from_slice(&8i16.to_be_bytes());
-            let micros = b.ts.timestamp_micros() - PG_EPOCH_MICROS;
-            let mut put = |v: Option<[u8; 8]>| match v {
-                Some(v) => {
-                    out.extend_from_slice(&8i32.to_be_bytes());
-                    out.extend_from_slice(&v);
-                }
-                None => out.extend_from_slice(&(-1i32).to_be_bytes()),
-            };
-            put(Some(micros.to_be_bytes()));
+            out.tuple(8);
+            out.timestamp(b.ts);
             for f in [b.open, b.high, b.low, b.close, b.vol] {
-                put(Some(f.to_be_bytes()));
+                out.float(f);
             }
-            put(b.vwap.map(f64::to_be_bytes));
-            put(b.trade_count.map(i64::to_be_bytes));
+            out.opt_float(b.vwap);
+            out.opt_int(b.trade_count);
         }
-        out.extend_from_slice(&(-1i16).to_be_bytes());
-        out
+        out.trailer();
+        out.take().to_vec()
     }
 
     fn bar(ts: &str, vwap: Option<f64>, trade_count: Option<i64>) -> Bar {

@@ -1,9 +1,6 @@
-//! Binary `COPY` data: PostgreSQL's binary format written by hand, and the
-//! two row layouts — straight into `data_bars`, or into the staging table
-//! with bad rows alongside the good ones.
-
-use bytes::{BufMut, Bytes, BytesMut};
-use chrono::{DateTime, Utc};
+//! The two row layouts of ingest's binary `COPY` (the format itself is
+//! crate::copy_binary): straight into `data_bars`, or into the staging
+//! table with bad rows alongside the good ones.
 
 use super::validate::Bar;
 
@@ -72,53 +69,5 @@ impl Encode for Staged {
     }
 }
 
-/// PostgreSQL's binary COPY format, written by hand: the rows are already
-/// typed, so this skips a per-value trait dispatch on the hot path.
-pub struct CopyBuf {
-    buf: BytesMut,
-}
-
-/// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
-const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
-
-impl CopyBuf {
-    pub fn with_header() -> Self {
-        let mut buf = BytesMut::with_capacity(1 << 20);
-        buf.put_slice(b"PGCOPY\n\xff\r\n\0");
-        buf.put_i32(0); // flags
-        buf.put_i32(0); // header extension length
-        Self { buf }
-    }
-    pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
-    }
-    pub fn take(&mut self) -> Bytes {
-        self.buf.split().freeze()
-    }
-    pub fn tuple(&mut self, fields: i16) {
-        self.buf.put_i16(fields);
-    }
-    pub fn trailer(&mut self) {
-        self.buf.put_i16(-1);
-    }
-    pub fn null(&mut self) {
-        self.buf.put_i32(-1);
-    }
-    pub fn text(&mut self, s: &str) {
-        self.buf.put_i32(s.len() as i32);
-        self.buf.put_slice(s.as_bytes());
-    }
-    pub fn int(&mut self, v: i64) {
-        self.buf.put_i32(8);
-        self.buf.put_i64(v);
-    }
-    pub fn float(&mut self, v: f64) {
-        self.buf.put_i32(8);
-        self.buf.put_f64(v);
-    }
-    pub fn timestamp(&mut self, t: DateTime<Utc>) {
-        self.buf.put_i32(8);
-        self.buf
-            .put_i64(t.timestamp_micros() - PG_EPOCH_OFFSET_MICROS);
-    }
-}
+/// The shared binary COPY encoder (crate::copy_binary).
+pub use crate::copy_binary::Encoder as CopyBuf;

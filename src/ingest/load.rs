@@ -78,6 +78,10 @@ pub struct Loaded {
     pub counts: Counts,
     /// The first bad rows.
     pub bad_rows: Vec<BadRow>,
+    /// Earliest and latest stamp of the good rows.
+    pub span: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    /// Earliest and latest stamp of the revised bars.
+    pub revised_span: Option<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
 /// Where the rows go and how bad rows are treated.
@@ -87,6 +91,8 @@ pub struct Target<'a> {
     /// `data_bars.source`; the format's name when None.
     pub source: Option<&'a str>,
     pub strict: bool,
+    /// Work out what would happen, then roll everything back.
+    pub dry_run: bool,
 }
 
 /// Load one input in one transaction.
@@ -99,7 +105,8 @@ pub async fn load(
 ) -> Result<Loaded> {
     let label = input.label();
     let (reading, first) = start(input, plan, progress).await?;
-    if !input.rereadable() || overlaps(client, target.symbol, &first.rows).await? {
+    if target.dry_run || !input.rereadable() || overlaps(client, target.symbol, &first.rows).await?
+    {
         return merge(client, &label, reading, first, target).await;
     }
     if let Some(done) = new_range(client, &label, reading, first, target).await? {
@@ -156,9 +163,18 @@ struct Tally {
     good: u64,
     bad: u64,
     examples: Vec<BadRow>,
+    span: Option<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
 impl Tally {
+    fn good(&mut self, ts: DateTime<Utc>) {
+        self.good += 1;
+        self.span = Some(match self.span {
+            Some((lo, hi)) => (lo.min(ts), hi.max(ts)),
+            None => (ts, ts),
+        });
+    }
+
     fn bad(&mut self, line: u64, reason: &str) {
         self.bad += 1;
         if self.examples.len() < EXAMPLES {
@@ -193,7 +209,7 @@ async fn stream(
             tally.read += 1;
             match row {
                 Row::Good { line, bar } => {
-                    tally.good += 1;
+                    tally.good(bar.ts);
                     if !(strict && tally.bad > 0) {
                         encode.good(&mut buf, *line, bar);
                     }
@@ -305,6 +321,8 @@ async fn new_range(
             ..Counts::default()
         },
         bad_rows: tally.examples,
+        span: tally.span,
+        revised_span: None,
     }))
 }
 
@@ -423,7 +441,7 @@ async fn merge(
                  AND d.ts_utc BETWEEN $3 AND $4
                  AND (d.open, d.high, d.low, d.close, d.vol)
                      IS DISTINCT FROM (l.open, l.high, l.low, l.close, l.vol)
-               RETURNING 1
+               RETURNING d.ts_utc
              ), inserted AS (
                INSERT INTO data_bars
                  (canonical_symbol, timeframe, ts_utc, open, high, low, close, vol, source)
@@ -434,13 +452,22 @@ async fn merge(
                RETURNING 1
              )
              SELECT (SELECT count(*) FROM latest), (SELECT count(*) FROM inserted),
-                    (SELECT count(*) FROM revised)",
+                    (SELECT count(*) FROM revised), (SELECT min(ts_utc) FROM revised),
+                    (SELECT max(ts_utc) FROM revised)",
             &[&target.symbol.as_str(), &source, &first_ts, &last_ts],
         )
         .await
         .context("merging staged rows into data_bars")?;
     let (distinct, loaded, revised): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
-    tx.commit().await.context("committing the load")?;
+    let revised_span = match (row.get(3), row.get(4)) {
+        (Some(lo), Some(hi)) => Some((lo, hi)),
+        _ => None,
+    };
+    if target.dry_run {
+        tx.rollback().await.context("rolling the dry run back")?;
+    } else {
+        tx.commit().await.context("committing the load")?;
+    }
     let (distinct, loaded, revised) = (distinct as u64, loaded as u64, revised as u64);
     Ok(Loaded {
         format,
@@ -454,5 +481,7 @@ async fn merge(
             quarantined,
         },
         bad_rows: tally.examples,
+        span: tally.span,
+        revised_span,
     })
 }

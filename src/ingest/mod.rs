@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio_postgres::Client;
 
@@ -53,6 +53,9 @@ pub struct IngestArgs {
     /// Value of `data_bars.source` (default: the format's name).
     #[arg(long)]
     pub source: Option<String>,
+    /// Say what would be loaded, revised and quarantined, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Settings of one ingest run, validated.
@@ -66,6 +69,8 @@ pub struct IngestOptions {
     pub source: Option<String>,
     /// Draw a progress bar on stderr.
     pub progress: bool,
+    /// Work everything out in a transaction that is rolled back.
+    pub dry_run: bool,
 }
 
 impl IngestOptions {
@@ -78,6 +83,7 @@ impl IngestOptions {
             strict: false,
             source: None,
             progress: false,
+            dry_run: false,
         }
     }
 }
@@ -93,6 +99,13 @@ pub struct FileSummary {
     pub counts: Counts,
     /// The first bad rows (all are in `ingest_quarantine`).
     pub bad_rows: Vec<BadRow>,
+    /// Earliest and latest stamp of the good rows.
+    pub first_ts: Option<DateTime<Utc>>,
+    pub last_ts: Option<DateTime<Utc>>,
+    /// Earliest and latest stamp of the bars revised (their previous values
+    /// are kept in `data_bars_history`).
+    pub revised_from: Option<DateTime<Utc>>,
+    pub revised_to: Option<DateTime<Utc>>,
     pub seconds: f64,
 }
 
@@ -100,6 +113,8 @@ pub struct FileSummary {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct IngestSummary {
     pub symbol: String,
+    /// Nothing was changed: the counts say what a real run would do.
+    pub dry_run: bool,
     pub files: Vec<FileSummary>,
     pub total: Counts,
     pub seconds: f64,
@@ -132,9 +147,11 @@ pub async fn ingest_files(
         symbol: &opts.symbol,
         source: opts.source.as_deref(),
         strict: opts.strict,
+        dry_run: opts.dry_run,
     };
     let mut summary = IngestSummary {
         symbol: opts.symbol.to_string(),
+        dry_run: opts.dry_run,
         files: Vec::new(),
         total: Counts::default(),
         seconds: 0.0,
@@ -167,6 +184,10 @@ pub async fn ingest_files(
             path: loaded.path,
             counts: loaded.counts,
             bad_rows: loaded.bad_rows,
+            first_ts: loaded.span.map(|s| s.0),
+            last_ts: loaded.span.map(|s| s.1),
+            revised_from: loaded.revised_span.map(|s| s.0),
+            revised_to: loaded.revised_span.map(|s| s.1),
             seconds: file_started.elapsed().as_secs_f64(),
         });
     }
@@ -200,6 +221,7 @@ pub async fn run(global: &Global, args: IngestArgs) -> Result<ExitCode> {
         strict: args.strict,
         source: args.source,
         progress: std::io::stderr().is_terminal(),
+        dry_run: args.dry_run,
     };
     let database = global.database().await?;
     let mut client = database.connect().await?;
@@ -231,12 +253,18 @@ pub async fn run(global: &Global, args: IngestArgs) -> Result<ExitCode> {
 }
 
 fn print_summary(summary: &IngestSummary) {
+    let verb = if summary.dry_run {
+        "would load"
+    } else {
+        "loaded"
+    };
     let line = |name: &str, c: &Counts, extra: String| {
         println!(
-            "{name}: read {}, loaded {}, revised {}, duplicates {}, superseded {}, quarantined {}{extra}",
+            "{name}: read {}, {verb} {}, revised {}, duplicates {}, superseded {}, quarantined {}{extra}",
             c.rows_read, c.loaded, c.revised, c.duplicates, c.superseded, c.quarantined
         );
     };
+    let stamp = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     for f in &summary.files {
         let path = match f.path {
             LoadPath::NewRange => "new range",
@@ -247,6 +275,20 @@ fn print_summary(summary: &IngestSummary) {
             &f.counts,
             format!(" ({}, {path}, {:.2} s)", f.format, f.seconds),
         );
+        if let (Some(first), Some(last)) = (f.first_ts, f.last_ts) {
+            println!("  rows from {} to {}", stamp(first), stamp(last));
+        }
+        if let (Some(from), Some(to)) = (f.revised_from, f.revised_to) {
+            println!(
+                "  revised {} bars from {} to {} (previous values kept in data_bars_history)",
+                f.counts.revised,
+                stamp(from),
+                stamp(to)
+            );
+        }
+    }
+    if summary.dry_run {
+        println!("dry run: nothing was changed");
     }
     line(
         &format!("total {}", summary.symbol),

@@ -244,7 +244,8 @@ pub async fn run_worker(
     let mut state = LoopState {
         claim_wanted: true,
         sync_wanted: config.sync_from.is_some(),
-        wake: None,
+        // `--once` starts by waking what new or late data made due.
+        wake: config.once.then_some(None),
         in_flight: 0,
         failing: HashSet::new(),
         said_waiting: false,

@@ -707,3 +707,271 @@ mod properties {
         assert_reference(&db, "PROP", !crypto, &model, START).await;
     }
 }
+
+/// Everything a refused call must leave alone.
+async fn footprint(c: &Client) -> (i64, i64, i64, String) {
+    let r = c
+        .query_one(
+            "SELECT (SELECT count(*) FROM derived_data_bars),
+                    (SELECT count(*) FROM derived_data_bars WHERE deleted_at IS NULL),
+                    (SELECT count(*) FROM agg_dirty_buckets),
+                    (SELECT string_agg(timeframe || agg_start_utc::text || coalesce(last_agg_bar_ts_utc::text, ''), ',' ORDER BY timeframe)
+                     FROM data_agg_state)",
+            &[],
+        )
+        .await
+        .unwrap();
+    (r.get(0), r.get(1), r.get(2), r.get(3))
+}
+
+#[tokio::test]
+async fn rebuild_refuses_bad_calls_and_rebuilds_good_ones_with_a_new_version() {
+    let start = "2025-07-06T00:00:00Z";
+    let db = TestDb::migrated().await;
+    let c = db.client().await;
+    let bars: Vec<SynthBar> = generate(&fx_spec("2025-07-01T00:00:00Z", 13, 61)).collect();
+    register(&c, "REB", AssetClass::Fx, start).await;
+    load_bars(&c, "REB", &bars).await;
+    rust_ladder(&db).await;
+    let model = model_of(&bars);
+    assert_reference(&db, "REB", true, &model, start).await;
+    let before = footprint(&c).await;
+    for (args, says) in [
+        (vec!["rebuild", "NOPE"], "unknown symbol"),
+        (vec!["rebuild", "REB", "2h"], "timeframe"),
+        (vec!["rebuild", "REB", "1m"], "timeframe"),
+        (
+            vec![
+                "rebuild",
+                "REB",
+                "--from",
+                "2025-07-10",
+                "--to",
+                "2025-07-09",
+            ],
+            "must be before",
+        ),
+        (
+            vec![
+                "rebuild",
+                "REB",
+                "--from",
+                "2025-07-10",
+                "--to",
+                "2025-07-10",
+            ],
+            "must be before",
+        ),
+        (
+            vec![
+                "rebuild",
+                "REB",
+                "1h",
+                "--from",
+                "2024-01-01",
+                "--to",
+                "2024-02-01",
+            ],
+            "no REB 1h bars",
+        ),
+    ] {
+        let out = db.cli(&args);
+        let err = crate::common::stderr(&out);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert_eq!(footprint(&c).await, before, "{args:?} changed something");
+    }
+
+    // A good call: 1h and everything above, a new version, the same values.
+    let out = db.cli(&["rebuild", "REB", "1h", "--json"]);
+    assert!(out.status.success(), "{}", crate::common::stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["derivation_version"], 2, "{report}");
+    assert_reference(&db, "REB", true, &model, start).await;
+    let versions: Vec<(String, i32)> = c
+        .query(
+            "SELECT DISTINCT timeframe, derivation_version FROM derived_data_bars
+             WHERE deleted_at IS NULL ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    for (tf, v) in &versions {
+        let bumped = ["1h", "4h", "1d", "1w"].contains(&tf.as_str());
+        assert_eq!(*v, if bumped { 2 } else { 1 }, "{versions:?}");
+    }
+
+    // Moving the start earlier: the first days get their bars.
+    let out = db.cli(&["rebuild", "REB", "--from", "2025-07-01"]);
+    assert!(out.status.success(), "{}", crate::common::stderr(&out));
+    assert_reference(&db, "REB", true, &model, "2025-07-01T00:00:00Z").await;
+}
+
+/// Bars of `export … --format json`, optionally as of an instant.
+fn export(db: &TestDb, symbol: &str, tf: &str, as_of: Option<DateTime<Utc>>) -> Value {
+    let stamp = as_of.map(|t| t.to_rfc3339());
+    let mut args = vec!["export", symbol, tf, "--format", "json"];
+    if let Some(s) = &stamp {
+        args.extend(["--as-of", s.as_str()]);
+    }
+    let out = db.cli(&args);
+    assert!(out.status.success(), "{}", crate::common::stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn export_as_of_an_instant_returns_the_bars_as_they_stood() {
+    let start = "2025-07-06T00:00:00Z";
+    let db = TestDb::migrated().await;
+    let c = db.client().await;
+    let bars: Vec<SynthBar> = generate(&fx_spec(start, 8, 71)).collect();
+    register(&c, "ASOF", AssetClass::Fx, start).await;
+    load_bars(&c, "ASOF", &bars).await;
+    rust_ladder(&db).await;
+    let before = instant(&c).await;
+    let old: Vec<Value> = ["1m", "1h", "1d"]
+        .iter()
+        .map(|tf| export(&db, "ASOF", tf, None))
+        .collect();
+    // A correction: one minute's high, through plain SQL.
+    let fixed = c
+        .execute(
+            "UPDATE data_bars SET high = high + 1 WHERE canonical_symbol = 'ASOF'
+             AND ts_utc = (SELECT min(ts_utc) FROM data_bars WHERE ts_utc >= '2025-07-08T10:00:00Z')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(fixed, 1);
+    rust_ladder(&db).await;
+    let after = instant(&c).await;
+    for (i, tf) in ["1m", "1h", "1d"].iter().enumerate() {
+        assert_eq!(
+            export(&db, "ASOF", tf, Some(before)),
+            old[i],
+            "{tf} as of before the correction"
+        );
+        let now = export(&db, "ASOF", tf, Some(after));
+        assert_ne!(now, old[i], "{tf} after the correction");
+        assert_eq!(
+            now,
+            export(&db, "ASOF", tf, None),
+            "{tf}: as of now is live"
+        );
+    }
+    let mut model = model_of(&bars);
+    let t = *model.range(ts("2025-07-08T10:00:00Z")..).next().unwrap().0;
+    model.get_mut(&t).unwrap().high += 1.0;
+    assert_reference(&db, "ASOF", true, &model, start).await;
+}
+
+#[tokio::test]
+async fn a_calendar_changing_class_change_is_refused_unless_forced_then_rebuilt() {
+    let start = "2025-07-06T00:00:00Z";
+    let db = TestDb::migrated().await;
+    let c = db.client().await;
+    let bars: Vec<SynthBar> = generate(&crypto_spec(start, 9, 81)).collect();
+    register(&c, "SWITCH", AssetClass::Fx, start).await;
+    load_bars(&c, "SWITCH", &bars).await;
+    rust_ladder(&db).await;
+    let model = model_of(&bars);
+    assert_reference(&db, "SWITCH", true, &model, start).await;
+    let before = footprint(&c).await;
+    let out = db.cli(&["assets", "add", "SWITCH", "--class", "crypto"]);
+    assert!(!out.status.success());
+    let err = crate::common::stderr(&out);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("--force"), "{err}");
+    assert_eq!(footprint(&c).await, before);
+    // A class on the same calendar is no calendar change.
+    let out = db.cli(&["assets", "add", "SWITCH", "--class", "metal"]);
+    assert!(out.status.success(), "{}", crate::common::stderr(&out));
+
+    let out = db.cli(&["assets", "add", "SWITCH", "--class", "crypto", "--force"]);
+    assert!(out.status.success(), "{}", crate::common::stderr(&out));
+    assert_reference(&db, "SWITCH", false, &model, start).await;
+    // The worker agrees: nothing left to change.
+    let summary = rust_ladder(&db).await;
+    assert_eq!(
+        summary.bars_changed + summary.bars_deleted,
+        0,
+        "{summary:?}"
+    );
+    assert_reference(&db, "SWITCH", false, &model, start).await;
+}
+
+#[tokio::test]
+async fn ingest_says_what_it_revised_and_a_dry_run_changes_nothing() {
+    let start = "2025-07-06T00:00:00Z";
+    let db = TestDb::migrated().await;
+    let c = db.client().await;
+    let bars: Vec<SynthBar> = generate(&fx_spec(start, 3, 91)).collect();
+    register(&c, "DRY", AssetClass::Fx, start).await;
+    load_bars(&c, "DRY", &bars).await;
+    rust_ladder(&db).await;
+    // Two revised bars, one new day, one bad row.
+    let mut rows: Vec<SynthBar> = bars[100..102]
+        .iter()
+        .map(|b| SynthBar {
+            high: b.high + 0.5,
+            ..ingested(b)
+        })
+        .collect();
+    rows.extend(generate(&fx_spec("2025-07-15T00:00:00Z", 1, 92)).map(|b| ingested(&b)));
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_csv(dir.path(), "fix.csv", &rows);
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text.push_str("2025-07-16T00:00:00Z,1,0.5,2,1,0\n");
+    std::fs::write(&file, text).unwrap();
+    let file = file.to_str().unwrap();
+    let before = state(&c).await;
+    let out = db.cli(&["ingest", "--symbol", "DRY", "--dry-run", "--json", file]);
+    assert!(out.status.success(), "{}", crate::common::stderr(&out));
+    assert_eq!(state(&c).await, before, "a dry run changed something");
+    let dry: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(dry["dry_run"], true);
+    let f = &dry["files"][0];
+    assert_eq!(f["revised"], 2, "{dry}");
+    assert_eq!(
+        f["loaded"].as_u64().unwrap(),
+        rows.len() as u64 - 2,
+        "{dry}"
+    );
+    assert_eq!(f["quarantined"], 1, "{dry}");
+    assert_eq!(f["revised_from"], serde_json::json!(bars[100].ts));
+    assert_eq!(f["revised_to"], serde_json::json!(bars[101].ts));
+    assert_eq!(f["first_ts"], serde_json::json!(bars[100].ts));
+
+    let out = db.cli(&["ingest", "--symbol", "DRY", file]);
+    assert!(out.status.success(), "{}", crate::common::stderr(&out));
+    let text = crate::common::stdout(&out);
+    assert!(text.contains("revised 2 bars from"), "{text}");
+    assert_eq!(
+        db.count("SELECT count(*) FROM data_bars_history WHERE change = 'revised'")
+            .await,
+        2
+    );
+}
+
+/// The database's clock.
+async fn instant(c: &Client) -> DateTime<Utc> {
+    c.query_one("SELECT now()", &[]).await.unwrap().get(0)
+}
+
+/// What an ingest can change.
+async fn state(c: &Client) -> (i64, i64, i64, i64, f64) {
+    let r = c
+        .query_one(
+            "SELECT (SELECT count(*) FROM data_bars), (SELECT count(*) FROM ingest_quarantine),
+                    (SELECT count(*) FROM data_bars_history), (SELECT count(*) FROM agg_dirty_buckets),
+                    (SELECT sum(high) FROM data_bars)",
+            &[],
+        )
+        .await
+        .unwrap();
+    (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))
+}

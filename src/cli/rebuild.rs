@@ -1,0 +1,77 @@
+//! `barkeep rebuild SYMBOL [TIMEFRAME] [--from] [--to]`: the arguments,
+//! the call of the rebuild service and its report.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+
+use crate::assets::Symbol;
+use crate::calendar::Timeframe;
+use crate::cli::Global;
+use crate::rebuild::{rebuild, RebuildSettings};
+
+/// Arguments of `barkeep rebuild`.
+#[derive(Debug, clap::Args)]
+pub struct RebuildArgs {
+    /// Registered symbol, e.g. EURUSD.
+    pub symbol: String,
+    /// Lowest timeframe to rebuild, 5m (default) to 1w; every timeframe
+    /// built from it follows.
+    pub timeframe: Option<String>,
+    /// First instant (default: the symbol's first 1m bar); earlier than the
+    /// task's start moves the start back.
+    #[arg(long, value_parser = crate::calendar::parse_instant)]
+    pub from: Option<DateTime<Utc>>,
+    /// End, exclusive (default: how far the task has aggregated).
+    #[arg(long, value_parser = crate::calendar::parse_instant)]
+    pub to: Option<DateTime<Utc>>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Run `barkeep rebuild`.
+pub async fn run(global: &Global, args: RebuildArgs) -> Result<ExitCode> {
+    let symbol = Symbol::parse(&args.symbol)?;
+    let timeframe = match &args.timeframe {
+        Some(tf) => Timeframe::parse_derived(tf)?,
+        None => Timeframe::M5,
+    };
+    let settings = RebuildSettings {
+        symbol,
+        timeframe,
+        from: args.from,
+        to: args.to,
+    };
+    let client = global.database().await?.connect().await?;
+    let report = rebuild(&client, &settings).await?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).context("printing the report")?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "rebuilt {} {} and above from {} to {} as derivation_version {}: {} buckets{}",
+        report.symbol,
+        report.timeframe,
+        report.from.to_rfc3339(),
+        report.to.to_rfc3339(),
+        report.derivation_version,
+        report.buckets_marked,
+        if report.start_moved {
+            " (task start moved back)"
+        } else {
+            ""
+        }
+    );
+    for (tf, c) in &report.late.timeframes {
+        println!(
+            "  {tf:>4} {:>8} buckets: {} created, {} changed, {} deleted",
+            c.buckets, c.bars_created, c.bars_changed, c.bars_deleted
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

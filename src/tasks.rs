@@ -1,20 +1,21 @@
-//! Aggregation tasks from the operator's side: `barkeep sync` (one task per
-//! active asset and ladder timeframe, through `sync_agg_state_from_registry`)
-//! and `barkeep task enable|disable|reenable|priority`.
+//! Aggregation tasks from the operator's side: `sync` (one task per active
+//! asset and ladder timeframe, through `sync_agg_state_from_registry`) and
+//! the operator transitions enable, disable, re-enable and priority, each
+//! through its SQL function in `sql/functions/40_tasks.sql`.
 
-use std::process::ExitCode;
+use std::fmt;
+use std::str::FromStr;
 
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
-use clap::{Args, Subcommand, ValueEnum};
 use tokio_postgres::Client;
 
 use crate::assets::Symbol;
 use crate::calendar::Timeframe;
-use crate::cli::Global;
 
 /// Which registry flag says an asset is active.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Env {
     /// `active`.
     Prod,
@@ -34,25 +35,22 @@ impl Env {
     }
 }
 
-/// Default first bucket of new tasks.
-pub const DEFAULT_START: &str = "2025-07-01T00:00:00Z";
-
-/// Parse a start instant (see [`crate::calendar::parse_instant`]).
-pub fn parse_start(raw: &str) -> Result<DateTime<Utc>> {
-    crate::calendar::parse_instant(raw)
+impl fmt::Display for Env {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
-#[derive(Debug, Args)]
-pub struct SyncArgs {
-    /// Which registry flag decides what is active.
-    #[arg(long, value_enum, default_value = "prod")]
-    pub env: Env,
-    /// First bucket of new tasks (RFC 3339 or a date).
-    #[arg(long, default_value = DEFAULT_START, value_parser = parse_start)]
-    pub start: DateTime<Utc>,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
+impl FromStr for Env {
+    type Err = anyhow::Error;
+    fn from_str(raw: &str) -> Result<Self> {
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "prod" => Ok(Env::Prod),
+            "dev" => Ok(Env::Dev),
+            "test" => Ok(Env::Test),
+            _ => bail!("unknown env {raw:?}: expected prod, dev or test"),
+        }
+    }
 }
 
 /// What one sync did.
@@ -66,7 +64,9 @@ pub struct SyncReport {
 }
 
 /// Create, re-enable and park tasks so they match the registry of `env`.
-pub async fn sync(client: &Client, env: Env, start: DateTime<Utc>) -> Result<SyncReport> {
+/// New tasks start at `start`, or where the SQL function starts them when
+/// `None` (the one default lives there).
+pub async fn sync(client: &Client, env: Env, start: Option<DateTime<Utc>>) -> Result<SyncReport> {
     let row = client
         .query_one(
             "SELECT success, tasks_created, tasks_enabled, tasks_disabled, tasks_total
@@ -86,106 +86,66 @@ pub async fn sync(client: &Client, env: Env, start: DateTime<Utc>) -> Result<Syn
     })
 }
 
-/// `barkeep sync`.
-pub async fn run_sync(global: &Global, args: SyncArgs) -> Result<ExitCode> {
-    let client = global.database().await?.connect().await?;
-    let report = sync(&client, args.env, args.start).await?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        println!(
-            "synced {} tasks for {}: {} created, {} re-enabled, {} disabled",
-            report.tasks_total,
-            args.env.as_str(),
-            report.tasks_created,
-            report.tasks_enabled,
-            report.tasks_disabled
-        );
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-#[derive(Debug, Subcommand)]
-pub enum TaskCommand {
-    /// Let a disabled task run again (all timeframes when none is given).
-    Enable(TaskTarget),
-    /// Stop a task from being claimed; a run in flight loses its lease.
-    Disable(TaskTarget),
-    /// Put a hard_failed or disabled task back to idle with its streaks cleared.
-    Reenable(TaskTarget),
-    /// Set the claim priority (lower runs first; the default is 100).
-    Priority {
-        #[command(flatten)]
-        target: TaskTarget,
-        /// New priority.
-        #[arg(long)]
-        priority: i32,
-    },
-}
-
-#[derive(Debug, Args)]
-pub struct TaskTarget {
-    /// Canonical symbol.
+/// The tasks an operator action applies to: one symbol's, all of them or
+/// one timeframe.
+#[derive(Debug, Clone)]
+pub struct TaskSelector {
     pub symbol: Symbol,
-    /// Timeframe (5m, 15m, 1h, 4h, 1d, 1w); all of the symbol's when omitted.
-    #[arg(value_parser = Timeframe::parse_derived)]
     pub timeframe: Option<Timeframe>,
 }
 
-/// Apply one operator action; returns how many tasks it changed.
-pub async fn apply(client: &Client, cmd: &TaskCommand) -> Result<u64> {
-    let (sql, target, priority): (&str, &TaskTarget, Option<i32>) = match cmd {
-        TaskCommand::Enable(t) => (
-            "UPDATE data_agg_state SET enabled = true, next_run_at = now(), updated_at = now(),
-               status = CASE WHEN status = 'disabled' THEN 'idle' ELSE status END
-             WHERE canonical_symbol = $1 AND ($2::text IS NULL OR timeframe = $2)",
-            t,
-            None,
-        ),
-        // Clearing the lease fences a worker still running the task.
-        TaskCommand::Disable(t) => (
-            "UPDATE data_agg_state SET enabled = false, status = 'disabled', lease_token = NULL,
-               lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
-             WHERE canonical_symbol = $1 AND ($2::text IS NULL OR timeframe = $2)",
-            t,
-            None,
-        ),
-        TaskCommand::Reenable(t) => (
-            "UPDATE data_agg_state SET enabled = true, status = 'idle', hard_fail_streak = 0,
-               transient_fail_streak = 0, last_error = NULL, next_run_at = now(),
-               lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
-             WHERE canonical_symbol = $1 AND ($2::text IS NULL OR timeframe = $2)
-               AND status IN ('hard_failed', 'disabled', 'idle')",
-            t,
-            None,
-        ),
-        TaskCommand::Priority { target, priority } => (
-            "UPDATE data_agg_state SET task_priority = $3, updated_at = now()
-             WHERE canonical_symbol = $1 AND ($2::text IS NULL OR timeframe = $2)",
-            target,
-            Some(*priority),
-        ),
-    };
-    let tf = target.timeframe.map(Timeframe::as_str);
-    let symbol = target.symbol.as_str();
-    let changed = match priority {
-        Some(p) => client.execute(sql, &[&symbol, &tf, &p]).await,
-        None => client.execute(sql, &[&symbol, &tf]).await,
+impl fmt::Display for TaskSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.timeframe {
+            Some(tf) => write!(f, "{} {tf}", self.symbol),
+            None => write!(f, "{}", self.symbol),
+        }
     }
-    .with_context(|| format!("updating the tasks of {symbol}"))?;
-    if changed == 0 {
-        bail!(
-            "no task of {symbol}{} matched; run `barkeep sync` after registering it",
-            tf.map(|t| format!(" {t}")).unwrap_or_default()
-        );
-    }
-    Ok(changed)
 }
 
-/// `barkeep task …`.
-pub async fn run_task(global: &Global, cmd: TaskCommand) -> Result<ExitCode> {
-    let client = global.database().await?.connect().await?;
-    let changed = apply(&client, &cmd).await?;
-    println!("{changed} task(s) updated");
-    Ok(ExitCode::SUCCESS)
+/// An operator transition of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskAction {
+    /// Let a disabled task run again.
+    Enable,
+    /// Stop a task from being claimed; a run in flight loses its lease.
+    Disable,
+    /// Put a hard_failed or disabled task back to idle, streaks cleared.
+    Reenable,
+    /// Set the claim priority (lower runs first).
+    Priority(i32),
+}
+
+/// Apply one operator action; returns how many tasks it changed.
+pub async fn apply(client: &Client, target: &TaskSelector, action: TaskAction) -> Result<u64> {
+    let symbol = target.symbol.as_str();
+    let tf = target.timeframe.map(Timeframe::as_str);
+    let row = match action {
+        TaskAction::Enable => {
+            client
+                .query_one("SELECT agg_task_enable($1, $2)", &[&symbol, &tf])
+                .await
+        }
+        TaskAction::Disable => {
+            client
+                .query_one("SELECT agg_task_disable($1, $2)", &[&symbol, &tf])
+                .await
+        }
+        TaskAction::Reenable => {
+            client
+                .query_one("SELECT agg_task_reenable($1, $2)", &[&symbol, &tf])
+                .await
+        }
+        TaskAction::Priority(p) => {
+            client
+                .query_one("SELECT agg_task_priority($1, $2, $3)", &[&symbol, &tf, &p])
+                .await
+        }
+    }
+    .with_context(|| format!("updating the tasks of {target}"))?;
+    let changed: i32 = row.get(0);
+    if changed == 0 {
+        bail!("no task of {target} matched; run `barkeep sync` after registering it");
+    }
+    Ok(changed as u64)
 }

@@ -14,7 +14,6 @@ use chrono::{DateTime, Duration, Utc};
 use tokio_postgres::Client;
 
 use crate::calendar::{Calendar, Timeframe};
-use crate::cli::Global;
 use crate::db::Database;
 use crate::engine::{SymbolJob, SymbolRunner, TaskOutcome, TaskPlan};
 
@@ -106,8 +105,7 @@ fn worker_name() -> String {
 }
 
 /// Run `barkeep run`.
-pub async fn run(global: &Global, args: RunArgs) -> Result<ExitCode> {
-    let database = global.database().await?;
+pub async fn run(database: &Database, args: RunArgs) -> Result<ExitCode> {
     let stop = Arc::new(AtomicBool::new(false));
     if !args.once {
         let stop = stop.clone();
@@ -117,7 +115,7 @@ pub async fn run(global: &Global, args: RunArgs) -> Result<ExitCode> {
             stop.store(true, Ordering::SeqCst);
         });
     }
-    let summary = run_worker(&database, &args, stop).await?;
+    let summary = run_worker(database, &args, stop).await?;
     print_summary(&summary, args.json)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,146 @@
+//! The command line: clap definitions of every command and flag, one file
+//! per command. Each file turns flags into the settings of a service in the
+//! library, calls it, and prints its report as text or `--json`. Nothing
+//! below this module knows clap or prints a report.
+
+mod assets;
+mod bench;
+mod db;
+mod demo;
+mod export;
+mod ingest;
+mod pg;
+mod sync;
+mod task;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+use crate::db::Database;
+use crate::worker;
+
+/// Keeps 5m, 15m, 1h, 4h, 1d and 1w bars aggregated from 1-minute bars in PostgreSQL.
+#[derive(Debug, Parser)]
+#[command(name = "barkeep", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args, Clone)]
+pub struct Global {
+    /// PostgreSQL URL; without it barkeep uses its embedded cluster.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Folder of the embedded cluster.
+    #[arg(long, env = "BARKEEP_HOME", default_value = ".barkeep", global = true)]
+    pub home: PathBuf,
+    /// Log more (repeat for even more).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+impl Global {
+    /// Resolve the database, starting the embedded cluster when needed.
+    pub async fn database(&self) -> Result<Database> {
+        Database::resolve(self.database_url.as_deref(), self.home.clone()).await
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole job on the embedded database with the shipped sample data.
+    Demo(demo::DemoArgs),
+    /// Manage the embedded PostgreSQL cluster.
+    #[command(subcommand)]
+    Pg(pg::PgCommand),
+    /// Apply, revert or inspect the schema migrations.
+    #[command(subcommand)]
+    Db(db::DbCommand),
+    /// Register and configure instruments.
+    #[command(subcommand)]
+    Assets(assets::AssetsCommand),
+    /// Load 1-minute bars from HistData, MT4 or headed CSV files.
+    Ingest(ingest::IngestArgs),
+    /// Create and update aggregation tasks from the registry.
+    Sync(sync::SyncArgs),
+    /// Enable, disable, re-enable or re-prioritise aggregation tasks.
+    #[command(subcommand)]
+    Task(task::TaskCommand),
+    /// Claim due tasks and aggregate them (forever, or `--once`).
+    Run(worker::RunArgs),
+    /// Print stored bars as CSV or JSON.
+    Export(export::ExportArgs),
+    /// Time barkeep against plain SQL on the same generated data.
+    Bench(bench::BenchArgs),
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.global.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info,barkeep=info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BARKEEP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Run one parsed command.
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    let global = cli.global;
+    match cli.command {
+        Command::Demo(args) => demo::run(&global, args).await,
+        Command::Pg(cmd) => pg::run(&global, cmd).await,
+        Command::Db(cmd) => db::run(&global, cmd).await,
+        Command::Assets(cmd) => assets::run(&global, cmd).await,
+        Command::Ingest(args) => ingest::run(&global, args).await,
+        Command::Sync(args) => sync::run(&global, args).await,
+        Command::Task(cmd) => task::run(&global, cmd).await,
+        Command::Run(args) => worker::run(&global.database().await?, args).await,
+        Command::Export(args) => export::run(&global, args).await,
+        Command::Bench(args) => bench::run(&global, args).await,
+    }
+}
+
+/// Print `value` as pretty JSON on standard output.
+pub(crate) fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    use anyhow::Context;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).context("writing JSON")?
+    );
+    Ok(())
+}

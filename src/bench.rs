@@ -10,9 +10,8 @@
 //!    the 5m bars (first/last through `array_agg … ORDER BY`).
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
@@ -156,9 +155,9 @@ pub async fn run(server: &Database, args: &BenchConfig) -> Result<BenchReport> {
         )
         .await?;
         let t = Instant::now();
-        tasks::sync(&client, tasks::Env::Prod, Some(start()?)).await?;
-        let run_args = worker::RunArgs::catch_up(args.concurrency);
-        worker::run_worker(&scratch, &run_args, Arc::new(AtomicBool::new(false))).await?;
+        tasks::sync(&client, tasks::Env::Prod, Some(start()?), None).await?;
+        let config = worker::WorkerConfig::catch_up(args.concurrency);
+        worker::run_worker(&scratch, &config, CancellationToken::new()).await?;
         catchup_pairs.push((t.elapsed().as_secs_f64(), baseline));
     }
 

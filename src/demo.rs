@@ -4,8 +4,7 @@
 //! timeframe. Running it again loads nothing new and says so.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
@@ -66,10 +65,10 @@ pub async fn run(database: &Database, home: &Path) -> Result<DemoReport> {
     let summary = ingest::ingest_files(&mut client, std::slice::from_ref(&sample), &opts).await?;
 
     let start = crate::calendar::parse_instant(DEMO_START)?;
-    let synced = tasks::sync(&client, tasks::Env::Prod, Some(start)).await?;
+    let synced = tasks::sync(&client, tasks::Env::Prod, Some(start), None).await?;
 
-    let run_args = worker::RunArgs::catch_up(2);
-    let run = worker::run_worker(database, &run_args, Arc::new(AtomicBool::new(false))).await?;
+    let config = worker::WorkerConfig::catch_up(2);
+    let run = worker::run_worker(database, &config, CancellationToken::new()).await?;
 
     Ok(DemoReport {
         database: database.describe.clone(),

@@ -81,6 +81,9 @@ pub const MIGRATIONS: &[Migration] = &[
         ["97bcb7b8aff07910d02b2612b4815e5cb169b85aa077315fbb5e422574360350"]
     ),
     migration!(3, "0003_task_states"),
+    // The worker's NOTIFY triggers (sql/functions/50_notify.sql).
+    migration!(5, "0005_worker"),
+    migration!(8, "0008_managed"),
 ];
 
 /// One repeatable file of SQL functions.
@@ -106,6 +109,7 @@ pub const FUNCTION_FILES: &[FunctionFile] = &[
     function_file!("20_sources.sql"),
     function_file!("30_catchup.sql"),
     function_file!("40_tasks.sql"),
+    function_file!("50_notify.sql"),
 ];
 
 impl FunctionFile {
@@ -251,6 +255,7 @@ pub async fn up(client: &mut Client, target: Option<i64>) -> Result<Vec<i64>> {
 }
 
 async fn up_locked(client: &mut Client, target: Option<i64>) -> Result<Vec<i64>> {
+    crate::roles::ensure(client).await?;
     ensure_history(client).await?;
     let history = applied(client).await?;
     check_applied(&history)?;
@@ -425,10 +430,22 @@ async fn down_locked(client: &mut Client, to: i64) -> Result<Vec<i64>> {
     Ok(done)
 }
 
-/// Every known step and whether it is applied.
+/// Every known step and whether it is applied. Reads only: a database
+/// without the history table has every step pending.
 pub async fn status(client: &Client) -> Result<Vec<StepStatus>> {
-    ensure_history(client).await?;
-    let history = applied(client).await?;
+    let has_history: bool = client
+        .query_one(
+            "SELECT to_regclass('barkeep_schema_migrations') IS NOT NULL",
+            &[],
+        )
+        .await
+        .context("looking for the migration history table")?
+        .get(0);
+    let history = if has_history {
+        applied(client).await?
+    } else {
+        Vec::new()
+    };
     Ok(MIGRATIONS
         .iter()
         .map(|m| {

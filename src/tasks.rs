@@ -1,7 +1,7 @@
 //! Aggregation tasks from the operator's side: `sync` (one task per active
 //! asset and ladder timeframe, through `sync_agg_state_from_registry`) and
-//! the operator transitions enable, disable, re-enable and priority, each
-//! through its SQL function in `sql/functions/40_tasks.sql`.
+//! the operator transitions enable, disable, re-enable, priority and delay,
+//! each through its SQL function in `sql/functions/40_tasks.sql`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -64,14 +64,20 @@ pub struct SyncReport {
 }
 
 /// Create, re-enable and park tasks so they match the registry of `env`.
-/// New tasks start at `start`, or where the SQL function starts them when
-/// `None` (the one default lives there).
-pub async fn sync(client: &Client, env: Env, start: Option<DateTime<Utc>>) -> Result<SyncReport> {
+/// New tasks start at `start` and new 5m tasks wait `delay` seconds for a
+/// quiet feed; `None` takes the SQL function's default (the one default
+/// lives there: docs/DESIGN.md, "Finality").
+pub async fn sync(
+    client: &Client,
+    env: Env,
+    start: Option<DateTime<Utc>>,
+    delay: Option<i32>,
+) -> Result<SyncReport> {
     let row = client
         .query_one(
             "SELECT success, tasks_created, tasks_enabled, tasks_disabled, tasks_total
-             FROM sync_agg_state_from_registry($1, $2)",
-            &[&env.as_str(), &start],
+             FROM sync_agg_state_from_registry($1, $2, $3)",
+            &[&env.as_str(), &start, &delay],
         )
         .await
         .context(
@@ -114,6 +120,9 @@ pub enum TaskAction {
     Reenable,
     /// Set the claim priority (lower runs first).
     Priority(i32),
+    /// Set how many seconds a task waits for a quiet feed before finalizing
+    /// a bucket (`aggregation_delay_seconds`).
+    Delay(i32),
 }
 
 /// Apply one operator action; returns how many tasks it changed.
@@ -141,8 +150,29 @@ pub async fn apply(client: &Client, target: &TaskSelector, action: TaskAction) -
                 .query_one("SELECT agg_task_priority($1, $2, $3)", &[&symbol, &tf, &p])
                 .await
         }
+        TaskAction::Delay(seconds) => {
+            client
+                .query_one(
+                    "SELECT agg_task_delay($1, $2, $3)",
+                    &[&symbol, &tf, &seconds],
+                )
+                .await
+        }
     }
-    .with_context(|| format!("updating the tasks of {target}"))?;
+    .map_err(|e| {
+        // A worker frozen inside a chunk holds its task's row lock until its
+        // session is ended; the SQL functions wait 5 s, never for ever.
+        let locked = e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE);
+        let err = anyhow::Error::new(e);
+        if locked {
+            err.context(format!(
+                "a task of {target} is locked by a worker's open transaction (waited 5 s); \
+                 retry in a moment: a frozen worker's session is ended once its lease has expired"
+            ))
+        } else {
+            err.context(format!("updating the tasks of {target}"))
+        }
+    })?;
     let changed: i32 = row.get(0);
     if changed == 0 {
         bail!("no task of {target} matched; run `barkeep sync` after registering it");

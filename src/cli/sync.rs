@@ -18,6 +18,11 @@ pub struct SyncArgs {
     /// First bucket of new tasks (RFC 3339 or a date).
     #[arg(long, value_parser = parse_instant)]
     pub start: Option<DateTime<Utc>>,
+    /// Seconds new 5m tasks wait for a quiet feed before finalizing a bucket
+    /// without its last minute (a bucket is final at once when 1m data at or
+    /// after its last minute exists); default 120.
+    #[arg(long, value_parser = clap::value_parser!(i32).range(0..=86_400))]
+    pub delay: Option<i32>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -25,7 +30,7 @@ pub struct SyncArgs {
 
 pub async fn run(global: &Global, args: SyncArgs) -> Result<ExitCode> {
     let client = global.database().await?.connect().await?;
-    let report = tasks::sync(&client, args.env, args.start).await?;
+    let report = tasks::sync(&client, args.env, args.start, args.delay).await?;
     if args.json {
         print_json(&report)?;
     } else {

@@ -26,6 +26,15 @@ pub enum TaskCommand {
         #[arg(long)]
         priority: i32,
     },
+    /// Set how long a task waits for a quiet feed before finalizing a
+    /// bucket (`aggregation_delay_seconds`; only tasks reading 1m bars use it).
+    Delay {
+        #[command(flatten)]
+        target: TaskTarget,
+        /// Seconds after a bucket's end.
+        #[arg(long, value_parser = clap::value_parser!(i32).range(0..=86_400))]
+        seconds: i32,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -52,6 +61,7 @@ pub async fn run(global: &Global, cmd: TaskCommand) -> Result<ExitCode> {
         TaskCommand::Disable(t) => (t, TaskAction::Disable),
         TaskCommand::Reenable(t) => (t, TaskAction::Reenable),
         TaskCommand::Priority { target, priority } => (target, TaskAction::Priority(priority)),
+        TaskCommand::Delay { target, seconds } => (target, TaskAction::Delay(seconds)),
     };
     let client = global.database().await?.connect().await?;
     let changed = tasks::apply(&client, &target.into(), action).await?;

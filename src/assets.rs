@@ -171,16 +171,21 @@ pub struct ClassChange {
     pub symbol: String,
     pub old_class: String,
     pub new_class: String,
-    /// Buckets re-aggregated on the new calendar.
-    pub late: crate::engine::late::LateReport,
+    /// 4h, 1d and 1w bars of the old calendar retired (kept as history).
+    pub bars_retired: u64,
+    /// Bars built on the new calendar.
+    pub bars_created: u64,
 }
 
+/// Timeframes whose buckets differ between the fx and utc calendars.
+const CALENDAR_TIMEFRAMES: [&str; 3] = ["4h", "1d", "1w"];
+
 /// Change a registered symbol's class even though its calendar moves: in one
-/// transaction the class changes, the 4h, 1d and 1w cursors move to a
-/// bucket start of the new calendar and those timeframes' ranges are marked
-/// for a rebuild (`agg_rebuild`, a new derivation_version); then the bars
-/// are rewritten (`agg_process_dirty`): bars of the old calendar retired,
-/// the new ones inserted.
+/// transaction the class changes, the live 4h, 1d and 1w bars (cut on the
+/// old calendar) are retired — kept as history, as every replaced version
+/// is — and those tasks start again at their first bucket on the new
+/// calendar; then they are caught up on it (`catchup_aggregation_range`,
+/// which locks each task row, so a running worker cannot interleave).
 pub async fn change_class(
     client: &mut Client,
     symbol: &Symbol,
@@ -198,47 +203,58 @@ pub async fn change_class(
     )
     .await
     .with_context(|| format!("changing the class of {symbol}"))?;
-    let cal = Calendar::for_asset_class(class.as_str()).as_str();
+    let tfs: Vec<&str> = CALENDAR_TIMEFRAMES.to_vec();
+    let retired = tx
+        .execute(
+            "UPDATE derived_data_bars SET deleted_at = now(), updated_at = now()
+             WHERE canonical_symbol = $1 AND timeframe = ANY($2) AND deleted_at IS NULL",
+            &[&symbol.as_str(), &tfs],
+        )
+        .await
+        .with_context(|| format!("retiring the {symbol} bars of the old calendar"))?;
     tx.execute(
-        "UPDATE data_agg_state
-         SET last_agg_bar_ts_utc = agg_bucket_start($2, timeframe, last_agg_bar_ts_utc), updated_at = now()
-         WHERE canonical_symbol = $1 AND timeframe IN ('4h', '1d', '1w')
-           AND last_agg_bar_ts_utc IS NOT NULL",
-        &[&symbol.as_str(), &cal],
+        "DELETE FROM agg_dirty_buckets WHERE canonical_symbol = $1 AND timeframe = ANY($2)",
+        &[&symbol.as_str(), &tfs],
     )
     .await
-    .with_context(|| format!("moving the {symbol} cursors to the {cal} calendar"))?;
-    for tf in ["4h", "1d"] {
-        // Only a timeframe that has been aggregated has bars to rebuild.
-        let built: bool = tx
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM derived_data_bars
-                                WHERE canonical_symbol = $1 AND timeframe = $2 AND deleted_at IS NULL)",
-                &[&symbol.as_str(), &tf],
-            )
-            .await
-            .context("looking for bars to rebuild")?
-            .get(0);
-        if built {
-            tx.execute("SELECT agg_rebuild($1, $2)", &[&symbol.as_str(), &tf])
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "cannot rebuild {symbol} {tf}: {}",
-                        crate::rebuild::db_message(&e)
-                    )
-                })?;
-        }
-    }
+    .context("dropping marks of the old calendar")?;
+    tx.execute(
+        "UPDATE data_agg_state
+         SET last_agg_bar_ts_utc = agg_bootstrap_cursor(canonical_symbol, timeframe), updated_at = now()
+         WHERE canonical_symbol = $1 AND timeframe = ANY($2) AND last_agg_bar_ts_utc IS NOT NULL",
+        &[&symbol.as_str(), &tfs],
+    )
+    .await
+    .with_context(|| format!("restarting the {symbol} 4h, 1d and 1w tasks"))?;
     tx.commit()
         .await
         .with_context(|| format!("committing the class change of {symbol}"))?;
-    let late = crate::engine::late::process_dirty(client, symbol.as_str()).await?;
+    let mut created = 0u64;
+    for tf in CALENDAR_TIMEFRAMES {
+        loop {
+            let row = client
+                .query_opt(
+                    "SELECT catchup_aggregation_range($1, $2, last_agg_bar_ts_utc, 5000, now(), 1, false)
+                     FROM data_agg_state
+                     WHERE canonical_symbol = $1 AND timeframe = $2 AND last_agg_bar_ts_utc IS NOT NULL",
+                    &[&symbol.as_str(), &tf],
+                )
+                .await
+                .with_context(|| format!("rebuilding {symbol} {tf} on the new calendar"))?;
+            let Some(row) = row else { break };
+            let r: serde_json::Value = row.get(0);
+            created += r["bars_created"].as_u64().unwrap_or(0);
+            if r["continue"] != true {
+                break;
+            }
+        }
+    }
     Ok(ClassChange {
         symbol: symbol.to_string(),
         old_class: old,
         new_class: class.as_str().to_string(),
-        late,
+        bars_retired: retired,
+        bars_created: created,
     })
 }
 

@@ -64,10 +64,8 @@ pub async fn run(global: &Global, cmd: AssetsCommand) -> Result<ExitCode> {
             {
                 let change = assets::change_class(&mut client, &symbol, class).await?;
                 println!(
-                    "{symbol}: class {} -> {}, {} buckets rebuilt on the new calendar",
-                    change.old_class,
-                    change.new_class,
-                    change.late.buckets()
+                    "{symbol}: class {} -> {}: {} 4h/1d/1w bars of the old calendar retired, {} built on the new one",
+                    change.old_class, change.new_class, change.bars_retired, change.bars_created
                 );
             }
             assets::add(&client, &symbol, class, name.as_deref(), !inactive).await?;

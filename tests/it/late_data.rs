@@ -837,12 +837,27 @@ async fn export_as_of_an_instant_returns_the_bars_as_they_stood() {
         .iter()
         .map(|tf| export(&db, "ASOF", tf, None))
         .collect();
-    // A correction: one minute's high, through plain SQL.
+    // A correction: one minute's high, through plain SQL, in a 5m bucket
+    // whose bar and hour bar exist (so every timeframe up to 1d changes).
+    let t: DateTime<Utc> = c
+        .query_one(
+            "SELECT min(b.ts_utc) FROM data_bars b
+             WHERE b.canonical_symbol = 'ASOF' AND b.ts_utc >= (
+               SELECT min(f.ts_utc) FROM derived_data_bars f
+               JOIN derived_data_bars h ON h.canonical_symbol = f.canonical_symbol
+                 AND h.timeframe = '1h' AND h.ts_utc = date_trunc('hour', f.ts_utc)
+                 AND h.deleted_at IS NULL
+               WHERE f.canonical_symbol = 'ASOF' AND f.timeframe = '5m' AND f.deleted_at IS NULL
+                 AND f.ts_utc >= '2025-07-08T10:00:00Z')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
     let fixed = c
         .execute(
-            "UPDATE data_bars SET high = high + 1 WHERE canonical_symbol = 'ASOF'
-             AND ts_utc = (SELECT min(ts_utc) FROM data_bars WHERE ts_utc >= '2025-07-08T10:00:00Z')",
-            &[],
+            "UPDATE data_bars SET high = high + 1 WHERE canonical_symbol = 'ASOF' AND ts_utc = $1",
+            &[&t],
         )
         .await
         .unwrap();
@@ -864,7 +879,6 @@ async fn export_as_of_an_instant_returns_the_bars_as_they_stood() {
         );
     }
     let mut model = model_of(&bars);
-    let t = *model.range(ts("2025-07-08T10:00:00Z")..).next().unwrap().0;
     model.get_mut(&t).unwrap().high += 1.0;
     assert_reference(&db, "ASOF", true, &model, start).await;
 }

@@ -25,6 +25,8 @@ use crate::ingest::{self, IngestOptions};
 use crate::synth::{self, SynthSpec};
 use crate::{migrate, tasks, worker};
 
+mod freshness;
+
 /// Arguments of `barkeep bench`.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -46,6 +48,15 @@ pub struct BenchArgs {
     /// Print the results as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(subcommand)]
+    pub what: Option<BenchWhat>,
+}
+
+/// Benchmarks other than the default ingest and catch-up pairs.
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchWhat {
+    /// Latency of bars under a real-time feed, and the worker's CPU and memory.
+    Freshness(freshness::FreshnessArgs),
 }
 
 /// One timed pair.
@@ -85,6 +96,11 @@ fn start() -> Result<DateTime<Utc>> {
 /// Run the benchmark.
 pub async fn run(global: &Global, args: BenchArgs) -> Result<ExitCode> {
     let server = global.database().await?;
+    if let Some(BenchWhat::Freshness(f)) = &args.what {
+        let report = freshness::measure(&server, f).await?;
+        freshness::print(&report, f.json)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let scratch = recreate_scratch(&server, &args.scratch_db).await?;
     let mut client = scratch.connect().await?;
     migrate::up(&mut client, None).await?;

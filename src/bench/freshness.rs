@@ -21,26 +21,18 @@ use tokio_postgres::Client;
 use crate::db::Database;
 
 /// Settings of the freshness benchmark.
-#[derive(Debug, Clone, clap::Args)]
-pub struct FreshnessArgs {
-    /// Symbols fed (six tasks each).
-    #[arg(long, default_value_t = 1000)]
+#[derive(Debug, Clone)]
+pub struct FreshnessConfig {
+    /// Symbols fed (six tasks each), 1 to 9999.
     pub symbols: usize,
     /// Minutes of wall time to feed.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=240))]
     pub minutes: u32,
     /// Each minute's bars land this many seconds after the minute ends.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(0..=50))]
     pub feed_lag_seconds: u64,
     /// The worker's lanes (`run --concurrency`).
-    #[arg(long, default_value_t = 2)]
     pub concurrency: usize,
     /// Scratch database (dropped and created again on the same server).
-    #[arg(long, default_value = "barkeep_freshness")]
     pub scratch_db: String,
-    /// Print the results as JSON.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// Latencies of one timeframe, in milliseconds.
@@ -97,7 +89,9 @@ fn url_of(db: &Database) -> String {
         parts.push(format!("user='{user}'"));
     }
     if let Some(pw) = config.get_password() {
-        let pw = String::from_utf8_lossy(pw).replace('\\', "\\\\").replace('\'', "\\'");
+        let pw = String::from_utf8_lossy(pw)
+            .replace('\\', "\\\\")
+            .replace('\'', "\\'");
         parts.push(format!("password='{pw}'"));
     }
     if let Some(name) = config.get_dbname() {
@@ -162,7 +156,12 @@ fn latency(timeframe: &str, after: &str, mut ms: Vec<f64>) -> Latency {
 }
 
 /// Insert every symbol's 1m bars of the minutes [from, to).
-async fn feed(client: &Client, symbols: usize, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<()> {
+async fn feed(
+    client: &Client,
+    symbols: usize,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<()> {
     client
         .execute(
             "INSERT INTO data_bars (canonical_symbol, timeframe, ts_utc, open, high, low, close, vol, source)
@@ -192,9 +191,15 @@ impl Drop for WorkerProcess {
 }
 
 /// Run the freshness benchmark on a scratch database next to `server`.
-pub async fn measure(server: &Database, args: &FreshnessArgs) -> Result<FreshnessReport> {
+pub async fn measure(server: &Database, args: &FreshnessConfig) -> Result<FreshnessReport> {
     if args.symbols == 0 || args.symbols > 9999 {
         bail!("--symbols must be between 1 and 9999");
+    }
+    if server.config().get_dbname() == Some(args.scratch_db.as_str()) {
+        bail!(
+            "--scratch-db {} is the database barkeep is pointed at; give another name",
+            args.scratch_db
+        );
     }
     let scratch = super::recreate_scratch(server, &args.scratch_db).await?;
     let mut client = scratch.connect().await?;
@@ -213,7 +218,8 @@ pub async fn measure(server: &Database, args: &FreshnessArgs) -> Result<Freshnes
     // The quiet-feed delay is set long so the catch-up and the idle wait
     // before the first fed minute (when the feed is silent) finalize
     // nothing early: what is measured is finality by the data's reach.
-    let synced = crate::tasks::sync(&client, crate::tasks::Env::Prod, start, Some(900)).await?;
+    let synced =
+        crate::tasks::sync(&client, crate::tasks::Env::Prod, Some(start), Some(900)).await?;
     feed(&client, args.symbols, start, minute).await?;
     eprintln!(
         "bench freshness: {} symbols, {} tasks, backlog from {start}",
@@ -221,7 +227,8 @@ pub async fn measure(server: &Database, args: &FreshnessArgs) -> Result<Freshnes
     );
 
     let exe = std::env::current_exe().context("finding the barkeep binary")?;
-    let log_path = std::env::temp_dir().join(format!("barkeep-freshness-{}.log", std::process::id()));
+    let log_path =
+        std::env::temp_dir().join(format!("barkeep-freshness-{}.log", std::process::id()));
     let log = std::fs::File::create(&log_path)
         .with_context(|| format!("creating {}", log_path.display()))?;
     let child = std::process::Command::new(exe)
@@ -234,7 +241,10 @@ pub async fn measure(server: &Database, args: &FreshnessArgs) -> Result<Freshnes
         .context("starting the worker")?;
     let worker = WorkerProcess(child);
     let pid = worker.0.id();
-    eprintln!("bench freshness: worker pid {pid}, log {}", log_path.display());
+    eprintln!(
+        "bench freshness: worker pid {pid}, log {}",
+        log_path.display()
+    );
 
     // Catch-up: wait until nothing is due or running.
     let t = Instant::now();
@@ -252,7 +262,10 @@ pub async fn measure(server: &Database, args: &FreshnessArgs) -> Result<Freshnes
             break;
         }
         if t.elapsed() > StdDuration::from_secs(900) {
-            bail!("the worker did not catch up within 15 minutes (see {})", log_path.display());
+            bail!(
+                "the worker did not catch up within 15 minutes (see {})",
+                log_path.display()
+            );
         }
     }
     let catch_up_seconds = t.elapsed().as_secs_f64();
@@ -309,7 +322,12 @@ pub async fn measure(server: &Database, args: &FreshnessArgs) -> Result<Freshnes
     }
     let mut latencies = vec![latency("5m", "its last 1m bar landed", five)];
     // Higher timeframes: from the creation of their last source bar.
-    for (tf, src, span) in [("15m", "5m", 15), ("1h", "5m", 60), ("4h", "1h", 240), ("1d", "1h", 1440)] {
+    for (tf, src, span) in [
+        ("15m", "5m", 15),
+        ("1h", "5m", 60),
+        ("4h", "1h", 240),
+        ("1d", "1h", 1440),
+    ] {
         let rows = client
             .query(
                 "SELECT extract(epoch FROM b.created_at - s.created_at) * 1000
@@ -350,40 +368,4 @@ pub async fn measure(server: &Database, args: &FreshnessArgs) -> Result<Freshnes
         under_load,
         peak_rss_mib: peak,
     })
-}
-
-/// Print the report as text or JSON.
-pub fn print(report: &FreshnessReport, json: bool) -> Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(report)?);
-        return Ok(());
-    }
-    println!(
-        "freshness: {} symbols ({} tasks), {} minutes fed {} s after each minute, {} lanes; catch-up of the last hour {:.1} s",
-        report.symbols,
-        report.tasks,
-        report.minutes_fed,
-        report.feed_lag_seconds,
-        report.concurrency,
-        report.catch_up_seconds
-    );
-    println!("{:<4} {:>6} {:>9} {:>9} {:>9}  after", "tf", "bars", "p50 ms", "p99 ms", "max ms");
-    for l in &report.latencies {
-        println!(
-            "{:<4} {:>6} {:>9.0} {:>9.0} {:>9.0}  {}",
-            l.timeframe, l.bars, l.p50_ms, l.p99_ms, l.max_ms, l.after
-        );
-    }
-    println!(
-        "worker idle:  {:.2} % CPU over {:.0} s, {:.1} MiB resident",
-        report.idle.cpu_percent, report.idle.window_seconds, report.idle.rss_mib
-    );
-    println!(
-        "worker fed:   {:.2} % CPU over {:.0} s, {:.1} MiB resident, peak {:.1} MiB",
-        report.under_load.cpu_percent,
-        report.under_load.window_seconds,
-        report.under_load.rss_mib,
-        report.peak_rss_mib
-    );
-    Ok(())
 }

@@ -8,6 +8,8 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::db::Database;
+
+mod completions;
 use crate::{assets, bench, demo, export, ingest, migrate, pg, tasks, worker};
 
 /// Keeps 5m, 15m, 1h, 4h, 1d and 1w bars aggregated from 1-minute bars in PostgreSQL.
@@ -67,6 +69,8 @@ pub enum Command {
     Export(export::ExportArgs),
     /// Time barkeep against plain SQL on the same generated data.
     Bench(bench::BenchArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::CompletionsArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -156,6 +160,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) => worker::run(&global, args).await,
         Command::Export(args) => export::run(&global, args).await,
         Command::Bench(args) => bench::run(&global, args).await,
+        Command::Completions(args) => completions::run(args),
     }
 }
 

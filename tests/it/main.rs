@@ -5,6 +5,7 @@ mod calendar;
 mod checklist;
 #[allow(dead_code)] // helpers used by some capabilities only
 mod common;
+mod deploy;
 mod embedded;
 mod engine;
 mod gaps;

@@ -1,7 +1,8 @@
 //! The service files in `deploy/`: the worker started with the exact
 //! command line of `barkeep-worker.service` stops cleanly on SIGTERM (what
 //! `systemctl stop` sends) well within the unit's `TimeoutStopSec`, leaving
-//! no task leased. (`systemd-analyze verify` of the units runs in `.ci/run`.)
+//! no task leased; `barkeep completions` prints valid scripts.
+//! (`systemd-analyze verify` of the units runs in `.ci/run`.)
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -99,4 +100,31 @@ async fn the_worker_unit_stops_cleanly_on_sigterm_within_its_timeout() {
         0,
         "a task is still leased after a clean stop"
     );
+}
+
+#[test]
+fn completions_are_printed_for_bash_zsh_and_fish() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_barkeep"))
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}: {}", stderr(&out));
+        let script = stdout(&out);
+        for word in ["barkeep", "export", "database-url"] {
+            assert!(script.contains(word), "{shell} script lacks {word}");
+        }
+        if shell == "bash" {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("barkeep.bash");
+            std::fs::write(&path, &script).unwrap();
+            let check = Command::new("bash").arg("-n").arg(&path).output().unwrap();
+            assert!(check.status.success(), "bash -n: {}", stderr(&check));
+        }
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_barkeep"))
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
 }

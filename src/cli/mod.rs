@@ -5,6 +5,7 @@
 
 mod assets;
 mod bench;
+mod completions;
 mod db;
 mod demo;
 mod export;
@@ -96,6 +97,8 @@ pub enum Command {
     Export(export::ExportArgs),
     /// Time barkeep against plain SQL on the same generated data.
     Bench(bench::BenchArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::CompletionsArgs),
 }
 
 /// Entry point of the binary.
@@ -159,6 +162,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) => run::run(&global, args).await,
         Command::Export(args) => export::run(&global, args).await,
         Command::Bench(args) => bench::run(&global, args).await,
+        Command::Completions(args) => completions::run(args),
     }
 }
 

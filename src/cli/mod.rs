@@ -5,6 +5,7 @@
 
 mod assets;
 mod bench;
+mod completions;
 mod db;
 mod demo;
 mod export;
@@ -99,6 +100,8 @@ pub enum Command {
     Rebuild(rebuild::RebuildArgs),
     /// Time barkeep against plain SQL on the same generated data.
     Bench(bench::BenchArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::CompletionsArgs),
 }
 
 /// Entry point of the binary.
@@ -163,6 +166,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Export(args) => export::run(&global, args).await,
         Command::Rebuild(args) => rebuild::run(&global, args).await,
         Command::Bench(args) => bench::run(&global, args).await,
+        Command::Completions(args) => completions::run(args),
     }
 }
 

@@ -10,6 +10,12 @@ use clap::{Args, Parser, Subcommand};
 use crate::db::Database;
 use crate::{assets, bench, demo, export, ingest, migrate, pg, tasks, worker};
 
+mod alerts;
+mod backup;
+mod quality;
+mod quarantine;
+mod status;
+
 /// Keeps 5m, 15m, 1h, 4h, 1d and 1w bars aggregated from 1-minute bars in PostgreSQL.
 #[derive(Debug, Parser)]
 #[command(name = "barkeep", version, about, long_about = None)]
@@ -67,6 +73,19 @@ pub enum Command {
     Export(export::ExportArgs),
     /// Time barkeep against plain SQL on the same generated data.
     Bench(bench::BenchArgs),
+    /// Show every task's state, cursor, lag and errors, and the quarantine.
+    Status(status::StatusArgs),
+    /// Check the alert conditions; exit 0 ok, 1 warning, 2 critical.
+    Alerts(alerts::AlertsArgs),
+    /// Share of good bars and of 1m minutes present, per symbol and timeframe.
+    Quality(quality::QualityArgs),
+    /// List or purge the rows ingest quarantined.
+    #[command(subcommand)]
+    Quarantine(quarantine::QuarantineCommand),
+    /// Write the task state and the registry to a JSON file.
+    Backup(backup::BackupArgs),
+    /// Put back a file written by `barkeep backup`.
+    Restore(backup::RestoreArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -123,9 +142,42 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            if e.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
+}
+
+/// A mistake in what the user asked for (an unknown symbol, a bad
+/// combination of flags): exit code 2, like clap's own usage errors.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Refuse a symbol the registry does not hold, as a usage error.
+pub async fn require_registered(
+    client: &tokio_postgres::Client,
+    symbol: &crate::assets::Symbol,
+) -> Result<()> {
+    crate::ops::require_migrated(client).await?;
+    let known = client
+        .query_opt(
+            "SELECT 1 FROM core_asset_registry_all WHERE canonical_symbol = $1",
+            &[&symbol.as_str()],
+        )
+        .await
+        .context("looking up the symbol")?
+        .is_some();
+    if !known {
+        return Err(UsageError(format!(
+            "unknown symbol {symbol}: register it with `barkeep assets add {symbol} --class fx` (see `barkeep assets list`)"
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 fn init_tracing(verbose: u8) {
@@ -156,6 +208,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) => worker::run(&global, args).await,
         Command::Export(args) => export::run(&global, args).await,
         Command::Bench(args) => bench::run(&global, args).await,
+        Command::Status(args) => status::run(&global, args).await,
+        Command::Alerts(args) => alerts::run(&global, args).await,
+        Command::Quality(args) => quality::run(&global, args).await,
+        Command::Quarantine(cmd) => quarantine::run(&global, cmd).await,
+        Command::Backup(args) => backup::run_backup(&global, args).await,
+        Command::Restore(args) => backup::run_restore(&global, args).await,
     }
 }
 

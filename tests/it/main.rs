@@ -10,6 +10,7 @@ mod engine;
 mod gaps;
 mod ingest;
 mod migrations;
+mod ops;
 mod privileges;
 mod reference;
 mod sql_functions;

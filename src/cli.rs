@@ -15,6 +15,7 @@ mod backup;
 mod quality;
 mod quarantine;
 mod status;
+mod verify;
 
 /// Keeps 5m, 15m, 1h, 4h, 1d and 1w bars aggregated from 1-minute bars in PostgreSQL.
 #[derive(Debug, Parser)]
@@ -82,6 +83,8 @@ pub enum Command {
     /// List or purge the rows ingest quarantined.
     #[command(subcommand)]
     Quarantine(quarantine::QuarantineCommand),
+    /// Run the checklist's verification steps and success criteria (and `--deep`).
+    Verify(verify::VerifyArgs),
     /// Write the task state and the registry to a JSON file.
     Backup(backup::BackupArgs),
     /// Put back a file written by `barkeep backup`.
@@ -212,6 +215,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Alerts(args) => alerts::run(&global, args).await,
         Command::Quality(args) => quality::run(&global, args).await,
         Command::Quarantine(cmd) => quarantine::run(&global, cmd).await,
+        Command::Verify(args) => verify::run(&global, args).await,
         Command::Backup(args) => backup::run_backup(&global, args).await,
         Command::Restore(args) => backup::run_restore(&global, args).await,
     }

@@ -17,6 +17,7 @@ pub mod backup;
 pub mod quality;
 pub mod quarantine;
 pub mod status;
+pub mod verify;
 
 use anyhow::{bail, Context, Result};
 use tokio_postgres::Client;

@@ -68,7 +68,7 @@ pub struct TaskStatus {
     pub enabled: bool,
     pub is_mandatory: bool,
     pub priority: i32,
-    pub agg_start_utc: DateTime<Utc>,
+    pub agg_start_utc: Option<DateTime<Utc>>,
     /// Start of the next bucket to finalize.
     pub cursor: Option<DateTime<Utc>>,
     /// The symbol's newest 1m bar.

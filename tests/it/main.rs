@@ -15,4 +15,5 @@ mod privileges;
 mod reference;
 mod sql_functions;
 mod tasks;
+mod verify;
 mod worker;

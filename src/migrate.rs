@@ -75,6 +75,7 @@ pub const MIGRATIONS: &[Migration] = &[
         "0002_phase5",
         ["97bcb7b8aff07910d02b2612b4815e5cb169b85aa077315fbb5e422574360350"]
     ),
+    migration!(8, "0008_managed"),
 ];
 
 /// One repeatable file of SQL functions.
@@ -245,6 +246,7 @@ pub async fn up(client: &mut Client, target: Option<i64>) -> Result<Vec<i64>> {
 }
 
 async fn up_locked(client: &mut Client, target: Option<i64>) -> Result<Vec<i64>> {
+    crate::roles::ensure(client).await?;
     ensure_history(client).await?;
     let history = applied(client).await?;
     check_applied(&history)?;
@@ -419,10 +421,22 @@ async fn down_locked(client: &mut Client, to: i64) -> Result<Vec<i64>> {
     Ok(done)
 }
 
-/// Every known step and whether it is applied.
+/// Every known step and whether it is applied. Reads only: a database
+/// without the history table has every step pending.
 pub async fn status(client: &Client) -> Result<Vec<StepStatus>> {
-    ensure_history(client).await?;
-    let history = applied(client).await?;
+    let has_history: bool = client
+        .query_one(
+            "SELECT to_regclass('barkeep_schema_migrations') IS NOT NULL",
+            &[],
+        )
+        .await
+        .context("looking for the migration history table")?
+        .get(0);
+    let history = if has_history {
+        applied(client).await?
+    } else {
+        Vec::new()
+    };
     Ok(MIGRATIONS
         .iter()
         .map(|m| {

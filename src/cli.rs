@@ -39,6 +39,10 @@ pub struct Global {
     /// Log more (repeat for even more).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// True when the database URL came from the `DATABASE_URL` environment
+    /// variable rather than `--database-url` on the command line.
+    #[arg(skip)]
+    pub database_url_from_env: bool,
 }
 
 impl Global {
@@ -115,9 +119,13 @@ pub enum DbCommand {
     },
     /// Revert migrations.
     Down {
-        /// Revert every step above this version (0 reverts everything).
-        #[arg(long, default_value_t = 0)]
-        to: i64,
+        /// Revert every step above this version (0 reverts everything);
+        /// without it, only the newest applied step.
+        #[arg(long)]
+        to: Option<i64>,
+        /// Revert even when a step drops tables that hold rows.
+        #[arg(long)]
+        force: bool,
     },
     /// List migrations and whether each is applied.
     Status {
@@ -129,7 +137,12 @@ pub enum DbCommand {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    let on_command_line = std::env::args_os().any(|a| {
+        let a = a.to_string_lossy();
+        a == "--database-url" || a.starts_with("--database-url=")
+    });
+    cli.global.database_url_from_env = cli.global.database_url.is_some() && !on_command_line;
     init_tracing(cli.global.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -270,7 +283,29 @@ async fn run_db(global: &Global, cmd: DbCommand) -> Result<ExitCode> {
                 println!("applied migration {v}");
             }
         }
-        DbCommand::Down { to } => {
+        DbCommand::Down { to, force } => {
+            let to = match to {
+                Some(to) => to,
+                None => match migrate::one_step_down(&client).await? {
+                    Some(to) => to,
+                    None => {
+                        println!("nothing to revert");
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                },
+            };
+            let at_risk = migrate::rows_dropped_by_down(&client, to).await?;
+            if !at_risk.is_empty() && !force {
+                let what = at_risk
+                    .iter()
+                    .map(|r| format!("{} ({} rows, step {})", r.table, r.rows, r.version))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                anyhow::bail!(
+                    "reverting to {to} drops tables that hold rows: {what}; back them up \
+                     (`barkeep backup`, pg_dump) and add --force to revert anyway"
+                );
+            }
             let reverted = migrate::down(&mut client, to).await?;
             if reverted.is_empty() {
                 println!("nothing to revert");

@@ -23,7 +23,14 @@ const DEMO_START: &str = "2023-06-01T00:00:00Z";
 
 /// Arguments of `barkeep demo`.
 #[derive(Debug, clap::Args)]
-pub struct DemoArgs {}
+pub struct DemoArgs {
+    /// Write the demo (AUDUSD, its bars and tasks) into the database that
+    /// DATABASE_URL names; without this flag the demo refuses a database
+    /// that comes from the environment (`--database-url` on the command
+    /// line is explicit enough).
+    #[arg(long)]
+    pub use_database_url: bool,
+}
 
 /// Bars and quality of one timeframe.
 #[derive(Debug)]
@@ -37,7 +44,16 @@ struct TimeframeLine {
 }
 
 /// Run the demo.
-pub async fn run(global: &Global, _args: DemoArgs) -> Result<ExitCode> {
+pub async fn run(global: &Global, args: DemoArgs) -> Result<ExitCode> {
+    if global.database_url_from_env && !args.use_database_url {
+        return Err(crate::cli::UsageError(
+            "the demo registers AUDUSD and writes bars and tasks, and DATABASE_URL is set: \
+             pass --use-database-url (or --database-url URL) to write into that database, \
+             or unset DATABASE_URL to use the embedded cluster"
+                .into(),
+        )
+        .into());
+    }
     let database = global.database().await?;
     let mut client = database.connect().await?;
     println!("demo: database {}", database.describe);

@@ -47,9 +47,11 @@ pub struct SyncArgs {
     /// Which registry flag decides what is active.
     #[arg(long, value_enum, default_value = "prod")]
     pub env: Env,
-    /// First bucket of new tasks (RFC 3339 or a date).
-    #[arg(long, default_value = DEFAULT_START, value_parser = parse_start)]
-    pub start: DateTime<Utc>,
+    /// First bucket of new tasks (RFC 3339 or a date). Without it each new
+    /// symbol's tasks start at its first 1m bar, so no stored bar is left
+    /// out (2025-07-01 for a symbol with no bar yet).
+    #[arg(long, value_parser = parse_start)]
+    pub start: Option<DateTime<Utc>>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -66,7 +68,11 @@ pub struct SyncReport {
 }
 
 /// Create, re-enable and park tasks so they match the registry of `env`.
-pub async fn sync(client: &Client, env: Env, start: DateTime<Utc>) -> Result<SyncReport> {
+pub async fn sync(
+    client: &impl tokio_postgres::GenericClient,
+    env: Env,
+    start: DateTime<Utc>,
+) -> Result<SyncReport> {
     let row = client
         .query_one(
             "SELECT success, tasks_created, tasks_enabled, tasks_disabled, tasks_total
@@ -86,20 +92,134 @@ pub async fn sync(client: &Client, env: Env, start: DateTime<Utc>) -> Result<Syn
     })
 }
 
+/// Where the tasks of one symbol that had none start.
+#[derive(Debug, serde::Serialize)]
+pub struct NewTaskStart {
+    pub symbol: String,
+    pub agg_start_utc: DateTime<Utc>,
+    /// The symbol's first stored 1m bar.
+    pub first_1m: Option<DateTime<Utc>>,
+    /// Stored 1m bars before the start, which the tasks will not aggregate.
+    pub bars_left_out: i64,
+}
+
+/// What `barkeep sync` did, with where each new symbol's tasks start.
+#[derive(Debug, serde::Serialize)]
+pub struct SyncOutcome {
+    #[serde(flatten)]
+    pub report: SyncReport,
+    pub new_symbols: Vec<NewTaskStart>,
+}
+
+/// `sync` as the command does it, in one transaction: new symbols' tasks
+/// start at `start`, or without one at each symbol's first 1m bar (the
+/// checklist's 2025-07-01 for a symbol with no bar yet).
+pub async fn sync_new_tasks(
+    client: &mut Client,
+    env: Env,
+    start: Option<DateTime<Utc>>,
+) -> Result<SyncOutcome> {
+    crate::ops::require_migrated(client).await?;
+    let tx = client
+        .transaction()
+        .await
+        .context("opening a transaction")?;
+    let rows = tx
+        .query(
+            "SELECT r.canonical_symbol,
+                    (SELECT min(b.ts_utc) FROM data_bars b
+                     WHERE b.canonical_symbol = r.canonical_symbol AND b.timeframe = '1m')
+             FROM core_asset_registry_all r
+             WHERE CASE WHEN $1 = 'prod' THEN r.active ELSE r.test_active END
+               AND NOT EXISTS (SELECT 1 FROM data_agg_state s WHERE s.canonical_symbol = r.canonical_symbol)
+             ORDER BY 1",
+            &[&env.as_str()],
+        )
+        .await
+        .context("looking for symbols without tasks")?;
+    let fallback = parse_start(DEFAULT_START)?;
+    let report = sync(&tx, env, start.unwrap_or(fallback)).await?;
+    let mut new_symbols = Vec::new();
+    for r in rows {
+        let symbol: String = r.get(0);
+        let first_1m: Option<DateTime<Utc>> = r.get(1);
+        let agg_start = match (start, first_1m) {
+            (Some(s), _) => s,
+            (None, Some(first)) => first,
+            (None, None) => fallback,
+        };
+        if start.is_none() && first_1m.is_some() {
+            tx.execute(
+                "UPDATE data_agg_state s SET agg_start_utc = $2, updated_at = now(),
+                   last_agg_bar_ts_utc = agg_first_bucket_at_or_after(agg_symbol_calendar($1), s.timeframe, $2)
+                 WHERE s.canonical_symbol = $1",
+                &[&symbol, &agg_start],
+            )
+            .await
+            .with_context(|| format!("starting the tasks of {symbol} at its first 1m bar"))?;
+        }
+        let bars_left_out: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM data_bars
+                 WHERE canonical_symbol = $1 AND timeframe = '1m' AND ts_utc < $2",
+                &[&symbol, &agg_start],
+            )
+            .await
+            .context("counting 1m bars before the start")?
+            .get(0);
+        new_symbols.push(NewTaskStart {
+            symbol,
+            agg_start_utc: agg_start,
+            first_1m,
+            bars_left_out,
+        });
+    }
+    tx.commit().await.context("committing the sync")?;
+    Ok(SyncOutcome {
+        report,
+        new_symbols,
+    })
+}
+
 /// `barkeep sync`.
 pub async fn run_sync(global: &Global, args: SyncArgs) -> Result<ExitCode> {
-    let client = global.database().await?.connect().await?;
-    let report = sync(&client, args.env, args.start).await?;
+    let mut client = global.database().await?.connect().await?;
+    let outcome = sync_new_tasks(&mut client, args.env, args.start).await?;
+    let report = &outcome.report;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
+        println!("{}", serde_json::to_string_pretty(&outcome)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "synced {} tasks for {}: {} created, {} re-enabled, {} disabled",
+        report.tasks_total,
+        args.env.as_str(),
+        report.tasks_created,
+        report.tasks_enabled,
+        report.tasks_disabled
+    );
+    let ts = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%MZ").to_string();
+    for n in &outcome.new_symbols {
+        match (args.start, n.first_1m) {
+            (None, Some(first)) => println!("{}: tasks start at its first 1m bar, {}", n.symbol, ts(first)),
+            (None, None) => println!(
+                "{}: no 1m bars yet, tasks start at {}; load its data before `sync`, or give --start",
+                n.symbol,
+                ts(n.agg_start_utc)
+            ),
+            (Some(_), _) if n.bars_left_out > 0 => eprintln!(
+                "warning: {}: --start {} leaves out {} stored 1m bars (from {}); they will not be aggregated",
+                n.symbol,
+                ts(n.agg_start_utc),
+                n.bars_left_out,
+                n.first_1m.map(ts).unwrap_or_default()
+            ),
+            (Some(_), _) => println!("{}: tasks start at {}", n.symbol, ts(n.agg_start_utc)),
+        }
+    }
+    if report.tasks_total == 0 {
         println!(
-            "synced {} tasks for {}: {} created, {} re-enabled, {} disabled",
-            report.tasks_total,
-            args.env.as_str(),
-            report.tasks_created,
-            report.tasks_enabled,
-            report.tasks_disabled
+            "no active asset in the registry: add one with `barkeep assets add SYMBOL --class fx`"
         );
     }
     Ok(ExitCode::SUCCESS)

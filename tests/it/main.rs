@@ -2,9 +2,11 @@
 //! each test on a fresh database of a real PostgreSQL cluster.
 
 mod calendar;
+
 mod checklist;
 #[allow(dead_code)] // helpers used by some capabilities only
 mod common;
+mod defaults;
 mod embedded;
 mod engine;
 mod gaps;

@@ -45,7 +45,6 @@ async fn verify_passes_everything_on_a_demo_like_database() {
         "step5.enabled",
         "step6.sync",
         "criterion1",
-        "criterion12",
         "security.public_execute",
     ] {
         assert!(

@@ -17,6 +17,7 @@ mod ops;
 mod own_cluster;
 mod privileges;
 mod reference;
+mod running;
 mod sql_functions;
 mod tasks;
 mod tls;

@@ -361,6 +361,7 @@ pub async fn apply(client: &Client, cmd: &TaskCommand) -> Result<u64> {
 /// `barkeep task …`.
 pub async fn run_task(global: &Global, cmd: TaskCommand) -> Result<ExitCode> {
     let client = global.database().await?.connect().await?;
+    crate::ops::require_migrated(&client).await?;
     let changed = apply(&client, &cmd).await?;
     println!("{changed} task(s) updated");
     Ok(ExitCode::SUCCESS)

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Global;
 use crate::calendar::Timeframe;
-use crate::tasks::{parse_start, Env, DEFAULT_START};
+use crate::tasks::{parse_start, Env};
 use crate::worker::{run_worker, Summary, WorkerConfig};
 
 /// Arguments of `barkeep run`.
@@ -40,8 +40,9 @@ pub struct RunArgs {
     pub grace_seconds: u64,
     /// First bucket of tasks the worker creates for newly active assets
     /// (it syncs its env at start and whenever the registry changes).
-    #[arg(long, default_value = DEFAULT_START, value_parser = parse_start)]
-    pub sync_from: DateTime<Utc>,
+    /// Without it, each new asset's tasks start at its first 1m bar.
+    #[arg(long, value_parser = parse_start)]
+    pub sync_from: Option<DateTime<Utc>>,
     /// Do not sync tasks from the registry (leave that to `barkeep sync`).
     #[arg(long)]
     pub no_sync: bool,
@@ -61,7 +62,8 @@ impl RunArgs {
             claim_size: self.batch,
             lease_seconds: self.lease_seconds,
             grace: std::time::Duration::from_secs(self.grace_seconds),
-            sync_from: (!self.no_sync).then_some(self.sync_from),
+            sync: !self.no_sync,
+            sync_from: self.sync_from,
         }
     }
 }
@@ -71,6 +73,25 @@ pub async fn run(global: &Global, args: RunArgs) -> Result<ExitCode> {
     let config = args.config();
     config.validate()?;
     let database = global.database().await?;
+    let check = database.connect().await?;
+    crate::ops::require_migrated(&check).await?;
+    let row = check
+        .query_one(
+            "SELECT (SELECT count(*) FROM data_agg_state WHERE enabled),
+                    (SELECT count(*) FROM core_asset_registry_all)",
+            &[],
+        )
+        .await
+        .context("counting tasks")?;
+    let (tasks, assets): (i64, i64) = (row.get(0), row.get(1));
+    if assets == 0 {
+        eprintln!("nothing to aggregate: register an asset with `barkeep assets add SYMBOL --class fx` and load its bars with `barkeep ingest`");
+    } else if tasks == 0 && args.no_sync {
+        eprintln!(
+            "no enabled aggregation tasks: run `barkeep sync` (or `barkeep run` without --no-sync)"
+        );
+    }
+    drop(check);
     let shutdown = CancellationToken::new();
     {
         let shutdown = shutdown.clone();

@@ -213,3 +213,220 @@ async fn bad_timeframes_symbols_and_flags_are_usage_errors() {
         );
     }
 }
+
+fn write(dir: &std::path::Path, name: &str, bytes: &[u8]) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn ingest_exits_non_zero_on_a_file_with_no_loadable_row_or_too_many_bad_rows() {
+    let db = TestDb::migrated().await;
+    ok(db.cli(&["assets", "add", "AUDUSD", "--class", "fx"]));
+    let dir = tempfile::tempdir().unwrap();
+    let all_bad = write(
+        dir.path(),
+        "bad.txt",
+        b"20230601 000000;x;1;1;1;0\n20230601 000100;y;1;1;1;0\n",
+    );
+    let out = db.cli(&["ingest", "--symbol", "AUDUSD", &all_bad]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "{all_bad}: no loadable row (2 read, 2 quarantined)"
+        )),
+        "{}",
+        stderr(&out)
+    );
+
+    let mut some_bad = String::new();
+    for m in 0..19 {
+        some_bad.push_str(&format!("20230601 00{m:02}00;1.1;1.2;1.0;1.15;0\n"));
+    }
+    some_bad.push_str("20230601 002000;1.1;1.0;1.0;1.15;0\n");
+    let file = write(dir.path(), "some_bad.txt", some_bad.as_bytes());
+    let out = db.cli(&["ingest", "--symbol", "AUDUSD", &file]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "1 of 20 is at the 5% default: {}",
+        stderr(&out)
+    );
+    let out = db.cli(&[
+        "ingest",
+        "--symbol",
+        "AUDUSD",
+        &file,
+        "--max-quarantined",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("1 of 20 rows quarantined (5.0%, above --max-quarantined 1)"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(db.count("SELECT count(*) FROM data_bars").await, 19);
+}
+
+#[tokio::test]
+async fn a_header_over_headerless_rows_is_one_message_and_mt4_needs_a_zone() {
+    let db = TestDb::migrated().await;
+    ok(db.cli(&["assets", "add", "AUDUSD", "--class", "fx"]));
+    let dir = tempfile::tempdir().unwrap();
+    let histdata = write(
+        dir.path(),
+        "with_header.csv",
+        b"DateTime;Open;High;Low;Close;Volume\n20230601 000000;1.1;1.2;1.0;1.15;0\n20230601 000100;1.1;1.2;1.0;1.15;0\n",
+    );
+    let out = db.cli(&["ingest", "--symbol", "AUDUSD", &histdata]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.matches("is a header").count(), 1, "{err}");
+    assert!(
+        err.contains("histdata files have none: line 1 skipped"),
+        "{err}"
+    );
+    assert_eq!(db.count("SELECT count(*) FROM data_bars").await, 2);
+    assert_eq!(db.count("SELECT count(*) FROM ingest_quarantine").await, 0);
+
+    let mt4 = write(
+        dir.path(),
+        "mt4.csv",
+        b"Date,Time,Open,High,Low,Close,Volume\n2023.06.02,00:00,1.1,1.2,1.0,1.15,10\n2023.06.02,00:01,1.1,1.2,1.0,1.15,10\n",
+    );
+    let out = db.cli(&["ingest", "--symbol", "AUDUSD", &mt4]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("give --tz"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("quarantined"), "{}", stderr(&out));
+    assert_eq!(db.count("SELECT count(*) FROM data_bars").await, 2);
+    let out = db.cli(&[
+        "ingest",
+        "--symbol",
+        "AUDUSD",
+        &mt4,
+        "--tz",
+        "Europe/Athens",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        db.count("SELECT count(*) FROM data_bars WHERE ts_utc = '2023-06-01 21:00+00'")
+            .await,
+        1,
+        "00:00 in Athens summer time is 21:00Z"
+    );
+}
+
+#[tokio::test]
+async fn ingest_names_directories_devices_and_a_file_named_for_another_symbol() {
+    let db = TestDb::migrated().await;
+    ok(db.cli(&["assets", "add", "AUDUSD", "--class", "fx"]));
+    ok(db.cli(&["assets", "add", "EURUSD", "--class", "fx"]));
+    let dir = tempfile::tempdir().unwrap();
+    let out = db.cli(&["ingest", "--symbol", "AUDUSD", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("is a directory"), "{}", stderr(&out));
+    let out = db.cli(&["ingest", "--symbol", "AUDUSD", "/dev/null"]);
+    assert!(
+        stderr(&out).contains("/dev/null is a device"),
+        "{}",
+        stderr(&out)
+    );
+    let file = write(
+        dir.path(),
+        "DAT_ASCII_EURUSD_M1_202306.csv",
+        b"20230601 000000;1.1;1.2;1.0;1.15;0\n",
+    );
+    let out = db.cli(&["ingest", "--symbol", "AUDUSD", &file]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the file name names EURUSD, but its rows are loaded for AUDUSD"),
+        "{}",
+        stderr(&out)
+    );
+    let out = db.cli(&["ingest", "--symbol", "GBPUSD", &file]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unknown symbol is a usage error"
+    );
+    let empty = TestDb::empty().await;
+    let out = empty.cli(&["ingest", "--symbol", "AUDUSD", &file]);
+    assert!(
+        stderr(&out).contains("run `barkeep db up`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test]
+async fn the_embedded_cluster_trusts_only_its_own_socket() {
+    let own = crate::own_cluster::OwnCluster::start("barkeep-hba-", None);
+    let hba = std::fs::read_to_string(own.cluster.data_dir().join("pg_hba.conf")).unwrap();
+    let rules: Vec<&str> = hba
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    assert!(!rules.is_empty(), "{hba}");
+    assert!(rules.iter().all(|l| l.starts_with("local")), "{hba}");
+    let client = own.superuser("postgres").await;
+    let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+}
+
+#[tokio::test]
+async fn a_repeated_local_hour_is_never_guessed_when_the_file_does_not_show_the_pass() {
+    let db = TestDb::migrated().await;
+    ok(db.cli(&["assets", "add", "EURUSD", "--class", "fx"]));
+    let dir = tempfile::tempdir().unwrap();
+    let row = |hh: u32, mm: u32| format!("2023.11.05,{hh:02}:{mm:02},1.1,1.2,1.0,1.15,10\n");
+    // New York falls back at 02:00 EDT to 01:00 EST on 2023-11-05: 01:xx occurs twice.
+    // File A: 00:58 to the first pass's 01:59, then the second pass to 01:29.
+    let mut a = row(0, 58) + &row(0, 59);
+    (0..60).for_each(|m| a.push_str(&row(1, m)));
+    (0..30).for_each(|m| a.push_str(&row(1, m)));
+    // File B: the rest of the second pass, then 02:00 EST.
+    let mut b = String::new();
+    (30..60).for_each(|m| b.push_str(&row(1, m)));
+    b.push_str(&row(2, 0));
+    let a = write(dir.path(), "a.csv", a.as_bytes());
+    let b = write(dir.path(), "b.csv", b.as_bytes());
+    let tz = ["--tz", "America/New_York"];
+
+    ok(db.cli(&[&["ingest", "--symbol", "EURUSD", &a][..], &tz].concat()));
+    assert_eq!(db.count("SELECT count(*) FROM data_bars").await, 92);
+    assert_eq!(
+        db.count("SELECT count(*) FROM data_bars WHERE ts_utc >= '2023-11-05 06:00+00'")
+            .await,
+        30,
+        "the second pass of file A follows its first"
+    );
+
+    let out = db.cli(&[&["ingest", "--symbol", "EURUSD", &b][..], &tz].concat());
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("occurs twice"), "{}", stderr(&out));
+    assert_eq!(
+        db.count("SELECT count(*) FROM data_bars").await,
+        93,
+        "only 02:00 EST loaded"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM ingest_quarantine WHERE reason LIKE '%--ambiguous earlier|later%'").await,
+        30
+    );
+
+    ok(db.cli(
+        &[
+            &["ingest", "--symbol", "EURUSD", &b, "--ambiguous", "later"][..],
+            &tz,
+        ]
+        .concat(),
+    ));
+    assert_eq!(db.count("SELECT count(*) FROM data_bars").await, 123);
+    assert_eq!(
+        db.count("SELECT count(*) FROM data_bars WHERE ts_utc >= '2023-11-05 06:30+00' AND ts_utc < '2023-11-05 07:00+00'").await,
+        30
+    );
+}

@@ -136,11 +136,17 @@ async fn an_empty_or_unmigrated_database_says_what_to_run_next() {
         &["status"][..],
         &["alerts"],
         &["quality"],
+        &["verify"],
         &["backup"],
         &["quarantine", "list"],
+        &["sync"],
+        &["run", "--once"],
+        &["assets", "list"],
+        &["export", "AUDUSD", "1h"],
+        &["task", "enable", "AUDUSD"],
     ] {
         let out = db.cli(cmd);
-        assert_eq!(code(&out), 1, "{cmd:?}");
+        assert_eq!(code(&out), 1, "{cmd:?}: {}", stderr(&out));
         assert!(
             stderr(&out).contains("not migrated: run `barkeep db up`"),
             "{cmd:?}: {}",
@@ -161,6 +167,13 @@ async fn an_empty_or_unmigrated_database_says_what_to_run_next() {
         stdout(&out).contains("no aggregation tasks"),
         "{}",
         stdout(&out)
+    );
+    let out = db.cli(&["run", "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("nothing to aggregate: register an asset"),
+        "{}",
+        stderr(&out)
     );
 }
 

@@ -128,22 +128,22 @@ const BREAKS: &[(&str, &str, &[&str])] = &[
     ),
     (
         "agg_finish runs as its caller",
-        "ALTER FUNCTION agg_finish(text, text, boolean, timestamptz, jsonb, text, text, timestamptz, integer) SECURITY INVOKER",
+        "DO $$ DECLARE f regprocedure; BEGIN FOR f IN SELECT oid::regprocedure FROM pg_proc WHERE proname = 'agg_finish' LOOP EXECUTE format('ALTER FUNCTION %s SECURITY INVOKER', f); END LOOP; END $$",
         &["step3", "security.definer"],
     ),
     (
         "agg_heartbeat's search_path is not pinned",
-        "ALTER FUNCTION agg_heartbeat(text, text, uuid, timestamptz, integer) RESET search_path",
+        "DO $$ DECLARE f regprocedure; BEGIN FOR f IN SELECT oid::regprocedure FROM pg_proc WHERE proname = 'agg_heartbeat' LOOP EXECUTE format('ALTER FUNCTION %s RESET search_path', f); END LOOP; END $$",
         &["security.search_path"],
     ),
     (
         "PUBLIC may execute agg_finish",
-        "GRANT EXECUTE ON FUNCTION agg_finish(text, text, boolean, timestamptz, jsonb, text, text, timestamptz, integer) TO PUBLIC",
+        "DO $$ DECLARE f regprocedure; BEGIN FOR f IN SELECT oid::regprocedure FROM pg_proc WHERE proname = 'agg_finish' LOOP EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', f); END LOOP; END $$",
         &["security.public_execute"],
     ),
     (
         "agg_finish has another signature",
-        "DROP FUNCTION agg_finish(text, text, boolean, timestamptz, jsonb, text, text, timestamptz, integer);
+        "DO $$ DECLARE f regprocedure; BEGIN FOR f IN SELECT oid::regprocedure FROM pg_proc WHERE proname = 'agg_finish' LOOP EXECUTE format('DROP FUNCTION %s', f); END LOOP; END $$;
          CREATE FUNCTION agg_finish(symbol text, timeframe text, success boolean) RETURNS jsonb
          LANGUAGE sql SECURITY DEFINER SET search_path = public, pg_temp AS $$ SELECT '{}'::jsonb $$;
          REVOKE EXECUTE ON FUNCTION agg_finish(text, text, boolean) FROM PUBLIC",
@@ -176,11 +176,13 @@ const BREAKS: &[(&str, &str, &[&str])] = &[
     ),
     (
         "sync_agg_state_from_registry answers failure",
-        "CREATE OR REPLACE FUNCTION sync_agg_state_from_registry(env text, agg_start timestamptz DEFAULT '2025-07-01 00:00+00')
+        "DO $$ DECLARE f regprocedure; BEGIN FOR f IN SELECT oid::regprocedure FROM pg_proc WHERE proname = 'sync_agg_state_from_registry' LOOP EXECUTE format('ALTER FUNCTION %s RENAME TO sync_agg_state_from_registry_real', f); END LOOP; END $$;
+         CREATE FUNCTION sync_agg_state_from_registry(env text, agg_start timestamptz DEFAULT '2025-07-01 00:00+00')
          RETURNS TABLE (success boolean, tasks_created integer, tasks_enabled integer,
                tasks_disabled integer, tasks_total integer)
          LANGUAGE sql SECURITY DEFINER SET search_path = public, pg_temp
-         AS $$ SELECT false, 0, 0, 0, 0 $$",
+         AS $$ SELECT false, 0, 0, 0, 0 $$;
+         REVOKE EXECUTE ON FUNCTION sync_agg_state_from_registry(text, timestamptz) FROM PUBLIC",
         &["step6.sync"],
     ),
 ];

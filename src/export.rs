@@ -1,10 +1,8 @@
-//! `barkeep export`: print the stored live bars of a symbol and timeframe
-//! (1m from `data_bars`) as CSV or JSON, optionally followed by the
-//! unfinished current bucket computed on the fly (`is_partial = true`,
-//! never stored).
+//! Reading bars out: the stored live bars of a symbol and timeframe (1m
+//! from `data_bars`), optionally followed by the unfinished current bucket
+//! computed on the fly (`is_partial = true`, never stored), and CSV output.
 
 use std::io::Write;
-use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
@@ -12,34 +10,19 @@ use tokio_postgres::Client;
 
 use crate::assets::{self, Symbol};
 use crate::calendar::{bucket_end, bucket_start, Calendar, Timeframe};
-use crate::cli::Global;
 use crate::engine::fold::{combine, quality};
 use crate::engine::source::read_bars;
 
-/// Output formats of `barkeep export`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Csv,
-    Json,
-}
-
-/// Arguments of `barkeep export`.
-#[derive(Debug, clap::Args)]
-pub struct ExportArgs {
-    /// Canonical symbol, e.g. EURUSD.
+/// What to export.
+#[derive(Debug, Clone)]
+pub struct ExportRequest {
     pub symbol: Symbol,
-    /// 1m, 5m, 15m, 1h, 4h, 1d or 1w.
     pub timeframe: Timeframe,
-    /// First bar start to include (RFC 3339, `YYYY-MM-DD` or `YYYY-MM-DD HH:MM`, UTC).
-    #[arg(long, value_parser = crate::calendar::parse_instant)]
+    /// First bar start to include.
     pub from: Option<DateTime<Utc>>,
     /// Bars starting before this instant only.
-    #[arg(long, value_parser = crate::calendar::parse_instant)]
     pub to: Option<DateTime<Utc>>,
-    #[arg(long, value_enum, default_value = "csv")]
-    pub format: Format,
-    /// Append the unfinished current bucket, computed from 1m bars.
-    #[arg(long)]
+    /// Append the unfinished current bucket.
     pub partial: bool,
 }
 
@@ -197,29 +180,18 @@ pub fn write_csv(bars: &[ExportBar], mut out: impl Write) -> Result<()> {
     out.flush().context("flushing the output")
 }
 
-/// Run `barkeep export`.
-pub async fn run(global: &Global, args: ExportArgs) -> Result<ExitCode> {
-    let database = global.database().await?;
-    let client = database.connect().await?;
-    let class = assets::class_of(&client, &args.symbol).await?;
+/// The bars `req` asks for, in time order.
+pub async fn export(client: &Client, req: &ExportRequest) -> Result<Vec<ExportBar>> {
+    let class = assets::class_of(client, &req.symbol).await?;
     let cal = Calendar::for_asset_class(&class);
-    let symbol = args.symbol.as_str();
-    let mut bars = stored_bars(&client, symbol, args.timeframe, args.from, args.to).await?;
-    if args.partial {
-        if let Some(p) = partial_bar(&client, symbol, cal, args.timeframe, args.to).await? {
-            if args.from.is_none_or(|f| p.ts_utc >= f) {
+    let symbol = req.symbol.as_str();
+    let mut bars = stored_bars(client, symbol, req.timeframe, req.from, req.to).await?;
+    if req.partial {
+        if let Some(p) = partial_bar(client, symbol, cal, req.timeframe, req.to).await? {
+            if req.from.is_none_or(|f| p.ts_utc >= f) {
                 bars.push(p);
             }
         }
     }
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    match args.format {
-        Format::Csv => write_csv(&bars, &mut out)?,
-        Format::Json => {
-            serde_json::to_writer_pretty(&mut out, &bars).context("writing JSON")?;
-            writeln!(out).context("writing JSON")?;
-        }
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(bars)
 }

@@ -22,6 +22,13 @@ pub mod verify;
 use anyhow::{bail, Context, Result};
 use tokio_postgres::Client;
 
+/// A mistake in what the user asked for (an unknown symbol, a bad
+/// combination of flags); the command line exits 2 for it, as for clap's own
+/// usage errors.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
 /// Refuse with the next step to take when the database has no barkeep
 /// schema yet, instead of letting a query fail on a missing table.
 pub async fn require_migrated(client: &Client) -> Result<()> {

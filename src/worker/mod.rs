@@ -57,10 +57,10 @@ pub struct WorkerConfig {
     pub lease_seconds: i32,
     /// After shutdown is requested, how long in-flight work may take.
     pub grace: StdDuration,
-    /// Sync the env's tasks from the registry at start and on registry changes.
+    /// Sync the env's tasks from the registry at start and on registry
+    /// changes.
     pub sync: bool,
-    /// Where tasks of new assets start; None: at each asset's first 1m bar
-    /// (so no stored bar is left out), 2025-07-01 for an asset with none yet.
+    /// First bucket of tasks such a sync creates (None: as `barkeep sync`).
     pub sync_from: Option<DateTime<Utc>>,
 }
 
@@ -394,10 +394,8 @@ async fn main_loop(
         };
         // One step of bookkeeping; a failure is retried after a backoff.
         let step: Result<Option<StdDuration>> = async {
-            if state.sync_wanted && config.sync {
-                let r = crate::tasks::sync_new_tasks(client, config.env, config.sync_from, None)
-                    .await?
-                    .report;
+            if state.sync_wanted {
+                let r = crate::tasks::sync(client, config.env, config.sync_from, None).await?;
                 if r.tasks_created + r.tasks_enabled + r.tasks_disabled > 0 {
                     tracing::info!(
                         created = r.tasks_created,

@@ -1,5 +1,24 @@
-//! The command line: clap definitions of every command and flag, and the
-//! dispatch from a parsed command to the module that does the work.
+//! The command line: clap definitions of every command and flag, one file
+//! per command. Each file turns flags into the settings of a service in the
+//! library, calls it, and prints its report as text or `--json`. Nothing
+//! below this module knows clap or prints a report.
+
+mod alerts;
+mod assets;
+mod backup;
+mod bench;
+mod db;
+mod demo;
+mod export;
+mod ingest;
+mod pg;
+mod quality;
+mod quarantine;
+mod run;
+mod status;
+mod sync;
+mod task;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,16 +27,6 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::db::Database;
-use crate::{assets, bench, demo, export, ingest, migrate, pg, tasks};
-
-mod run;
-
-mod alerts;
-mod backup;
-mod quality;
-mod quarantine;
-mod status;
-mod verify;
 
 /// Keeps 5m, 15m, 1h, 4h, 1d and 1w bars aggregated from 1-minute bars in PostgreSQL.
 #[derive(Debug, Parser)]
@@ -42,10 +51,6 @@ pub struct Global {
     /// such as `barkeep=debug`) overrides it.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
-    /// True when the database URL came from the `DATABASE_URL` environment
-    /// variable rather than `--database-url` on the command line.
-    #[arg(skip)]
-    pub database_url_from_env: bool,
     /// Log lines as text or as one JSON object per line.
     #[arg(
         long,
@@ -55,6 +60,10 @@ pub struct Global {
         global = true
     )]
     pub log_format: LogFormat,
+    /// True when the database URL came from the `DATABASE_URL` environment
+    /// variable rather than `--database-url` on the command line.
+    #[arg(skip)]
+    pub database_url_from_env: bool,
 }
 
 /// How log lines look.
@@ -77,20 +86,20 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Manage the embedded PostgreSQL cluster.
     #[command(subcommand)]
-    Pg(PgCommand),
+    Pg(pg::PgCommand),
     /// Apply, revert or inspect the schema migrations.
     #[command(subcommand)]
-    Db(DbCommand),
+    Db(db::DbCommand),
     /// Register and configure instruments.
     #[command(subcommand)]
     Assets(assets::AssetsCommand),
     /// Load 1-minute bars from HistData, MT4 or headed CSV files.
     Ingest(ingest::IngestArgs),
     /// Create and update aggregation tasks from the registry.
-    Sync(tasks::SyncArgs),
+    Sync(sync::SyncArgs),
     /// Enable, disable, re-enable or re-prioritise aggregation tasks.
     #[command(subcommand)]
-    Task(tasks::TaskCommand),
+    Task(task::TaskCommand),
     /// Claim due tasks and aggregate them (forever, or `--once`).
     Run(run::RunArgs),
     /// Print stored bars as CSV or JSON.
@@ -112,46 +121,6 @@ pub enum Command {
     Backup(backup::BackupArgs),
     /// Put back a file written by `barkeep backup`.
     Restore(backup::RestoreArgs),
-}
-
-#[derive(Debug, Subcommand)]
-pub enum PgCommand {
-    /// Show whether the embedded cluster exists and runs.
-    Status {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Start the embedded cluster (it also starts on demand).
-    Start,
-    /// Stop the embedded cluster.
-    Stop,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum DbCommand {
-    /// Apply pending migrations.
-    Up {
-        /// Stop after this version.
-        #[arg(long)]
-        to: Option<i64>,
-    },
-    /// Revert migrations.
-    Down {
-        /// Revert every step above this version (0 reverts everything);
-        /// without it, only the newest applied step.
-        #[arg(long)]
-        to: Option<i64>,
-        /// Revert even when a step drops tables that hold rows.
-        #[arg(long)]
-        force: bool,
-    },
-    /// List migrations and whether each is applied.
-    Status {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
 }
 
 /// Entry point of the binary.
@@ -186,11 +155,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// A mistake in what the user asked for (an unknown symbol, a bad
-/// combination of flags): exit code 2, like clap's own usage errors.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
+pub use crate::ops::UsageError;
 
 /// Refuse a symbol the registry does not hold, as a usage error.
 pub async fn require_registered(
@@ -244,12 +209,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     let global = cli.global;
     match cli.command {
         Command::Demo(args) => demo::run(&global, args).await,
-        Command::Pg(cmd) => run_pg(&global, cmd).await,
-        Command::Db(cmd) => run_db(&global, cmd).await,
+        Command::Pg(cmd) => pg::run(&global, cmd).await,
+        Command::Db(cmd) => db::run(&global, cmd).await,
         Command::Assets(cmd) => assets::run(&global, cmd).await,
         Command::Ingest(args) => ingest::run(&global, args).await,
-        Command::Sync(args) => tasks::run_sync(&global, args).await,
-        Command::Task(cmd) => tasks::run_task(&global, cmd).await,
+        Command::Sync(args) => sync::run(&global, args).await,
+        Command::Task(cmd) => task::run(&global, cmd).await,
         Command::Run(args) => run::run(&global, args).await,
         Command::Export(args) => export::run(&global, args).await,
         Command::Bench(args) => bench::run(&global, args).await,
@@ -263,101 +228,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-async fn run_pg(global: &Global, cmd: PgCommand) -> Result<ExitCode> {
-    let home = global.home.clone();
-    tokio::task::spawn_blocking(move || -> Result<ExitCode> {
-        let cluster = pg::Cluster::new(&home)?;
-        match cmd {
-            PgCommand::Status { json } => {
-                let status = cluster.status()?;
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&status)?);
-                } else {
-                    println!("home:        {}", status.home.display());
-                    println!("initialized: {}", status.initialized);
-                    println!("running:     {}", status.running);
-                    println!("data:        {}", status.data_dir.display());
-                    println!("socket:      {}", status.socket_dir.display());
-                    println!("binaries:    {}", status.bindir.display());
-                }
-            }
-            PgCommand::Start => {
-                cluster.ensure_running()?;
-                println!("embedded cluster running at {}", cluster.home().display());
-            }
-            PgCommand::Stop => {
-                if cluster.stop()? {
-                    println!("embedded cluster stopped");
-                } else {
-                    println!("embedded cluster was not running");
-                }
-            }
-        }
-        Ok(ExitCode::SUCCESS)
-    })
-    .await
-    .context("managing the embedded cluster")?
-}
-
-async fn run_db(global: &Global, cmd: DbCommand) -> Result<ExitCode> {
-    let database = global.database().await?;
-    let mut client = database.connect().await?;
-    match cmd {
-        DbCommand::Up { to } => {
-            let applied = migrate::up(&mut client, to).await?;
-            if applied.is_empty() {
-                println!("database is up to date");
-            }
-            for v in applied {
-                println!("applied migration {v}");
-            }
-        }
-        DbCommand::Down { to, force } => {
-            let to = match to {
-                Some(to) => to,
-                None => match migrate::one_step_down(&client).await? {
-                    Some(to) => to,
-                    None => {
-                        println!("nothing to revert");
-                        return Ok(ExitCode::SUCCESS);
-                    }
-                },
-            };
-            let at_risk = migrate::rows_dropped_by_down(&client, to).await?;
-            if !at_risk.is_empty() && !force {
-                let what = at_risk
-                    .iter()
-                    .map(|r| format!("{} ({} rows, step {})", r.table, r.rows, r.version))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                anyhow::bail!(
-                    "reverting to {to} drops tables that hold rows: {what}; back them up \
-                     (`barkeep backup`, pg_dump) and add --force to revert anyway"
-                );
-            }
-            let reverted = migrate::down(&mut client, to).await?;
-            if reverted.is_empty() {
-                println!("nothing to revert");
-            }
-            for v in reverted {
-                println!("reverted migration {v}");
-            }
-        }
-        DbCommand::Status { json } => {
-            let steps = migrate::status(&client).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&steps)?);
-            } else {
-                for s in steps {
-                    let state = match (s.applied, s.checksum_ok) {
-                        (true, true) => "applied",
-                        (true, false) => "applied, EDITED since",
-                        _ => "pending",
-                    };
-                    println!("{:>4}  {:<40} {state}", s.version, s.name);
-                }
-            }
-        }
-    }
-    Ok(ExitCode::SUCCESS)
+/// Print `value` as pretty JSON on standard output.
+pub(crate) fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    use anyhow::Context;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).context("writing JSON")?
+    );
+    Ok(())
 }

@@ -34,10 +34,12 @@ pub struct UsageError(pub String);
 pub async fn require_migrated(client: &Client) -> Result<()> {
     let row = client
         .query_one(
+            // The catalog, not information_schema: a role without rights on
+            // the table (the ingest role) still sees that it exists.
             "SELECT to_regclass('data_agg_state') IS NOT NULL,
-                    EXISTS (SELECT 1 FROM information_schema.columns
-                            WHERE table_schema = current_schema() AND table_name = 'data_agg_state'
-                              AND column_name = 'agg_start_utc')",
+                    EXISTS (SELECT 1 FROM pg_attribute
+                            WHERE attrelid = to_regclass('data_agg_state')
+                              AND attname = 'agg_start_utc' AND NOT attisdropped)",
             &[],
         )
         .await

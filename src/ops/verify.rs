@@ -158,8 +158,8 @@ async fn functions(client: &Client) -> Result<Vec<Function>> {
             result: r.get(2),
             definer: r.get(3),
             config: r.get(4),
-            defaults: r.get(6),
-            public_execute: r.get(5),
+            defaults: r.get(5),
+            public_execute: r.get(6),
         })
         .collect())
 }

@@ -7,6 +7,7 @@ mod alerts;
 mod assets;
 mod backup;
 mod bench;
+mod completions;
 mod db;
 mod demo;
 mod export;
@@ -121,6 +122,8 @@ pub enum Command {
     Backup(backup::BackupArgs),
     /// Put back a file written by `barkeep backup`.
     Restore(backup::RestoreArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::CompletionsArgs),
 }
 
 /// Entry point of the binary.
@@ -225,6 +228,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Verify(args) => verify::run(&global, args).await,
         Command::Backup(args) => backup::run_backup(&global, args).await,
         Command::Restore(args) => backup::run_restore(&global, args).await,
+        Command::Completions(args) => completions::run(args),
     }
 }
 

@@ -7,6 +7,7 @@ mod checklist;
 #[allow(dead_code)] // helpers used by some capabilities only
 mod common;
 mod defaults;
+mod deploy;
 mod embedded;
 mod engine;
 mod gaps;

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+mod serve;
+
 use crate::db::Database;
 use crate::{assets, bench, demo, export, ingest, migrate, pg, tasks, worker};
 
@@ -67,6 +69,8 @@ pub enum Command {
     Export(export::ExportArgs),
     /// Time barkeep against plain SQL on the same generated data.
     Bench(bench::BenchArgs),
+    /// Serve the dashboard, the JSON API and Prometheus /metrics.
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -156,6 +160,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) => worker::run(&global, args).await,
         Command::Export(args) => export::run(&global, args).await,
         Command::Bench(args) => bench::run(&global, args).await,
+        Command::Serve(args) => serve::run(&global, args).await,
     }
 }
 

@@ -8,6 +8,7 @@ mod common;
 mod embedded;
 mod engine;
 mod gaps;
+mod http;
 mod ingest;
 mod migrations;
 mod privileges;

@@ -15,8 +15,8 @@ BEGIN
   FOREACH r IN ARRAY ARRAY['barkeep_ingest', 'barkeep_worker', 'barkeep_reader'] LOOP
     BEGIN
       EXECUTE format('DROP ROLE IF EXISTS %I', r);
-    EXCEPTION WHEN dependent_objects_still_exist THEN
-      NULL; -- still granted in another database of this cluster
+    EXCEPTION WHEN dependent_objects_still_exist OR insufficient_privilege THEN
+      NULL; -- still granted in another database, or made by a superuser for us
     END;
   END LOOP;
 END $$;

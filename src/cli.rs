@@ -177,6 +177,7 @@ async fn run_pg(global: &Global, cmd: PgCommand) -> Result<ExitCode> {
                     println!("home:        {}", status.home.display());
                     println!("initialized: {}", status.initialized);
                     println!("running:     {}", status.running);
+                    println!("data:        {}", status.data_dir.display());
                     println!("socket:      {}", status.socket_dir.display());
                     println!("binaries:    {}", status.bindir.display());
                 }

@@ -7,6 +7,7 @@
 //! - [`pg`]: the embedded PostgreSQL cluster under `./.barkeep`.
 //! - [`db`]: resolving and connecting to the database.
 //! - [`migrate`]: reversible, checksummed migrations embedded from `migrations/`.
+//! - [`roles`]: the least-privilege roles, made (or asked for) before migrating.
 //! - [`calendar`]: timeframes, the ladder, utc and fx bucket calendars.
 //! - [`engine`]: the fast aggregation path (fold, binary COPY source and sink).
 //! - [`worker`]: claiming, running and finishing tasks (`barkeep run`).
@@ -33,6 +34,7 @@ pub mod http;
 pub mod ingest;
 pub mod migrate;
 pub mod pg;
+pub mod roles;
 pub mod synth;
 pub mod tasks;
 pub mod worker;

@@ -5,6 +5,14 @@
 //! lock so concurrent `db up` calls queue instead of colliding. The SHA-256
 //! of every applied up script is recorded; an applied step whose embedded
 //! script no longer matches is refused by name.
+//!
+//! SQL functions are not copied into steps: each lives in a repeatable file
+//! `sql/functions/NN_topic.sql` (`CREATE OR REPLACE`, its first line
+//! `-- requires: <step>`). `db up` applies a file once its step is applied
+//! and again whenever the file's SHA-256 differs from the one recorded in
+//! `barkeep_schema_functions`, so changing a function is an edit of one file.
+//! Reverting the step a file requires drops every function the file
+//! defines, in the same transaction as the step's down script.
 
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
@@ -17,25 +25,42 @@ pub struct Migration {
     pub name: &'static str,
     pub up: &'static str,
     pub down: &'static str,
+    /// Checksums of earlier texts of `up` that are equivalent for a database
+    /// that applied them (a step whose functions moved to `sql/functions/`).
+    pub previous_checksums: &'static [&'static str],
 }
 
 impl Migration {
     /// Hex SHA-256 of the up script.
     pub fn checksum(&self) -> String {
-        Sha256::digest(self.up.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        sha256_hex(self.up)
     }
+
+    /// True when `recorded` is the checksum of this step's script, now or
+    /// in an equivalent earlier text.
+    pub fn accepts(&self, recorded: &str) -> bool {
+        self.checksum() == recorded || self.previous_checksums.contains(&recorded)
+    }
+}
+
+fn sha256_hex(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 macro_rules! migration {
     ($version:expr, $name:literal) => {
+        migration!($version, $name, [])
+    };
+    ($version:expr, $name:literal, [$($previous:literal),*]) => {
         Migration {
             version: $version,
             name: $name,
             up: include_str!(concat!("../migrations/", $name, ".up.sql")),
             down: include_str!(concat!("../migrations/", $name, ".down.sql")),
+            previous_checksums: &[$($previous),*],
         }
     };
 }
@@ -43,8 +68,86 @@ macro_rules! migration {
 /// Every step, in order.
 pub const MIGRATIONS: &[Migration] = &[
     migration!(1, "0001_base_schema"),
-    migration!(2, "0002_phase5"),
+    // Its functions moved to sql/functions/ after release; a database that
+    // applied the earlier text has the same columns and index.
+    migration!(
+        2,
+        "0002_phase5",
+        ["97bcb7b8aff07910d02b2612b4815e5cb169b85aa077315fbb5e422574360350"]
+    ),
+    migration!(8, "0008_managed"),
 ];
+
+/// One repeatable file of SQL functions.
+#[derive(Debug, Clone, Copy)]
+pub struct FunctionFile {
+    /// File name under `sql/functions/`, which also orders the files.
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+macro_rules! function_file {
+    ($name:literal) => {
+        FunctionFile {
+            name: $name,
+            sql: include_str!(concat!("../sql/functions/", $name)),
+        }
+    };
+}
+
+/// Every function file, in the order they are applied.
+pub const FUNCTION_FILES: &[FunctionFile] = &[
+    function_file!("10_calendar.sql"),
+    function_file!("20_sources.sql"),
+    function_file!("30_catchup.sql"),
+    function_file!("40_tasks.sql"),
+];
+
+impl FunctionFile {
+    /// Hex SHA-256 of the file.
+    pub fn checksum(&self) -> String {
+        sha256_hex(self.sql)
+    }
+
+    /// The migration step the file needs, from its first line
+    /// `-- requires: N`.
+    pub fn requires(&self) -> Result<i64> {
+        self.sql
+            .lines()
+            .next()
+            .and_then(|l| l.trim().strip_prefix("-- requires:"))
+            .and_then(|v| v.trim().parse().ok())
+            .with_context(|| {
+                format!(
+                    "sql/functions/{}: the first line must be `-- requires: <migration version>`",
+                    self.name
+                )
+            })
+    }
+
+    /// Names of the functions the file creates.
+    pub fn function_names(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        for line in self.sql.lines() {
+            let upper = line.trim_start().to_ascii_uppercase();
+            let rest = upper
+                .strip_prefix("CREATE OR REPLACE FUNCTION ")
+                .or_else(|| upper.strip_prefix("CREATE FUNCTION "));
+            if let Some(rest) = rest {
+                let name: String = rest
+                    .trim_start()
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect::<String>()
+                    .to_ascii_lowercase();
+                if !name.is_empty() && !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+        }
+        names
+    }
+}
 
 /// Key of the advisory lock held while migrating ("barkeep" in ASCII).
 const LOCK_KEY: i64 = 0x0062_6172_6b65_6570;
@@ -67,6 +170,11 @@ async fn ensure_history(client: &Client) -> Result<()> {
              CREATE TABLE IF NOT EXISTS barkeep_schema_migrations (
                version    bigint PRIMARY KEY,
                name       text NOT NULL,
+               checksum   text NOT NULL,
+               applied_at timestamptz NOT NULL DEFAULT now()
+             );
+             CREATE TABLE IF NOT EXISTS barkeep_schema_functions (
+               file       text PRIMARY KEY,
                checksum   text NOT NULL,
                applied_at timestamptz NOT NULL DEFAULT now()
              );
@@ -100,7 +208,7 @@ fn check_applied(history: &[(i64, String, String, chrono::DateTime<chrono::Utc>)
                 "the database has migration {version} ({name}) applied, which this barkeep does not know; \
                  use the barkeep version that applied it"
             ),
-            Some(m) if m.checksum() != *checksum => bail!(
+            Some(m) if !m.accepts(checksum) => bail!(
                 "migration {version} ({}) was edited after it was applied: its checksum {} differs from \
                  the applied {checksum}; restore the original script or add a new migration instead",
                 m.name,
@@ -138,6 +246,7 @@ pub async fn up(client: &mut Client, target: Option<i64>) -> Result<Vec<i64>> {
 }
 
 async fn up_locked(client: &mut Client, target: Option<i64>) -> Result<Vec<i64>> {
+    crate::roles::ensure(client).await?;
     ensure_history(client).await?;
     let history = applied(client).await?;
     check_applied(&history)?;
@@ -162,12 +271,101 @@ async fn up_locked(client: &mut Client, target: Option<i64>) -> Result<Vec<i64>>
         )
         .await
         .context("recording the migration")?;
+        apply_functions(&tx, FUNCTION_FILES, m.version).await?;
         tx.commit()
             .await
             .with_context(|| format!("committing migration {} ({})", m.version, m.name))?;
         done.push(m.version);
     }
+    let newest = applied(client).await?.iter().map(|r| r.0).max();
+    if let Some(newest) = newest {
+        let tx = client
+            .transaction()
+            .await
+            .context("opening a transaction")?;
+        apply_functions(&tx, FUNCTION_FILES, newest).await?;
+        tx.commit().await.context("committing the SQL functions")?;
+    }
     Ok(done)
+}
+
+/// Apply every file of `files` whose required step is at most `applied_up_to`
+/// and whose recorded checksum differs from its text (or is missing).
+/// Returns the names of the files applied.
+pub async fn apply_functions(
+    tx: &tokio_postgres::Transaction<'_>,
+    files: &[FunctionFile],
+    applied_up_to: i64,
+) -> Result<Vec<&'static str>> {
+    let mut done = Vec::new();
+    for f in files {
+        if f.requires()? > applied_up_to {
+            continue;
+        }
+        let checksum = f.checksum();
+        let recorded: Option<String> = tx
+            .query_opt(
+                "SELECT checksum FROM barkeep_schema_functions WHERE file = $1",
+                &[&f.name],
+            )
+            .await
+            .context("reading the function history")?
+            .map(|r| r.get(0));
+        if recorded.as_deref() == Some(checksum.as_str()) {
+            continue;
+        }
+        tx.batch_execute(f.sql)
+            .await
+            .with_context(|| format!("applying sql/functions/{}", f.name))?;
+        tx.execute(
+            "INSERT INTO barkeep_schema_functions (file, checksum) VALUES ($1, $2)
+             ON CONFLICT (file) DO UPDATE SET checksum = EXCLUDED.checksum, applied_at = now()",
+            &[&f.name, &checksum],
+        )
+        .await
+        .context("recording the function file")?;
+        done.push(f.name);
+    }
+    Ok(done)
+}
+
+/// Drop every function defined by a file of `files` that requires step
+/// `version`, and forget the files.
+pub async fn drop_functions(
+    tx: &tokio_postgres::Transaction<'_>,
+    files: &[FunctionFile],
+    version: i64,
+) -> Result<()> {
+    for f in files.iter().rev() {
+        if f.requires()? != version {
+            continue;
+        }
+        for name in f.function_names() {
+            let overloads = tx
+                .query(
+                    "SELECT p.oid::regprocedure::text FROM pg_proc p
+                     WHERE p.pronamespace = current_schema()::regnamespace AND p.proname = $1",
+                    &[&name],
+                )
+                .await
+                .with_context(|| format!("looking up function {name}"))?;
+            for row in overloads {
+                let signature: String = row.get(0);
+                tx.batch_execute(&format!("DROP FUNCTION IF EXISTS {signature}"))
+                    .await
+                    .with_context(|| {
+                        format!("dropping {signature} (from sql/functions/{})", f.name)
+                    })?;
+            }
+        }
+        tx.execute(
+            "DELETE FROM barkeep_schema_functions WHERE file = $1",
+            &[&f.name],
+        )
+        .await
+        .context("forgetting the function file")?;
+    }
+    Ok(())
 }
 
 /// Revert applied steps above `to` (to 0 = everything). Returns the
@@ -208,6 +406,7 @@ async fn down_locked(client: &mut Client, to: i64) -> Result<Vec<i64>> {
         tx.batch_execute(m.down)
             .await
             .with_context(|| format!("reverting migration {} ({})", m.version, m.name))?;
+        drop_functions(&tx, FUNCTION_FILES, m.version).await?;
         tx.execute(
             "DELETE FROM barkeep_schema_migrations WHERE version = $1",
             &[&m.version],
@@ -222,10 +421,22 @@ async fn down_locked(client: &mut Client, to: i64) -> Result<Vec<i64>> {
     Ok(done)
 }
 
-/// Every known step and whether it is applied.
+/// Every known step and whether it is applied. Reads only: a database
+/// without the history table has every step pending.
 pub async fn status(client: &Client) -> Result<Vec<StepStatus>> {
-    ensure_history(client).await?;
-    let history = applied(client).await?;
+    let has_history: bool = client
+        .query_one(
+            "SELECT to_regclass('barkeep_schema_migrations') IS NOT NULL",
+            &[],
+        )
+        .await
+        .context("looking for the migration history table")?
+        .get(0);
+    let history = if has_history {
+        applied(client).await?
+    } else {
+        Vec::new()
+    };
     Ok(MIGRATIONS
         .iter()
         .map(|m| {
@@ -235,7 +446,7 @@ pub async fn status(client: &Client) -> Result<Vec<StepStatus>> {
                 name: m.name.to_string(),
                 applied: row.is_some(),
                 applied_at: row.map(|r| r.3),
-                checksum_ok: row.is_none_or(|r| r.2 == m.checksum()),
+                checksum_ok: row.is_none_or(|r| m.accepts(&r.2)),
             }
         })
         .collect())

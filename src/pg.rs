@@ -3,6 +3,12 @@
 //! over a unix socket only, and run as an unprivileged user when barkeep
 //! itself runs as root (PostgreSQL refuses to run as root).
 //!
+//! As root, the home may sit where that user cannot go (a clone under
+//! `/root`, mode 0700). Then the data and socket folders live in
+//! `/var/lib/barkeep/<hash of the home path>`, owned by the server's user,
+//! and `<home>/pgdata` is a symlink to them, so the place is stable and
+//! found again from the home.
+//!
 //! A file lock on `<home>/lock` serialises start-up, so two barkeep
 //! processes started at once never start two servers on one data folder.
 
@@ -20,6 +26,8 @@ pub const SUPERUSER: &str = "postgres";
 pub const DATABASE: &str = "barkeep";
 /// Port number; with TCP off it only names the socket file.
 const PORT: u16 = 5432;
+/// Where data folders go when the server's user cannot reach the home.
+const SHARED_ROOT: &str = "/var/lib/barkeep";
 /// Server settings for bulk catch-up. A worker reads each symbol's 1m rows
 /// separately, and rows of many symbols share heap pages, so every page is
 /// visited once per symbol: the buffer pool should hold the hot part of
@@ -39,6 +47,8 @@ const MAX_SOCKET_DIR_LEN: usize = 100 - ".s.PGSQL.5432".len();
 pub struct Cluster {
     home: PathBuf,
     bindir: PathBuf,
+    /// Also listen on 127.0.0.1 at this port (tests of TLS); None: socket only.
+    tcp_port: Option<u16>,
 }
 
 /// The OS account the server runs as.
@@ -54,6 +64,7 @@ pub struct ClusterStatus {
     pub home: PathBuf,
     pub initialized: bool,
     pub running: bool,
+    pub data_dir: PathBuf,
     pub socket_dir: PathBuf,
     pub bindir: PathBuf,
 }
@@ -63,7 +74,21 @@ impl Cluster {
     pub fn new(home: &Path) -> Result<Self> {
         let home = absolute(home)?;
         let bindir = find_bindir()?;
-        Ok(Self { home, bindir })
+        Ok(Self {
+            home,
+            bindir,
+            tcp_port: None,
+        })
+    }
+
+    /// Also listen for TCP connections on 127.0.0.1:`port`.
+    pub fn with_tcp_port(mut self, port: u16) -> Self {
+        self.tcp_port = Some(port);
+        self
+    }
+
+    fn port(&self) -> u16 {
+        self.tcp_port.unwrap_or(PORT)
     }
 
     /// The folder that holds the data directory, socket and log.
@@ -71,21 +96,38 @@ impl Cluster {
         &self.home
     }
 
-    fn data_dir(&self) -> PathBuf {
-        self.home.join("pgdata")
+    /// The folder holding `pgdata` and `run`: the home, or the shared
+    /// folder `<home>/pgdata` links into.
+    fn server_root(&self) -> PathBuf {
+        match fs::read_link(self.home.join("pgdata")) {
+            Ok(target) => target
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| self.home.clone()),
+            Err(_) => self.home.clone(),
+        }
     }
 
-    /// Socket folder: inside home when the path is short enough for a unix
-    /// socket, otherwise a per-home folder under /tmp.
+    /// The PostgreSQL data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.server_root().join("pgdata")
+    }
+
+    /// Socket folder: beside the data directory when the path is short
+    /// enough for a unix socket, otherwise a per-home folder under /tmp.
     pub fn socket_dir(&self) -> PathBuf {
-        let inside = self.home.join("run");
+        let inside = self.server_root().join("run");
         if inside.as_os_str().len() <= MAX_SOCKET_DIR_LEN {
             return inside;
         }
+        std::env::temp_dir().join(format!("barkeep-{}", self.home_hash()))
+    }
+
+    /// A short stable name for this home.
+    fn home_hash(&self) -> String {
         use sha2::Digest;
         let digest = sha2::Sha256::digest(self.home.as_os_str().as_encoded_bytes());
-        let short: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
-        std::env::temp_dir().join(format!("barkeep-{short}"))
+        digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
     }
 
     fn log_file(&self) -> PathBuf {
@@ -97,7 +139,7 @@ impl Cluster {
         let mut config = tokio_postgres::Config::new();
         config
             .host_path(self.socket_dir())
-            .port(PORT)
+            .port(self.port())
             .user(SUPERUSER)
             .dbname(dbname)
             .application_name("barkeep");
@@ -133,6 +175,7 @@ impl Cluster {
             home: self.home.clone(),
             initialized,
             running,
+            data_dir: self.data_dir(),
             socket_dir: self.socket_dir(),
             bindir: self.bindir.clone(),
         })
@@ -161,6 +204,13 @@ impl Cluster {
     }
 
     fn prepare_dirs(&self, run_as: Option<RunAs>) -> Result<()> {
+        let link = self.home.join("pgdata");
+        let fresh = fs::symlink_metadata(&link).is_err();
+        if let (Some(user), true) = (run_as, fresh) {
+            if !user.can_reach(&self.home) {
+                self.link_shared_root(user)?;
+            }
+        }
         for dir in [self.data_dir(), self.socket_dir()] {
             fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
@@ -172,21 +222,39 @@ impl Cluster {
         }
         if let Some(user) = run_as {
             // The server's user must be able to walk down to its folders.
-            let probe = Command::new("test")
-                .arg("-x")
-                .arg(&self.home)
-                .uid(user.uid)
-                .gid(user.gid)
-                .status();
-            if !matches!(probe, Ok(s) if s.success()) {
+            let root = self.server_root();
+            if !user.can_reach(&root) {
                 bail!(
                     "PostgreSQL runs as an unprivileged user (uid {}), which cannot reach {}; \
                      set BARKEEP_HOME to a folder it can reach (for example /tmp/barkeep)",
                     user.uid,
-                    self.home.display()
+                    root.display()
                 );
             }
         }
+        Ok(())
+    }
+
+    /// Put the data in `/var/lib/barkeep/<hash>` and link `<home>/pgdata` to it.
+    fn link_shared_root(&self, user: RunAs) -> Result<()> {
+        let shared = Path::new(SHARED_ROOT);
+        fs::create_dir_all(shared).with_context(|| format!("creating {}", shared.display()))?;
+        fs::set_permissions(shared, fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("setting permissions of {}", shared.display()))?;
+        let root = shared.join(self.home_hash());
+        fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("setting permissions of {}", root.display()))?;
+        chown(&root, Some(user.uid), Some(user.gid))
+            .with_context(|| format!("handing {} to the server's user", root.display()))?;
+        let link = self.home.join("pgdata");
+        std::os::unix::fs::symlink(root.join("pgdata"), &link)
+            .with_context(|| format!("linking {} to {}", link.display(), root.display()))?;
+        tracing::info!(
+            "the server's user cannot reach {}; the cluster lives in {}",
+            self.home.display(),
+            root.display()
+        );
         Ok(())
     }
 
@@ -211,9 +279,14 @@ impl Cluster {
     }
 
     fn start(&self, run_as: Option<RunAs>) -> Result<()> {
+        let listen = match self.tcp_port {
+            Some(_) => "127.0.0.1",
+            None => "",
+        };
         let options = format!(
-            "-c listen_addresses='' -k {} -p {PORT} -c unix_socket_permissions=0700 -c fsync=on {}",
+            "-c listen_addresses='{listen}' -k {} -p {} -c unix_socket_permissions=0700 -c fsync=on {}",
             quote_option(&self.socket_dir()),
+            self.port(),
             SERVER_SETTINGS.join(" ")
         );
         let out = self
@@ -244,12 +317,26 @@ impl Cluster {
 
     fn pg_command(&self, program: &str, run_as: Option<RunAs>) -> Command {
         let mut cmd = Command::new(self.bindir.join(program));
-        cmd.current_dir(&self.home);
+        let root = self.server_root();
+        cmd.current_dir(&root);
         if let Some(user) = run_as {
             cmd.uid(user.uid).gid(user.gid);
-            cmd.env("HOME", &self.home);
+            cmd.env("HOME", &root);
         }
         cmd
+    }
+}
+
+impl RunAs {
+    /// Whether this user may enter `dir` (and every folder above it).
+    fn can_reach(&self, dir: &Path) -> bool {
+        let probe = Command::new("test")
+            .arg("-x")
+            .arg(dir)
+            .uid(self.uid)
+            .gid(self.gid)
+            .status();
+        matches!(probe, Ok(s) if s.success())
     }
 }
 

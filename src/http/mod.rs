@@ -83,13 +83,14 @@ pub struct AppState {
 /// A pool of connections that act as `barkeep_reader`, read-only, with a
 /// statement timeout so no request holds a connection for long.
 pub fn reader_pool(database: &Database, size: usize) -> Result<Pool> {
-    let manager = Manager::from_config(
-        database.config().clone(),
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
+    let manager_config = ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
+    let config = database.config().clone();
+    let manager = match database.tls_connector() {
+        Some(tls) => Manager::from_config(config, tls, manager_config),
+        None => Manager::from_config(config, NoTls, manager_config),
+    };
     Pool::builder(manager)
         .max_size(size)
         .post_create(Hook::async_fn(|client, _| {

@@ -43,7 +43,8 @@ async fn up_down_up_leaves_the_same_schema() {
     assert!(
         empty
             .iter()
-            .all(|l| l.contains("barkeep_schema_migrations")),
+            .all(|l| l.contains("barkeep_schema_migrations")
+                || l.contains("barkeep_schema_functions")),
         "down to nothing left objects behind: {empty:?}"
     );
 
@@ -109,4 +110,123 @@ async fn db_status_lists_every_step_as_applied() {
     assert!(steps
         .iter()
         .all(|s| s["applied"] == true && s["checksum_ok"] == true));
+}
+
+#[tokio::test]
+async fn a_changed_function_file_is_reapplied_and_an_unchanged_one_is_not() {
+    let db = TestDb::migrated().await;
+    let mut client = db.client().await;
+    let v1 = migrate::FunctionFile {
+        name: "99_probe.sql",
+        sql: "-- requires: 2\nCREATE OR REPLACE FUNCTION agg_probe() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$;",
+    };
+    let v2 = migrate::FunctionFile {
+        name: "99_probe.sql",
+        sql: "-- requires: 2\nCREATE OR REPLACE FUNCTION agg_probe() RETURNS int LANGUAGE sql AS $$ SELECT 2 $$;",
+    };
+    assert_eq!(v1.function_names(), vec!["agg_probe".to_string()]);
+    for (file, expect_applied, expect_value) in [(v1, true, 1), (v1, false, 1), (v2, true, 2)] {
+        let tx = client.transaction().await.expect("tx");
+        let applied = migrate::apply_functions(&tx, &[file], 2)
+            .await
+            .expect("apply");
+        tx.commit().await.expect("commit");
+        assert_eq!(!applied.is_empty(), expect_applied, "{}", file.sql);
+        let value: i32 = client
+            .query_one("SELECT agg_probe()", &[])
+            .await
+            .expect("calling the probe")
+            .get(0);
+        assert_eq!(value, expect_value);
+    }
+    // A file whose step is not applied yet waits.
+    let later = migrate::FunctionFile {
+        name: "98_later.sql",
+        sql: "-- requires: 99\nCREATE OR REPLACE FUNCTION agg_later() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$;",
+    };
+    let tx = client.transaction().await.expect("tx");
+    assert!(migrate::apply_functions(&tx, &[later], 2)
+        .await
+        .expect("apply")
+        .is_empty());
+    // Reverting the step drops what the file defined.
+    migrate::drop_functions(&tx, &[v2], 2).await.expect("drop");
+    tx.commit().await.expect("commit");
+    let left: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_proc WHERE proname IN ('agg_probe', 'agg_later')",
+            &[],
+        )
+        .await
+        .expect("counting")
+        .get(0);
+    assert_eq!(left, 0);
+}
+
+#[tokio::test]
+async fn every_function_file_names_its_step_and_the_functions_it_defines() {
+    for f in migrate::FUNCTION_FILES {
+        let step = f.requires().expect("a requires line");
+        assert!(
+            migrate::MIGRATIONS.iter().any(|m| m.version == step),
+            "{} requires unknown step {step}",
+            f.name
+        );
+        assert!(
+            !f.function_names().is_empty(),
+            "{} defines no function",
+            f.name
+        );
+    }
+    // Every agg_/checklist function in a migrated database comes from a file.
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    let names: Vec<String> = migrate::FUNCTION_FILES
+        .iter()
+        .flat_map(|f| f.function_names())
+        .collect();
+    let rows = client
+        .query(
+            "SELECT DISTINCT proname::text FROM pg_proc
+             WHERE pronamespace = 'public'::regnamespace AND prokind = 'f'",
+            &[],
+        )
+        .await
+        .expect("listing functions");
+    for row in rows {
+        let name: String = row.get(0);
+        if name.starts_with("gen_random") {
+            continue;
+        }
+        assert!(
+            names.contains(&name),
+            "{name} is not defined by any sql/functions file"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_database_migrated_with_the_earlier_phase5_text_is_accepted() {
+    let db = TestDb::migrated().await;
+    let mut client = db.client().await;
+    client
+        .execute(
+            "UPDATE barkeep_schema_migrations SET checksum = $1 WHERE version = 2",
+            &[&"97bcb7b8aff07910d02b2612b4815e5cb169b85aa077315fbb5e422574360350"],
+        )
+        .await
+        .expect("recording the earlier checksum");
+    client
+        .execute("DELETE FROM barkeep_schema_functions", &[])
+        .await
+        .expect("forget");
+    migrate::up(&mut client, None)
+        .await
+        .expect("up accepts the earlier text");
+    let files: i64 = client
+        .query_one("SELECT count(*) FROM barkeep_schema_functions", &[])
+        .await
+        .expect("counting")
+        .get(0);
+    assert_eq!(files as usize, migrate::FUNCTION_FILES.len());
 }

@@ -1,0 +1,215 @@
+-- requires: 2
+-- The SQL face of the aggregation: where a task starts and one chunk of its
+-- catch-up. docs/DESIGN.md is the contract; src/engine implements the same.
+
+CREATE OR REPLACE FUNCTION agg_bootstrap_cursor(symbol text, timeframe text, now timestamptz DEFAULT now())
+RETURNS timestamptz
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+  v_symbol text := $1;
+  v_tf text := $2;
+  v_cal text;
+  v_start timestamptz;
+BEGIN
+  PERFORM agg_check_timeframe(v_tf);
+  v_cal := agg_symbol_calendar(v_symbol);
+  SELECT s.agg_start_utc INTO v_start FROM data_agg_state s
+  WHERE s.canonical_symbol = v_symbol AND s.timeframe = v_tf;
+  v_start := coalesce(v_start, timestamptz '2025-07-01 00:00+00');
+  RETURN agg_first_bucket_at_or_after(v_cal, v_tf, v_start);
+END $$;
+
+CREATE OR REPLACE FUNCTION catchup_aggregation_range(
+  symbol text, timeframe text, start_cursor timestamptz, max_windows integer DEFAULT 500,
+  now timestamptz DEFAULT now(), derivation_version integer DEFAULT 1,
+  ignore_confirmation boolean DEFAULT false)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+  v_symbol text := $1;
+  v_tf text := $2;
+  v_cursor timestamptz := $3;
+  v_max integer := $4;
+  v_now timestamptz := $5;
+  v_version integer := coalesce($6, 1);
+  v_ignore boolean := coalesce($7, false);
+  v_cal text;
+  v_src text;
+  v_task data_agg_state%ROWTYPE;
+  v_src_cursor timestamptz;
+  v_horizon timestamptz;
+  v_final_end timestamptz;
+  v_windows integer;
+  v_scan_end timestamptz;
+  v_new_cursor timestamptz;
+  v_continue boolean;
+  v_created integer;
+  v_updated integer;
+  v_deleted integer;
+  v_poor integer;
+  v_skipped integer;
+BEGIN
+  PERFORM agg_check_timeframe(v_tf);
+  IF v_cursor IS NULL THEN
+    RAISE EXCEPTION 'start_cursor is NULL for % %: bootstrap the task first (agg_bootstrap_cursor)',
+      v_symbol, v_tf USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  IF v_max IS NULL OR v_max <= 0 THEN
+    RAISE EXCEPTION 'max_windows must be positive, got %', coalesce(v_max::text, 'NULL')
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF v_now IS NULL THEN
+    RAISE EXCEPTION 'now must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  SELECT agg_calendar(r.asset_class) INTO v_cal
+  FROM core_asset_registry_all r WHERE r.canonical_symbol = v_symbol;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'unknown symbol %: register it first', coalesce(quote_literal(v_symbol), 'NULL')
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF agg_bucket_start(v_cal, v_tf, v_cursor) <> v_cursor THEN
+    RAISE EXCEPTION 'start_cursor % is not a % bucket start on the % calendar (the bucket starts at %)',
+      v_cursor, v_tf, v_cal, agg_bucket_start(v_cal, v_tf, v_cursor)
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  -- The row lock serialises catch-ups of one task; the compare-and-set below
+  -- makes a stale caller a no-op.
+  SELECT * INTO v_task FROM data_agg_state s
+  WHERE s.canonical_symbol = v_symbol AND s.timeframe = v_tf FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'no task % %: run sync_agg_state_from_registry first', v_symbol, v_tf
+      USING ERRCODE = 'no_data_found';
+  END IF;
+  IF v_task.last_agg_bar_ts_utc IS DISTINCT FROM v_cursor THEN
+    RETURN jsonb_build_object('success', false, 'reason', 'cursor_moved',
+      'windows_processed', 0, 'cursor_advanced_to', v_task.last_agg_bar_ts_utc,
+      'bars_created', 0, 'bars_updated', 0, 'bars_deleted', 0, 'bars_quality_poor', 0,
+      'bars_skipped', 0, 'continue', false);
+  END IF;
+
+  v_src := agg_source_timeframe(v_tf);
+  v_horizon := v_now - make_interval(secs => v_task.aggregation_delay_seconds);
+  IF v_src <> '1m' AND NOT v_ignore THEN
+    SELECT s.last_agg_bar_ts_utc INTO v_src_cursor FROM data_agg_state s
+    WHERE s.canonical_symbol = v_symbol AND s.timeframe = v_src;
+    IF v_src_cursor IS NULL THEN
+      RETURN jsonb_build_object('success', true, 'reason', 'waiting_for_source',
+        'windows_processed', 0, 'cursor_advanced_to', v_cursor,
+        'bars_created', 0, 'bars_updated', 0, 'bars_deleted', 0, 'bars_quality_poor', 0,
+        'bars_skipped', 0, 'continue', false);
+    END IF;
+    v_horizon := least(v_horizon, v_src_cursor);
+  END IF;
+  -- Buckets starting before the horizon's bucket end at or before the horizon.
+  v_final_end := agg_bucket_start(v_cal, v_tf, v_horizon);
+
+  -- Find the first max_windows non-empty buckets by hopping from one
+  -- bucket to the next source bar: each hop is one index probe, so empty
+  -- weekends and gaps cost nothing.
+  WITH RECURSIVE walk (n, bucket_end) AS (
+    SELECT 1, agg_bucket_end(v_cal, v_tf, agg_bucket_start(v_cal, v_tf, f.ts))
+    FROM (SELECT agg_next_source_ts(v_symbol, v_src, v_cursor, v_final_end) AS ts) f
+    WHERE f.ts IS NOT NULL
+    UNION ALL
+    SELECT w.n + 1, agg_bucket_end(v_cal, v_tf, agg_bucket_start(v_cal, v_tf, nx.ts))
+    FROM walk w
+    CROSS JOIN LATERAL (SELECT agg_next_source_ts(v_symbol, v_src, w.bucket_end, v_final_end) AS ts) nx
+    WHERE w.n < v_max AND nx.ts IS NOT NULL
+  )
+  SELECT count(*), max(w.bucket_end) INTO v_windows, v_scan_end FROM walk w;
+
+  IF v_windows >= v_max THEN
+    v_new_cursor := v_scan_end;
+    v_continue := true;
+  ELSE
+    v_new_cursor := greatest(v_cursor, v_final_end);
+    v_continue := false;
+  END IF;
+
+  IF v_new_cursor > v_cursor THEN
+    WITH bucketed AS (
+      SELECT agg_bucket_start(v_cal, v_tf, b.ts_utc) AS bucket, b.*
+      FROM agg_source_bars(v_symbol, v_src, v_cursor, v_new_cursor) b
+    ), bars AS (
+      SELECT bucket,
+             (array_agg(open ORDER BY ts_utc))[1] AS open,
+             max(high) AS high,
+             min(low) AS low,
+             (array_agg(close ORDER BY ts_utc DESC))[1] AS close,
+             sum(vol ORDER BY ts_utc) AS vol,
+             sum(vwap * vol ORDER BY ts_utc) FILTER (WHERE vol > 0 AND vwap IS NOT NULL)
+               / nullif(sum(vol ORDER BY ts_utc) FILTER (WHERE vol > 0 AND vwap IS NOT NULL), 0) AS vwap,
+             sum(trade_count)::bigint AS trade_count,
+             count(*)::integer AS source_candles,
+             agg_expected_candles(v_cal, v_tf, bucket) AS expected_candles
+      FROM bucketed GROUP BY bucket
+    ), graded AS (
+      SELECT bars.*, agg_quality(source_candles, expected_candles) AS quality_score FROM bars
+    ), written AS (
+      INSERT INTO derived_data_bars AS d (canonical_symbol, timeframe, ts_utc, open, high, low, close,
+        vol, vwap, trade_count, source_timeframe, source_candles, expected_candles, quality_score,
+        is_partial, derivation_version)
+      SELECT v_symbol, v_tf, g.bucket, g.open, g.high, g.low, g.close, g.vol, g.vwap, g.trade_count,
+             v_src, g.source_candles, g.expected_candles, g.quality_score, false, v_version
+      FROM graded g WHERE g.quality_score IS NOT NULL
+      ON CONFLICT (canonical_symbol, timeframe, ts_utc) WHERE deleted_at IS NULL DO UPDATE SET
+        open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close,
+        vol = EXCLUDED.vol, vwap = EXCLUDED.vwap, trade_count = EXCLUDED.trade_count,
+        source_timeframe = EXCLUDED.source_timeframe, source_candles = EXCLUDED.source_candles,
+        expected_candles = EXCLUDED.expected_candles, quality_score = EXCLUDED.quality_score,
+        is_partial = false, derivation_version = EXCLUDED.derivation_version, updated_at = now()
+      WHERE (d.open, d.high, d.low, d.close, d.vol, d.vwap, d.trade_count, d.source_timeframe,
+             d.source_candles, d.expected_candles, d.quality_score, d.is_partial, d.derivation_version)
+        IS DISTINCT FROM
+            (EXCLUDED.open, EXCLUDED.high, EXCLUDED.low, EXCLUDED.close, EXCLUDED.vol, EXCLUDED.vwap,
+             EXCLUDED.trade_count, EXCLUDED.source_timeframe, EXCLUDED.source_candles,
+             EXCLUDED.expected_candles, EXCLUDED.quality_score, false, EXCLUDED.derivation_version)
+      RETURNING (d.xmax = 0) AS created, d.quality_score
+    ), retired AS (
+      -- A live bar whose bucket no longer qualifies (or lost every source) goes.
+      UPDATE derived_data_bars d SET deleted_at = now(), updated_at = now()
+      WHERE d.canonical_symbol = v_symbol AND d.timeframe = v_tf AND d.deleted_at IS NULL
+        AND d.ts_utc >= v_cursor AND d.ts_utc < v_new_cursor
+        AND NOT EXISTS (SELECT 1 FROM graded g
+                        WHERE g.bucket = d.ts_utc AND g.quality_score IS NOT NULL)
+      RETURNING 1
+    )
+    SELECT (SELECT count(*) FILTER (WHERE created) FROM written),
+           (SELECT count(*) FILTER (WHERE NOT created) FROM written),
+           (SELECT count(*) FROM retired),
+           (SELECT count(*) FILTER (WHERE quality_score <= 0) FROM written),
+           (SELECT count(*) FROM graded WHERE quality_score IS NULL)
+    INTO v_created, v_updated, v_deleted, v_poor, v_skipped;
+
+    UPDATE data_agg_state s SET last_agg_bar_ts_utc = v_new_cursor, updated_at = now()
+    WHERE s.canonical_symbol = v_symbol AND s.timeframe = v_tf AND s.last_agg_bar_ts_utc = v_cursor;
+  END IF;
+
+  RETURN jsonb_build_object('success', true,
+    'reason', CASE WHEN v_continue THEN 'max_windows' ELSE 'caught_up' END,
+    'windows_processed', v_windows, 'cursor_advanced_to', v_new_cursor,
+    'bars_created', coalesce(v_created, 0), 'bars_updated', coalesce(v_updated, 0),
+    'bars_deleted', coalesce(v_deleted, 0), 'bars_quality_poor', coalesce(v_poor, 0),
+    'bars_skipped', coalesce(v_skipped, 0), 'continue', v_continue);
+END $$;
+
+-- Privileges: nobody by default; the worker runs these.
+REVOKE EXECUTE ON FUNCTION
+  agg_bootstrap_cursor(text, text, timestamptz),
+  catchup_aggregation_range(text, text, timestamptz, integer, timestamptz, integer, boolean)
+FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+  agg_bootstrap_cursor(text, text, timestamptz),
+  catchup_aggregation_range(text, text, timestamptz, integer, timestamptz, integer, boolean)
+TO barkeep_worker;
+DO $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'service_role') THEN
+    GRANT EXECUTE ON FUNCTION
+      agg_bootstrap_cursor(text, text, timestamptz),
+      catchup_aggregation_range(text, text, timestamptz, integer, timestamptz, integer, boolean)
+    TO service_role;
+  END IF;
+END $$;

@@ -1,0 +1,273 @@
+-- requires: 2
+-- The task state machine: every transition of a data_agg_state row goes
+-- through one function here (docs/DESIGN.md, "Task state").
+------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION agg_get_due_tasks(env text, now timestamptz DEFAULT now(), task_limit integer DEFAULT 100,
+                                  stale_seconds integer DEFAULT 600)
+RETURNS TABLE (canonical_symbol text, timeframe text, source_timeframe text, status text,
+               last_agg_bar_ts_utc timestamptz, next_run_at timestamptz, is_mandatory boolean,
+               task_priority integer, last_successful_at_utc timestamptz, lease_expires_at timestamptz)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+  v_env text := $1;
+  v_now timestamptz := coalesce($2, now());
+  v_limit integer := coalesce($3, 100);
+  v_stale interval := make_interval(secs => coalesce($4, 600));
+BEGIN
+  PERFORM agg_check_env(v_env);
+  RETURN QUERY
+  SELECT s.canonical_symbol, s.timeframe, s.source_timeframe, s.status, s.last_agg_bar_ts_utc,
+         s.next_run_at, s.is_mandatory, s.task_priority, s.last_successful_at_utc, s.lease_expires_at
+  FROM data_agg_state s
+  JOIN core_asset_registry_all r ON r.canonical_symbol = s.canonical_symbol
+  WHERE s.enabled
+    AND CASE WHEN v_env = 'prod' THEN r.active ELSE r.test_active END
+    AND ((s.status = 'idle' AND s.next_run_at <= v_now)
+      OR (s.status = 'running' AND (s.lease_expires_at IS NULL OR s.lease_expires_at < v_now
+                                    OR s.running_started_at_utc < v_now - v_stale)))
+  ORDER BY s.is_mandatory DESC, agg_timeframe_rank(s.timeframe), s.task_priority,
+           s.last_successful_at_utc ASC NULLS FIRST, s.canonical_symbol
+  LIMIT greatest(v_limit, 0);
+END $$;
+
+CREATE OR REPLACE FUNCTION agg_claim_tasks(env text, worker text, now timestamptz DEFAULT now(),
+                                max_tasks integer DEFAULT 10, lease_seconds integer DEFAULT 60)
+RETURNS TABLE (canonical_symbol text, timeframe text, source_timeframe text,
+               last_agg_bar_ts_utc timestamptz, aggregation_delay_seconds integer,
+               lease_token uuid, recovered boolean)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+  v_env text := $1;
+  v_worker text := $2;
+  v_now timestamptz := coalesce($3, now());
+  v_max integer := coalesce($4, 10);
+  v_lease interval := make_interval(secs => coalesce($5, 60));
+BEGIN
+  PERFORM agg_check_env(v_env);
+  IF v_lease <= interval '0' THEN
+    RAISE EXCEPTION 'lease_seconds must be positive, got %', $5 USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  RETURN QUERY
+  WITH picked AS (
+    SELECT s.canonical_symbol, s.timeframe, s.status = 'running' AS recovered
+    FROM data_agg_state s
+    JOIN core_asset_registry_all r ON r.canonical_symbol = s.canonical_symbol
+    WHERE s.enabled
+      AND CASE WHEN v_env = 'prod' THEN r.active ELSE r.test_active END
+      AND ((s.status = 'idle' AND s.next_run_at <= v_now)
+        OR (s.status = 'running' AND (s.lease_expires_at IS NULL OR s.lease_expires_at < v_now)))
+    ORDER BY s.is_mandatory DESC, agg_timeframe_rank(s.timeframe), s.task_priority,
+             s.last_successful_at_utc ASC NULLS FIRST, s.canonical_symbol
+    LIMIT greatest(v_max, 0)
+    FOR UPDATE OF s SKIP LOCKED
+  ), claimed AS (
+    UPDATE data_agg_state t SET status = 'running', running_started_at_utc = v_now,
+      last_attempted_at_utc = v_now, lease_token = gen_random_uuid(), lease_owner = v_worker,
+      lease_expires_at = v_now + v_lease, updated_at = now()
+    FROM picked p
+    WHERE t.canonical_symbol = p.canonical_symbol AND t.timeframe = p.timeframe
+    RETURNING t.canonical_symbol, t.timeframe, t.source_timeframe, t.last_agg_bar_ts_utc,
+              t.aggregation_delay_seconds, t.lease_token, p.recovered, t.is_mandatory,
+              t.task_priority, t.last_successful_at_utc
+  )
+  SELECT c.canonical_symbol, c.timeframe, c.source_timeframe, c.last_agg_bar_ts_utc,
+         c.aggregation_delay_seconds, c.lease_token, c.recovered
+  FROM claimed c
+  ORDER BY c.is_mandatory DESC, agg_timeframe_rank(c.timeframe), c.task_priority,
+           c.last_successful_at_utc ASC NULLS FIRST, c.canonical_symbol;
+END $$;
+
+CREATE OR REPLACE FUNCTION agg_heartbeat(symbol text, timeframe text, lease_token uuid,
+                              now timestamptz DEFAULT now(), lease_seconds integer DEFAULT 60)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+  UPDATE data_agg_state s
+  SET lease_expires_at = coalesce($4, now()) + make_interval(secs => coalesce($5, 60)), updated_at = now()
+  WHERE s.canonical_symbol = $1 AND s.timeframe = $2 AND s.status = 'running' AND s.lease_token = $3;
+  RETURN FOUND;
+END $$;
+
+CREATE OR REPLACE FUNCTION agg_finish(symbol text, timeframe text, success boolean, new_cursor timestamptz,
+                           stats jsonb DEFAULT '{}', fail_kind text DEFAULT NULL, error text DEFAULT NULL,
+                           now timestamptz DEFAULT now(), hard_fail_threshold integer DEFAULT 3)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+  v_symbol text := $1;
+  v_tf text := $2;
+  v_success boolean := coalesce($3, false);
+  v_new_cursor timestamptz := $4;
+  v_stats jsonb := coalesce($5, '{}');
+  v_kind text := $6;
+  v_error text := $7;
+  v_now timestamptz := coalesce($8, now());
+  v_threshold integer := coalesce($9, 3);
+  v_task data_agg_state%ROWTYPE;
+  v_cal text;
+  v_cursor timestamptz;
+  v_next timestamptz;
+  v_status text;
+  v_streak integer;
+  v_log_id bigint;
+BEGIN
+  PERFORM agg_check_timeframe(v_tf);
+  SELECT * INTO v_task FROM data_agg_state s
+  WHERE s.canonical_symbol = v_symbol AND s.timeframe = v_tf FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'no task % %', v_symbol, v_tf USING ERRCODE = 'no_data_found';
+  END IF;
+  -- Fencing: a worker whose lease was taken over changes nothing.
+  IF v_stats ? 'lease_token'
+     AND (v_stats->>'lease_token')::uuid IS DISTINCT FROM v_task.lease_token THEN
+    RETURN jsonb_build_object('success', false, 'reason', 'lease_lost');
+  END IF;
+
+  IF v_success THEN
+    v_cursor := greatest(v_task.last_agg_bar_ts_utc, v_new_cursor);
+    v_status := 'idle';
+    IF coalesce((v_stats->>'continue')::boolean, false) THEN
+      v_next := v_now;
+    ELSE
+      v_cal := agg_symbol_calendar(v_symbol);
+      v_next := agg_bucket_end(v_cal, v_tf, v_cursor)
+                + make_interval(secs => v_task.aggregation_delay_seconds);
+      IF v_next IS NULL OR v_next <= v_now THEN
+        -- The next bucket is already due by the clock: it waits on its source.
+        v_next := v_now + make_interval(mins => v_task.run_interval_minutes);
+      END IF;
+    END IF;
+    UPDATE data_agg_state s SET status = v_status, last_agg_bar_ts_utc = v_cursor,
+      hard_fail_streak = 0, transient_fail_streak = 0, last_error = NULL,
+      last_successful_at_utc = v_now, next_run_at = v_next, total_runs = s.total_runs + 1,
+      total_bars_created = s.total_bars_created + coalesce((v_stats->>'bars_created')::bigint, 0),
+      total_bars_quality_poor = s.total_bars_quality_poor
+                                + coalesce((v_stats->>'bars_quality_poor')::bigint, 0),
+      lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+    WHERE s.canonical_symbol = v_symbol AND s.timeframe = v_tf;
+    -- Tasks built from this one can move as soon as its cursor does.
+    IF v_cursor IS DISTINCT FROM v_task.last_agg_bar_ts_utc THEN
+      UPDATE data_agg_state s SET next_run_at = v_now, updated_at = now()
+      WHERE s.canonical_symbol = v_symbol AND s.source_timeframe = v_tf
+        AND s.status = 'idle' AND s.next_run_at > v_now;
+    END IF;
+  ELSIF v_kind = 'transient' THEN
+    v_cursor := v_task.last_agg_bar_ts_utc;
+    v_status := 'idle';
+    v_streak := v_task.transient_fail_streak;
+    v_next := v_now + least(interval '5 seconds' * power(2, least(v_streak, 16)), interval '300 seconds');
+    UPDATE data_agg_state s SET status = v_status, transient_fail_streak = s.transient_fail_streak + 1,
+      last_error = v_error, next_run_at = v_next, total_runs = s.total_runs + 1,
+      lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+    WHERE s.canonical_symbol = v_symbol AND s.timeframe = v_tf;
+  ELSE
+    v_cursor := v_task.last_agg_bar_ts_utc;
+    v_streak := v_task.hard_fail_streak;
+    v_next := v_now + least(interval '5 seconds' * power(2, least(v_streak, 16)), interval '300 seconds');
+    IF v_streak + 1 >= v_threshold THEN
+      v_status := CASE WHEN v_task.is_mandatory THEN 'hard_failed' ELSE 'disabled' END;
+    ELSE
+      v_status := 'idle';
+    END IF;
+    UPDATE data_agg_state s SET status = v_status, hard_fail_streak = s.hard_fail_streak + 1,
+      last_error = v_error, next_run_at = v_next, total_runs = s.total_runs + 1,
+      lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+    WHERE s.canonical_symbol = v_symbol AND s.timeframe = v_tf;
+  END IF;
+
+  INSERT INTO agg_run_log (canonical_symbol, timeframe, worker_id, started_at, finished_at, status,
+    cursor_from, cursor_to, bars_created, bars_quality_poor, fail_kind, error)
+  VALUES (v_symbol, v_tf, v_task.lease_owner, coalesce(v_task.running_started_at_utc, v_now), v_now,
+    CASE WHEN v_success THEN 'success' WHEN v_kind = 'transient' THEN 'transient' ELSE 'failed' END,
+    v_task.last_agg_bar_ts_utc, v_cursor,
+    CASE WHEN v_success THEN coalesce((v_stats->>'bars_created')::integer, 0) ELSE 0 END,
+    CASE WHEN v_success THEN coalesce((v_stats->>'bars_quality_poor')::integer, 0) ELSE 0 END,
+    CASE WHEN v_success THEN NULL ELSE coalesce(v_kind, 'hard') END, v_error)
+  RETURNING id INTO v_log_id;
+  -- Keep the newest 10 000 runs; pruning every 100th insert keeps it cheap.
+  IF v_log_id % 100 = 0 THEN
+    DELETE FROM agg_run_log WHERE id <= v_log_id - 10000;
+  END IF;
+
+  RETURN jsonb_build_object('success', true, 'status', v_status, 'cursor', v_cursor,
+    'next_run_at', v_next);
+END $$;
+
+CREATE OR REPLACE FUNCTION sync_agg_state_from_registry(env text, agg_start timestamptz DEFAULT '2025-07-01 00:00+00')
+RETURNS TABLE (success boolean, tasks_created integer, tasks_enabled integer,
+               tasks_disabled integer, tasks_total integer)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+  v_env text := $1;
+  v_start timestamptz := coalesce($2, timestamptz '2025-07-01 00:00+00');
+  v_created integer;
+  v_enabled integer;
+  v_disabled integer;
+  v_total integer;
+BEGIN
+  PERFORM agg_check_env(v_env);
+
+  INSERT INTO data_agg_state (canonical_symbol, timeframe, source_timeframe, run_interval_minutes,
+    aggregation_delay_seconds, is_mandatory, status, last_agg_bar_ts_utc, next_run_at,
+    agg_start_utc, enabled, task_priority)
+  SELECT r.canonical_symbol, tf.timeframe, agg_source_timeframe(tf.timeframe), 1, 0, true, 'idle',
+         agg_first_bucket_at_or_after(agg_calendar(r.asset_class), tf.timeframe, v_start),
+         now(), v_start, true, 100
+  FROM core_asset_registry_all r
+  CROSS JOIN (VALUES ('5m'), ('15m'), ('1h'), ('4h'), ('1d'), ('1w')) AS tf (timeframe)
+  WHERE CASE WHEN v_env = 'prod' THEN r.active ELSE r.test_active END
+  ON CONFLICT (canonical_symbol, timeframe) DO NOTHING;
+  GET DIAGNOSTICS v_created = ROW_COUNT;
+
+  -- Tasks parked by an earlier sync come back with their asset. A task an
+  -- operator disabled (status 'disabled') stays disabled.
+  UPDATE data_agg_state s SET enabled = true, updated_at = now()
+  FROM core_asset_registry_all r
+  WHERE r.canonical_symbol = s.canonical_symbol AND NOT s.enabled AND s.status <> 'disabled'
+    AND CASE WHEN v_env = 'prod' THEN r.active ELSE r.test_active END;
+  GET DIAGNOSTICS v_enabled = ROW_COUNT;
+
+  UPDATE data_agg_state s SET enabled = false, updated_at = now()
+  WHERE s.enabled AND NOT EXISTS (
+    SELECT 1 FROM core_asset_registry_all r
+    WHERE r.canonical_symbol = s.canonical_symbol
+      AND CASE WHEN v_env = 'prod' THEN r.active ELSE r.test_active END);
+  GET DIAGNOSTICS v_disabled = ROW_COUNT;
+
+  SELECT count(*) INTO v_total FROM data_agg_state;
+  RETURN QUERY SELECT true, v_created, v_enabled, v_disabled, v_total;
+END $$;
+
+-- Privileges: nobody by default; the worker runs these, the reader may look at what is due.
+REVOKE EXECUTE ON FUNCTION
+  agg_get_due_tasks(text, timestamptz, integer, integer),
+  agg_claim_tasks(text, text, timestamptz, integer, integer),
+  agg_heartbeat(text, text, uuid, timestamptz, integer),
+  agg_finish(text, text, boolean, timestamptz, jsonb, text, text, timestamptz, integer),
+  sync_agg_state_from_registry(text, timestamptz)
+FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+  agg_get_due_tasks(text, timestamptz, integer, integer),
+  agg_claim_tasks(text, text, timestamptz, integer, integer),
+  agg_heartbeat(text, text, uuid, timestamptz, integer),
+  agg_finish(text, text, boolean, timestamptz, jsonb, text, text, timestamptz, integer),
+  sync_agg_state_from_registry(text, timestamptz)
+TO barkeep_worker;
+GRANT EXECUTE ON FUNCTION agg_get_due_tasks(text, timestamptz, integer, integer) TO barkeep_reader;
+DO $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'service_role') THEN
+    GRANT EXECUTE ON FUNCTION
+      agg_get_due_tasks(text, timestamptz, integer, integer),
+      agg_claim_tasks(text, text, timestamptz, integer, integer),
+      agg_heartbeat(text, text, uuid, timestamptz, integer),
+      agg_finish(text, text, boolean, timestamptz, jsonb, text, text, timestamptz, integer),
+      sync_agg_state_from_registry(text, timestamptz)
+    TO service_role;
+  END IF;
+END $$;

@@ -11,9 +11,8 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
@@ -158,9 +157,9 @@ pub async fn run(global: &Global, args: BenchArgs) -> Result<ExitCode> {
         )
         .await?;
         let t = Instant::now();
-        tasks::sync(&client, tasks::Env::Prod, start()?).await?;
-        let run_args = worker::RunArgs::catch_up(args.concurrency);
-        worker::run_worker(&scratch, &run_args, Arc::new(AtomicBool::new(false))).await?;
+        tasks::sync(&client, tasks::Env::Prod, start()?, None).await?;
+        let config = worker::WorkerConfig::catch_up(args.concurrency);
+        worker::run_worker(&scratch, &config, CancellationToken::new()).await?;
         catchup_pairs.push((t.elapsed().as_secs_f64(), baseline));
     }
 

@@ -10,7 +10,9 @@ use clap::{Args, Parser, Subcommand};
 mod serve;
 
 use crate::db::Database;
-use crate::{assets, bench, demo, export, ingest, migrate, pg, tasks, worker};
+use crate::{assets, bench, demo, export, ingest, migrate, pg, tasks};
+
+mod run;
 
 /// Keeps 5m, 15m, 1h, 4h, 1d and 1w bars aggregated from 1-minute bars in PostgreSQL.
 #[derive(Debug, Parser)]
@@ -31,9 +33,26 @@ pub struct Global {
     /// Folder of the embedded cluster.
     #[arg(long, env = "BARKEEP_HOME", default_value = ".barkeep", global = true)]
     pub home: PathBuf,
-    /// Log more (repeat for even more).
+    /// Log more (repeat for even more). `BARKEEP_LOG` (a tracing filter
+    /// such as `barkeep=debug`) overrides it.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// Log lines as text or as one JSON object per line.
+    #[arg(
+        long,
+        value_enum,
+        env = "BARKEEP_LOG_FORMAT",
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 impl Global {
@@ -64,7 +83,7 @@ pub enum Command {
     #[command(subcommand)]
     Task(tasks::TaskCommand),
     /// Claim due tasks and aggregate them (forever, or `--once`).
-    Run(worker::RunArgs),
+    Run(run::RunArgs),
     /// Print stored bars as CSV or JSON.
     Export(export::ExportArgs),
     /// Time barkeep against plain SQL on the same generated data.
@@ -112,7 +131,7 @@ pub enum DbCommand {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.global.verbose);
+    init_tracing(cli.global.verbose, cli.global.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -132,18 +151,28 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(verbose: u8) {
+/// Logs go to stderr: by default warnings, and one line per task run of
+/// the worker; `-v` adds barkeep's info, `-vv` its debug lines (the SQL
+/// driver stays at info); `BARKEEP_LOG` replaces the filter. No colour
+/// codes unless stderr is a terminal.
+fn init_tracing(verbose: u8, format: LogFormat) {
+    use std::io::IsTerminal;
     let default = match verbose {
-        0 => "warn",
-        1 => "info,barkeep=info",
-        _ => "debug",
+        0 => "warn,barkeep::worker=info",
+        1 => "warn,barkeep=info",
+        _ => "info,barkeep=debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("BARKEEP_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+    };
 }
 
 /// Run one parsed command.
@@ -157,7 +186,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Ingest(args) => ingest::run(&global, args).await,
         Command::Sync(args) => tasks::run_sync(&global, args).await,
         Command::Task(cmd) => tasks::run_task(&global, cmd).await,
-        Command::Run(args) => worker::run(&global, args).await,
+        Command::Run(args) => run::run(&global, args).await,
         Command::Export(args) => export::run(&global, args).await,
         Command::Bench(args) => bench::run(&global, args).await,
         Command::Serve(args) => serve::run(&global, args).await,

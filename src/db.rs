@@ -228,6 +228,47 @@ impl Database {
         Ok(client)
     }
 
+    /// Open one connection whose asynchronous messages (LISTEN
+    /// notifications) arrive on the returned channel; the channel closes
+    /// when the connection does.
+    pub async fn connect_listening(
+        &self,
+    ) -> Result<(
+        Client,
+        tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::Notification>,
+    )> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let client = match &self.tls {
+            None => {
+                let (client, connection) = self
+                    .config
+                    .connect(NoTls)
+                    .await
+                    .map_err(|e| self.connect_error(e))?;
+                tokio::spawn(forward_notifications(connection, tx));
+                client
+            }
+            Some(tls) => {
+                let connector = MakeRustlsConnect::new(ClientConfig::clone(tls));
+                let (client, connection) = self
+                    .config
+                    .connect(connector)
+                    .await
+                    .map_err(|e| self.connect_error(e))?;
+                tokio::spawn(forward_notifications(connection, tx));
+                client
+            }
+        };
+        Ok((client, rx))
+    }
+
+    /// This target with adjusted connection settings (same TLS).
+    pub fn tuned(&self, adjust: impl FnOnce(&mut Config)) -> Self {
+        let mut tuned = self.clone();
+        adjust(&mut tuned.config);
+        tuned
+    }
+
     /// A connection error with what to do about it, and never the password.
     fn connect_error(&self, e: tokio_postgres::Error) -> anyhow::Error {
         let text = error_chain(&e);
@@ -297,6 +338,31 @@ impl Database {
             }
         }
         Ok(())
+    }
+}
+
+/// Drive a connection, passing its notifications on until it closes.
+async fn forward_notifications<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+    tx: tokio::sync::mpsc::UnboundedSender<tokio_postgres::Notification>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+    while let Some(message) = futures_util::StreamExt::next(&mut messages).await {
+        match message {
+            Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                if tx.send(n).is_err() {
+                    break;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!("listening connection closed: {e}");
+                break;
+            }
+        }
     }
 }
 

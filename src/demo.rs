@@ -5,8 +5,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 use anyhow::{Context, Result};
 
@@ -71,14 +70,14 @@ pub async fn run(global: &Global, _args: DemoArgs) -> Result<ExitCode> {
     }
 
     let start = tasks::parse_start(DEMO_START)?;
-    let synced = tasks::sync(&client, tasks::Env::Prod, start).await?;
+    let synced = tasks::sync(&client, tasks::Env::Prod, start, None).await?;
     println!(
         "demo: tasks: {} created, {} in all (from {DEMO_START})",
         synced.tasks_created, synced.tasks_total
     );
 
-    let run_args = worker::RunArgs::catch_up(2);
-    let run = worker::run_worker(&database, &run_args, Arc::new(AtomicBool::new(false))).await?;
+    let config = worker::WorkerConfig::catch_up(2);
+    let run = worker::run_worker(&database, &config, CancellationToken::new()).await?;
     let written: u64 = run.bars_created.values().sum();
     println!(
         "demo: worker ran {} task runs and wrote {written} bars this time",

@@ -75,6 +75,8 @@ pub const MIGRATIONS: &[Migration] = &[
         "0002_phase5",
         ["97bcb7b8aff07910d02b2612b4815e5cb169b85aa077315fbb5e422574360350"]
     ),
+    // The worker's NOTIFY triggers (sql/functions/50_notify.sql).
+    migration!(5, "0005_worker"),
     migration!(8, "0008_managed"),
 ];
 
@@ -101,6 +103,7 @@ pub const FUNCTION_FILES: &[FunctionFile] = &[
     function_file!("20_sources.sql"),
     function_file!("30_catchup.sql"),
     function_file!("40_tasks.sql"),
+    function_file!("50_notify.sql"),
 ];
 
 impl FunctionFile {

@@ -37,6 +37,13 @@ impl Env {
 /// Default first bucket of new tasks.
 pub const DEFAULT_START: &str = "2025-07-01T00:00:00Z";
 
+/// Default `aggregation_delay_seconds` of new 5m tasks: a feed up to a
+/// minute late still gets complete bars (docs/DESIGN.md, "Finality").
+pub const DEFAULT_DELAY_SECONDS: i32 = 120;
+
+/// Longest an operator command waits for a task row a worker has locked.
+const OPERATOR_LOCK_TIMEOUT: &str = "5s";
+
 /// Parse a start instant (see [`crate::calendar::parse_instant`]).
 pub fn parse_start(raw: &str) -> Result<DateTime<Utc>> {
     crate::calendar::parse_instant(raw)
@@ -50,6 +57,11 @@ pub struct SyncArgs {
     /// First bucket of new tasks (RFC 3339 or a date).
     #[arg(long, default_value = DEFAULT_START, value_parser = parse_start)]
     pub start: DateTime<Utc>,
+    /// Seconds new 5m tasks wait for a quiet feed before finalizing a bucket
+    /// without its last minute (a bucket is final at once when 1m data at or
+    /// after its last minute exists).
+    #[arg(long, default_value_t = DEFAULT_DELAY_SECONDS, value_parser = clap::value_parser!(i32).range(0..=86_400))]
+    pub delay: i32,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -65,13 +77,20 @@ pub struct SyncReport {
     pub tasks_total: i32,
 }
 
-/// Create, re-enable and park tasks so they match the registry of `env`.
-pub async fn sync(client: &Client, env: Env, start: DateTime<Utc>) -> Result<SyncReport> {
+/// Create, re-enable and park tasks so they match the registry of `env`;
+/// new 5m tasks get `delay` seconds (None: [`DEFAULT_DELAY_SECONDS`]).
+pub async fn sync(
+    client: &Client,
+    env: Env,
+    start: DateTime<Utc>,
+    delay: Option<i32>,
+) -> Result<SyncReport> {
+    let delay = delay.unwrap_or(DEFAULT_DELAY_SECONDS);
     let row = client
         .query_one(
             "SELECT success, tasks_created, tasks_enabled, tasks_disabled, tasks_total
-             FROM sync_agg_state_from_registry($1, $2)",
-            &[&env.as_str(), &start],
+             FROM sync_agg_state_from_registry($1, $2, $3)",
+            &[&env.as_str(), &start, &delay],
         )
         .await
         .context(
@@ -89,7 +108,7 @@ pub async fn sync(client: &Client, env: Env, start: DateTime<Utc>) -> Result<Syn
 /// `barkeep sync`.
 pub async fn run_sync(global: &Global, args: SyncArgs) -> Result<ExitCode> {
     let client = global.database().await?.connect().await?;
-    let report = sync(&client, args.env, args.start).await?;
+    let report = sync(&client, args.env, args.start, Some(args.delay)).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -120,6 +139,15 @@ pub enum TaskCommand {
         /// New priority.
         #[arg(long)]
         priority: i32,
+    },
+    /// Set how long a task waits for a quiet feed before finalizing a
+    /// bucket (`aggregation_delay_seconds`; only tasks reading 1m bars use it).
+    Delay {
+        #[command(flatten)]
+        target: TaskTarget,
+        /// Seconds after a bucket's end.
+        #[arg(long, value_parser = clap::value_parser!(i32).range(0..=86_400))]
+        seconds: i32,
     },
 }
 
@@ -165,14 +193,45 @@ pub async fn apply(client: &Client, cmd: &TaskCommand) -> Result<u64> {
             target,
             Some(*priority),
         ),
+        TaskCommand::Delay { target, seconds } => (
+            "UPDATE data_agg_state SET aggregation_delay_seconds = $3, updated_at = now(),
+               next_run_at = CASE WHEN status = 'idle' AND transient_fail_streak = 0
+                                   AND hard_fail_streak = 0 THEN now() ELSE next_run_at END
+             WHERE canonical_symbol = $1 AND ($2::text IS NULL OR timeframe = $2)",
+            target,
+            Some(*seconds),
+        ),
     };
+    // A worker frozen inside a chunk holds its task's row lock until its
+    // session is ended: wait a bounded time, never for ever.
+    client
+        .batch_execute(&format!("SET lock_timeout = '{OPERATOR_LOCK_TIMEOUT}'"))
+        .await
+        .context("setting the lock timeout")?;
     let tf = target.timeframe.map(Timeframe::as_str);
     let symbol = target.symbol.as_str();
     let changed = match priority {
         Some(p) => client.execute(sql, &[&symbol, &tf, &p]).await,
         None => client.execute(sql, &[&symbol, &tf]).await,
     }
-    .with_context(|| format!("updating the tasks of {symbol}"))?;
+    .map_err(|e| {
+        let locked = e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE);
+        let err = anyhow::Error::new(e);
+        if locked {
+            err.context(format!(
+                "a task of {symbol} is locked by a worker's open transaction \
+                 (waited {OPERATOR_LOCK_TIMEOUT}); retry in a moment: a frozen \
+                 worker's session is ended once its lease has expired"
+            ))
+        } else {
+            err.context(format!("updating the tasks of {symbol}"))
+        }
+    })?;
+    // Running workers look at the tasks again at once.
+    client
+        .batch_execute("NOTIFY barkeep_tasks")
+        .await
+        .context("notifying workers")?;
     if changed == 0 {
         bail!(
             "no task of {symbol}{} matched; run `barkeep sync` after registering it",

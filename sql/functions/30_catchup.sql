@@ -20,6 +20,52 @@ BEGIN
   RETURN agg_first_bucket_at_or_after(v_cal, v_tf, v_start);
 END $$;
 
+-- The finality horizon H of a task: a bucket is final when its end <= H.
+-- Reading 1m bars: the data's reach (the end of the newest 1m bar), capped
+-- at now, or now - aggregation_delay_seconds when the feed is quiet,
+-- whichever is later. Higher timeframes follow their source task's cursor
+-- (capped at now); NULL when the source has no cursor yet. With
+-- ignore_confirmation a higher timeframe uses now - delay instead.
+CREATE OR REPLACE FUNCTION agg_horizon(symbol text, timeframe text, now timestamptz DEFAULT now(),
+                                       ignore_confirmation boolean DEFAULT false)
+RETURNS timestamptz
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+  v_symbol text := $1;
+  v_tf text := $2;
+  v_now timestamptz := coalesce($3, now());
+  v_ignore boolean := coalesce($4, false);
+  v_src text;
+  v_delay integer;
+  v_reach timestamptz;
+  v_src_cursor timestamptz;
+BEGIN
+  PERFORM agg_check_timeframe(v_tf);
+  v_src := agg_source_timeframe(v_tf);
+  SELECT s.aggregation_delay_seconds INTO v_delay FROM data_agg_state s
+  WHERE s.canonical_symbol = v_symbol AND s.timeframe = v_tf;
+  v_delay := coalesce(v_delay, 0);
+  IF v_src = '1m' THEN
+    SELECT b.ts_utc + interval '1 minute' INTO v_reach FROM data_bars b
+    WHERE b.canonical_symbol = v_symbol AND b.timeframe = '1m'
+    ORDER BY b.ts_utc DESC LIMIT 1;
+    IF v_reach IS NULL THEN
+      RETURN v_now - make_interval(secs => v_delay);
+    END IF;
+    RETURN greatest(v_now - make_interval(secs => v_delay), least(v_now, v_reach));
+  END IF;
+  IF v_ignore THEN
+    RETURN v_now - make_interval(secs => v_delay);
+  END IF;
+  SELECT s.last_agg_bar_ts_utc INTO v_src_cursor FROM data_agg_state s
+  WHERE s.canonical_symbol = v_symbol AND s.timeframe = v_src;
+  IF v_src_cursor IS NULL THEN
+    RETURN NULL;
+  END IF;
+  RETURN least(v_now, v_src_cursor);
+END $$;
+
 CREATE OR REPLACE FUNCTION catchup_aggregation_range(
   symbol text, timeframe text, start_cursor timestamptz, max_windows integer DEFAULT 500,
   now timestamptz DEFAULT now(), derivation_version integer DEFAULT 1,
@@ -38,7 +84,6 @@ DECLARE
   v_cal text;
   v_src text;
   v_task data_agg_state%ROWTYPE;
-  v_src_cursor timestamptz;
   v_horizon timestamptz;
   v_final_end timestamptz;
   v_windows integer;
@@ -90,17 +135,12 @@ BEGIN
   END IF;
 
   v_src := agg_source_timeframe(v_tf);
-  v_horizon := v_now - make_interval(secs => v_task.aggregation_delay_seconds);
-  IF v_src <> '1m' AND NOT v_ignore THEN
-    SELECT s.last_agg_bar_ts_utc INTO v_src_cursor FROM data_agg_state s
-    WHERE s.canonical_symbol = v_symbol AND s.timeframe = v_src;
-    IF v_src_cursor IS NULL THEN
-      RETURN jsonb_build_object('success', true, 'reason', 'waiting_for_source',
-        'windows_processed', 0, 'cursor_advanced_to', v_cursor,
-        'bars_created', 0, 'bars_updated', 0, 'bars_deleted', 0, 'bars_quality_poor', 0,
-        'bars_skipped', 0, 'continue', false);
-    END IF;
-    v_horizon := least(v_horizon, v_src_cursor);
+  v_horizon := agg_horizon(v_symbol, v_tf, v_now, v_ignore);
+  IF v_horizon IS NULL THEN
+    RETURN jsonb_build_object('success', true, 'reason', 'waiting_for_source',
+      'windows_processed', 0, 'cursor_advanced_to', v_cursor,
+      'bars_created', 0, 'bars_updated', 0, 'bars_deleted', 0, 'bars_quality_poor', 0,
+      'bars_skipped', 0, 'continue', false);
   END IF;
   -- Buckets starting before the horizon's bucket end at or before the horizon.
   v_final_end := agg_bucket_start(v_cal, v_tf, v_horizon);
@@ -197,10 +237,12 @@ END $$;
 
 -- Privileges: nobody by default; the worker runs these.
 REVOKE EXECUTE ON FUNCTION
+  agg_horizon(text, text, timestamptz, boolean),
   agg_bootstrap_cursor(text, text, timestamptz),
   catchup_aggregation_range(text, text, timestamptz, integer, timestamptz, integer, boolean)
 FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
+  agg_horizon(text, text, timestamptz, boolean),
   agg_bootstrap_cursor(text, text, timestamptz),
   catchup_aggregation_range(text, text, timestamptz, integer, timestamptz, integer, boolean)
 TO barkeep_worker;
@@ -208,6 +250,7 @@ DO $$
 BEGIN
   IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'service_role') THEN
     GRANT EXECUTE ON FUNCTION
+      agg_horizon(text, text, timestamptz, boolean),
       agg_bootstrap_cursor(text, text, timestamptz),
       catchup_aggregation_range(text, text, timestamptz, integer, timestamptz, integer, boolean)
     TO service_role;

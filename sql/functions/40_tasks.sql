@@ -1,6 +1,11 @@
 -- requires: 2
 -- The task state machine: every transition of a data_agg_state row goes
 -- through one function here (docs/DESIGN.md, "Task state").
+
+-- Signatures that changed: agg_finish took the lease token only inside
+-- stats, sync_agg_state_from_registry had no delay for new tasks.
+DROP FUNCTION IF EXISTS agg_finish(text, text, boolean, timestamptz, jsonb, text, text, timestamptz, integer);
+DROP FUNCTION IF EXISTS sync_agg_state_from_registry(text, timestamptz);
 ------------------------------------------------------------------------------
 CREATE OR REPLACE FUNCTION agg_get_due_tasks(env text, now timestamptz DEFAULT now(), task_limit integer DEFAULT 100,
                                   stale_seconds integer DEFAULT 600)
@@ -93,7 +98,8 @@ END $$;
 
 CREATE OR REPLACE FUNCTION agg_finish(symbol text, timeframe text, success boolean, new_cursor timestamptz,
                            stats jsonb DEFAULT '{}', fail_kind text DEFAULT NULL, error text DEFAULT NULL,
-                           now timestamptz DEFAULT now(), hard_fail_threshold integer DEFAULT 3)
+                           now timestamptz DEFAULT now(), hard_fail_threshold integer DEFAULT 3,
+                           lease_token uuid DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp AS $$
 #variable_conflict use_column
@@ -107,7 +113,11 @@ DECLARE
   v_error text := $7;
   v_now timestamptz := coalesce($8, now());
   v_threshold integer := coalesce($9, 3);
+  v_token uuid := $10;
   v_task data_agg_state%ROWTYPE;
+  v_horizon timestamptz;
+  v_end timestamptz;
+  v_started timestamptz;
   v_cal text;
   v_cursor timestamptz;
   v_next timestamptz;
@@ -121,23 +131,39 @@ BEGIN
   IF NOT FOUND THEN
     RAISE EXCEPTION 'no task % %', v_symbol, v_tf USING ERRCODE = 'no_data_found';
   END IF;
-  -- Fencing: a worker whose lease was taken over changes nothing.
-  IF v_stats ? 'lease_token'
-     AND (v_stats->>'lease_token')::uuid IS DISTINCT FROM v_task.lease_token THEN
+  -- Fencing: a worker whose lease was taken over changes nothing. The
+  -- token comes as the lease_token parameter (or, from older callers, in
+  -- stats); a call without one is unfenced (the SQL face, operators).
+  IF v_token IS NULL AND v_stats ? 'lease_token' THEN
+    v_token := (v_stats->>'lease_token')::uuid;
+  END IF;
+  IF v_token IS NOT NULL AND v_token IS DISTINCT FROM v_task.lease_token THEN
     RETURN jsonb_build_object('success', false, 'reason', 'lease_lost');
   END IF;
+  v_started := coalesce(v_task.running_started_at_utc, v_now);
 
   IF v_success THEN
     v_cursor := greatest(v_task.last_agg_bar_ts_utc, v_new_cursor);
     v_status := 'idle';
+    v_cal := agg_symbol_calendar(v_symbol);
     IF coalesce((v_stats->>'continue')::boolean, false) THEN
       v_next := v_now;
     ELSE
-      v_cal := agg_symbol_calendar(v_symbol);
-      v_next := agg_bucket_end(v_cal, v_tf, v_cursor)
-                + make_interval(secs => v_task.aggregation_delay_seconds);
-      IF v_next IS NULL OR v_next <= v_now THEN
-        -- The next bucket is already due by the clock: it waits on its source.
+      v_end := agg_bucket_end(v_cal, v_tf, v_cursor);
+      -- The cursor is committed already (chunks move it), so the horizon
+      -- read here is the one the next run would see.
+      v_horizon := agg_horizon(v_symbol, v_tf, v_now);
+      IF v_end IS NOT NULL AND v_horizon IS NOT NULL AND v_end <= v_horizon THEN
+        -- More became final while this run went on (new 1m data, or the
+        -- source task moved on): run again at once.
+        v_next := v_now;
+      ELSIF v_task.source_timeframe = '1m' AND v_end IS NOT NULL THEN
+        -- Final by the clock at end + delay at the latest; new 1m data
+        -- reaching the bucket's end wakes the task earlier (agg_wake).
+        v_next := greatest(v_end + make_interval(secs => v_task.aggregation_delay_seconds), v_now);
+      ELSE
+        -- Waiting on the source task, whose progress wakes this one; the
+        -- run interval is the fallback.
         v_next := v_now + make_interval(mins => v_task.run_interval_minutes);
       END IF;
     END IF;
@@ -149,12 +175,14 @@ BEGIN
                                 + coalesce((v_stats->>'bars_quality_poor')::bigint, 0),
       lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
     WHERE s.canonical_symbol = v_symbol AND s.timeframe = v_tf;
-    -- Tasks built from this one can move as soon as its cursor does.
-    IF v_cursor IS DISTINCT FROM v_task.last_agg_bar_ts_utc THEN
-      UPDATE data_agg_state s SET next_run_at = v_now, updated_at = now()
-      WHERE s.canonical_symbol = v_symbol AND s.source_timeframe = v_tf
-        AND s.status = 'idle' AND s.next_run_at > v_now;
-    END IF;
+    -- Tasks built from this one run as soon as its cursor has made one of
+    -- their buckets final; a task backing off after a failure keeps waiting.
+    UPDATE data_agg_state s SET next_run_at = v_now, updated_at = now()
+    WHERE s.canonical_symbol = v_symbol AND s.source_timeframe = v_tf
+      AND s.status = 'idle' AND s.next_run_at > v_now
+      AND s.transient_fail_streak = 0 AND s.hard_fail_streak = 0
+      AND s.last_agg_bar_ts_utc IS NOT NULL
+      AND agg_bucket_end(v_cal, s.timeframe, s.last_agg_bar_ts_utc) <= least(v_cursor, v_now);
   ELSIF v_kind = 'transient' THEN
     v_cursor := v_task.last_agg_bar_ts_utc;
     v_status := 'idle';
@@ -181,9 +209,9 @@ BEGIN
 
   INSERT INTO agg_run_log (canonical_symbol, timeframe, worker_id, started_at, finished_at, status,
     cursor_from, cursor_to, bars_created, bars_quality_poor, fail_kind, error)
-  VALUES (v_symbol, v_tf, v_task.lease_owner, coalesce(v_task.running_started_at_utc, v_now), v_now,
+  VALUES (v_symbol, v_tf, v_task.lease_owner, v_started, v_now,
     CASE WHEN v_success THEN 'success' WHEN v_kind = 'transient' THEN 'transient' ELSE 'failed' END,
-    v_task.last_agg_bar_ts_utc, v_cursor,
+    coalesce((v_stats->>'cursor_from')::timestamptz, v_task.last_agg_bar_ts_utc), v_cursor,
     CASE WHEN v_success THEN coalesce((v_stats->>'bars_created')::integer, 0) ELSE 0 END,
     CASE WHEN v_success THEN coalesce((v_stats->>'bars_quality_poor')::integer, 0) ELSE 0 END,
     CASE WHEN v_success THEN NULL ELSE coalesce(v_kind, 'hard') END, v_error)
@@ -197,7 +225,82 @@ BEGIN
     'next_run_at', v_next);
 END $$;
 
-CREATE OR REPLACE FUNCTION sync_agg_state_from_registry(env text, agg_start timestamptz DEFAULT '2025-07-01 00:00+00')
+-- Hand a claimed task back unrun (a worker stopping): idle and due at
+-- once, lease cleared; not a run, so no counter, streak or log changes.
+-- Fenced by the lease token: false when the lease is no longer held.
+CREATE OR REPLACE FUNCTION agg_release(symbol text, timeframe text, lease_token uuid,
+                                       now timestamptz DEFAULT now())
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+  UPDATE data_agg_state s SET status = 'idle', next_run_at = coalesce($4, now()),
+    lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+  WHERE s.canonical_symbol = $1 AND s.timeframe = $2 AND s.status = 'running'
+    AND s.lease_token = $3;
+  RETURN FOUND;
+END $$;
+
+-- New 1m data arrived for `symbols` (NULL: any symbol): make the idle
+-- 1m-sourced tasks whose next bucket it made final due now. A task backing
+-- off after a failure keeps its backoff. Returns how many tasks woke.
+CREATE OR REPLACE FUNCTION agg_wake(symbols text[], now timestamptz DEFAULT now())
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+  v_now timestamptz := coalesce($2, now());
+  v_woken integer;
+BEGIN
+  UPDATE data_agg_state s SET next_run_at = v_now, updated_at = now()
+  WHERE ($1 IS NULL OR s.canonical_symbol = ANY ($1))
+    AND s.source_timeframe = '1m' AND s.enabled AND s.status = 'idle'
+    AND s.next_run_at > v_now
+    AND s.transient_fail_streak = 0 AND s.hard_fail_streak = 0
+    AND s.last_agg_bar_ts_utc IS NOT NULL
+    AND agg_bucket_end(agg_symbol_calendar(s.canonical_symbol), s.timeframe, s.last_agg_bar_ts_utc)
+        <= agg_horizon(s.canonical_symbol, s.timeframe, v_now);
+  GET DIAGNOSTICS v_woken = ROW_COUNT;
+  RETURN v_woken;
+END $$;
+
+-- End the sessions of frozen workers. A worker stopped inside a chunk
+-- transaction (SIGSTOP, a frozen VM) holds its task's row lock, so the
+-- claim skips the task although its lease expired, and a COPY waiting for
+-- client data is not ended by statement_timeout. Worker sessions carry the
+-- application_name 'barkeep <lease_owner>'; a session of an owner whose
+-- lease expired more than grace_seconds ago, inside a transaction, is
+-- terminated (its lease is void already: its writes would be fenced).
+-- Returns how many sessions were ended.
+CREATE OR REPLACE FUNCTION agg_end_frozen_sessions(now timestamptz DEFAULT now(),
+                                                   grace_seconds integer DEFAULT 5)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+  v_now timestamptz := coalesce($1, now());
+  v_grace interval := make_interval(secs => coalesce($2, 5));
+  v_ended integer := 0;
+  v_pid integer;
+BEGIN
+  FOR v_pid IN
+    SELECT a.pid FROM pg_stat_activity a
+    WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
+      AND a.xact_start IS NOT NULL AND a.xact_start < v_now - v_grace
+      AND a.application_name IN (
+        SELECT DISTINCT left('barkeep ' || s.lease_owner, 63) FROM data_agg_state s
+        WHERE s.status = 'running' AND s.lease_owner IS NOT NULL
+          AND s.lease_expires_at < v_now - v_grace)
+  LOOP
+    IF pg_terminate_backend(v_pid) THEN
+      v_ended := v_ended + 1;
+    END IF;
+  END LOOP;
+  RETURN v_ended;
+END $$;
+
+CREATE OR REPLACE FUNCTION sync_agg_state_from_registry(env text, agg_start timestamptz DEFAULT '2025-07-01 00:00+00',
+                                                         delay_seconds integer DEFAULT 120)
 RETURNS TABLE (success boolean, tasks_created integer, tasks_enabled integer,
                tasks_disabled integer, tasks_total integer)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp AS $$
@@ -205,17 +308,25 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp AS 
 DECLARE
   v_env text := $1;
   v_start timestamptz := coalesce($2, timestamptz '2025-07-01 00:00+00');
+  -- New 5m tasks wait this long for a quiet feed (docs/DESIGN.md,
+  -- "Finality"); higher timeframes follow their source's cursor.
+  v_delay integer := coalesce($3, 120);
   v_created integer;
   v_enabled integer;
   v_disabled integer;
   v_total integer;
 BEGIN
   PERFORM agg_check_env(v_env);
+  IF v_delay < 0 THEN
+    RAISE EXCEPTION 'delay_seconds must not be negative, got %', v_delay
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
 
   INSERT INTO data_agg_state (canonical_symbol, timeframe, source_timeframe, run_interval_minutes,
     aggregation_delay_seconds, is_mandatory, status, last_agg_bar_ts_utc, next_run_at,
     agg_start_utc, enabled, task_priority)
-  SELECT r.canonical_symbol, tf.timeframe, agg_source_timeframe(tf.timeframe), 1, 0, true, 'idle',
+  SELECT r.canonical_symbol, tf.timeframe, agg_source_timeframe(tf.timeframe), 1,
+         CASE WHEN tf.timeframe = '5m' THEN v_delay ELSE 0 END, true, 'idle',
          agg_first_bucket_at_or_after(agg_calendar(r.asset_class), tf.timeframe, v_start),
          now(), v_start, true, 100
   FROM core_asset_registry_all r
@@ -248,15 +359,21 @@ REVOKE EXECUTE ON FUNCTION
   agg_get_due_tasks(text, timestamptz, integer, integer),
   agg_claim_tasks(text, text, timestamptz, integer, integer),
   agg_heartbeat(text, text, uuid, timestamptz, integer),
-  agg_finish(text, text, boolean, timestamptz, jsonb, text, text, timestamptz, integer),
-  sync_agg_state_from_registry(text, timestamptz)
+  agg_finish(text, text, boolean, timestamptz, jsonb, text, text, timestamptz, integer, uuid),
+  agg_release(text, text, uuid, timestamptz),
+  agg_wake(text[], timestamptz),
+  agg_end_frozen_sessions(timestamptz, integer),
+  sync_agg_state_from_registry(text, timestamptz, integer)
 FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
   agg_get_due_tasks(text, timestamptz, integer, integer),
   agg_claim_tasks(text, text, timestamptz, integer, integer),
   agg_heartbeat(text, text, uuid, timestamptz, integer),
-  agg_finish(text, text, boolean, timestamptz, jsonb, text, text, timestamptz, integer),
-  sync_agg_state_from_registry(text, timestamptz)
+  agg_finish(text, text, boolean, timestamptz, jsonb, text, text, timestamptz, integer, uuid),
+  agg_release(text, text, uuid, timestamptz),
+  agg_wake(text[], timestamptz),
+  agg_end_frozen_sessions(timestamptz, integer),
+  sync_agg_state_from_registry(text, timestamptz, integer)
 TO barkeep_worker;
 GRANT EXECUTE ON FUNCTION agg_get_due_tasks(text, timestamptz, integer, integer) TO barkeep_reader;
 DO $$
@@ -266,8 +383,11 @@ BEGIN
       agg_get_due_tasks(text, timestamptz, integer, integer),
       agg_claim_tasks(text, text, timestamptz, integer, integer),
       agg_heartbeat(text, text, uuid, timestamptz, integer),
-      agg_finish(text, text, boolean, timestamptz, jsonb, text, text, timestamptz, integer),
-      sync_agg_state_from_registry(text, timestamptz)
+      agg_finish(text, text, boolean, timestamptz, jsonb, text, text, timestamptz, integer, uuid),
+      agg_release(text, text, uuid, timestamptz),
+      agg_wake(text[], timestamptz),
+      agg_end_frozen_sessions(timestamptz, integer),
+      sync_agg_state_from_registry(text, timestamptz, integer)
     TO service_role;
   END IF;
 END $$;

@@ -19,6 +19,7 @@ use chrono::{DateTime, Duration, Utc};
 use tokio_postgres::Client;
 use uuid::Uuid;
 
+use crate::assets::Symbol;
 use crate::calendar::{bucket_start, first_bucket_at_or_after, Calendar, Timeframe};
 use fold::{Bar, DerivedBar, Folder, Window};
 use sink::{write_chunk, ChunkTarget, ChunkWrite};
@@ -42,7 +43,7 @@ pub struct TaskPlan {
 /// The claimed tasks of one symbol, processed together in ladder order.
 #[derive(Debug, Clone)]
 pub struct SymbolJob {
-    pub symbol: String,
+    pub symbol: Symbol,
     pub calendar: Calendar,
     pub tasks: Vec<TaskPlan>,
     pub now: DateTime<Utc>,
@@ -51,9 +52,32 @@ pub struct SymbolJob {
     pub derivation_version: i32,
 }
 
+/// How a task's run ended.
+#[derive(Debug)]
+pub enum TaskOutcome {
+    /// Caught up to its horizon.
+    Done,
+    /// Stopped at `max_windows` with more final buckets waiting.
+    More,
+    /// Another worker holds the task now; nothing more was written.
+    LeaseLost,
+    /// The run failed; what was committed before stays.
+    Failed(anyhow::Error),
+}
+
+impl TaskOutcome {
+    /// The error of a failed run.
+    pub fn error(&self) -> Option<&anyhow::Error> {
+        match self {
+            TaskOutcome::Failed(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 /// How far one task got.
 #[derive(Debug)]
-pub struct TaskOutcome {
+pub struct TaskRun {
     pub timeframe: Timeframe,
     pub lease: Option<Uuid>,
     pub start_cursor: DateTime<Utc>,
@@ -64,10 +88,9 @@ pub struct TaskOutcome {
     pub bars_created: u64,
     pub bars_quality_poor: u64,
     pub bars_skipped: u64,
-    /// Stopped at `max_windows` with more final buckets waiting.
-    pub more: bool,
-    pub lease_lost: bool,
-    pub error: Option<anyhow::Error>,
+    pub outcome: TaskOutcome,
+    /// Wall time of the run.
+    pub elapsed: std::time::Duration,
 }
 
 /// Bars of one timeframe written in this job, covering [from, to).
@@ -109,12 +132,13 @@ impl<'c> SymbolRunner<'c> {
 
     /// Process every task of the job in ladder order. `on_task` sees each
     /// outcome as soon as it is known (the worker finishes the task there).
-    pub async fn run(mut self, mut on_task: impl FnMut(&TaskOutcome)) -> Vec<TaskOutcome> {
+    pub async fn run(mut self, mut on_task: impl FnMut(&TaskRun)) -> Vec<TaskRun> {
         let mut tasks = self.job.tasks.clone();
         tasks.sort_by_key(|t| t.timeframe);
         let mut outcomes = Vec::with_capacity(tasks.len());
         for task in &tasks {
-            let mut outcome = TaskOutcome {
+            let started = std::time::Instant::now();
+            let mut outcome = TaskRun {
                 timeframe: task.timeframe,
                 lease: task.lease,
                 start_cursor: task.cursor,
@@ -123,14 +147,17 @@ impl<'c> SymbolRunner<'c> {
                 bars_created: 0,
                 bars_quality_poor: 0,
                 bars_skipped: 0,
-                more: false,
-                lease_lost: false,
-                error: None,
+                outcome: TaskOutcome::Done,
+                elapsed: std::time::Duration::ZERO,
             };
             if let Err(e) = self.run_task(task, &mut outcome).await {
-                outcome.error = Some(e);
+                outcome.outcome = TaskOutcome::Failed(e);
             }
-            if outcome.lease_lost || outcome.error.is_some() {
+            outcome.elapsed = started.elapsed();
+            if matches!(
+                outcome.outcome,
+                TaskOutcome::LeaseLost | TaskOutcome::Failed(_)
+            ) {
                 // Our view of this task's cursor is no longer authoritative.
                 self.cursors.remove(&task.timeframe);
                 self.handoffs.remove(&task.timeframe);
@@ -154,7 +181,7 @@ impl<'c> SymbolRunner<'c> {
             .query_opt(
                 "SELECT last_agg_bar_ts_utc FROM data_agg_state
                  WHERE canonical_symbol = $1 AND timeframe = $2",
-                &[&self.job.symbol, &tf.as_str()],
+                &[&self.job.symbol.as_str(), &tf.as_str()],
             )
             .await
             .with_context(|| format!("reading the {} {tf} cursor", self.job.symbol))?;
@@ -177,7 +204,7 @@ impl<'c> SymbolRunner<'c> {
                 return Ok(h.bars[lo..hi].to_vec());
             }
         }
-        source::read_bars(self.client, &self.job.symbol, source, from, to).await
+        source::read_bars(self.client, self.job.symbol.as_str(), source, from, to).await
     }
 
     /// Where the source gap starting at `from` ends: the start of the bucket
@@ -188,12 +215,12 @@ impl<'c> SymbolRunner<'c> {
         from: DateTime<Utc>,
         limit: DateTime<Utc>,
     ) -> Result<DateTime<Utc>> {
-        let symbol = &self.job.symbol;
+        let symbol = self.job.symbol.as_str();
         let next: Option<DateTime<Utc>> = self
             .client
             .query_one(
                 "SELECT agg_next_source_ts($1, $2, $3, $4)",
-                &[symbol, &task.source.as_str(), &from, &limit],
+                &[&symbol, &task.source.as_str(), &from, &limit],
             )
             .await
             .with_context(|| format!("finding the next {symbol} {} bar", task.source))?
@@ -204,16 +231,38 @@ impl<'c> SymbolRunner<'c> {
         })
     }
 
-    async fn run_task(&mut self, task: &TaskPlan, out: &mut TaskOutcome) -> Result<()> {
+    /// The finality horizon H (docs/DESIGN.md, "Finality"): a bucket is
+    /// final when its end <= H. None: the source task has no cursor yet.
+    async fn horizon(&mut self, task: &TaskPlan) -> Result<Option<DateTime<Utc>>> {
+        let now = self.job.now;
+        if task.source != Timeframe::M1 {
+            return Ok(self.cursor_of(task.source).await?.map(|c| c.min(now)));
+        }
+        // The end of the newest 1m bar: once the feed has reached a bucket's
+        // end the bucket is complete, without waiting for the delay.
+        let reach: Option<DateTime<Utc>> = self
+            .client
+            .query_one(
+                "SELECT max(ts_utc) + interval '1 minute' FROM data_bars
+                 WHERE canonical_symbol = $1 AND timeframe = '1m'",
+                &[&self.job.symbol.as_str()],
+            )
+            .await
+            .with_context(|| format!("reading how far the {} 1m data reaches", self.job.symbol))?
+            .get(0);
+        let quiet = now - task.delay;
+        Ok(Some(match reach {
+            Some(reach) => quiet.max(reach.min(now)),
+            None => quiet,
+        }))
+    }
+
+    async fn run_task(&mut self, task: &TaskPlan, out: &mut TaskRun) -> Result<()> {
         let job = self.job;
         let (cal, tf) = (job.calendar, task.timeframe);
-        let mut horizon = job.now - task.delay;
-        if task.source != Timeframe::M1 {
-            match self.cursor_of(task.source).await? {
-                Some(c) => horizon = horizon.min(c),
-                None => return Ok(()),
-            }
-        }
+        let Some(horizon) = self.horizon(task).await? else {
+            return Ok(());
+        };
         let limit = bucket_start(cal, tf, horizon);
         let mut cursor = task.cursor;
         // Only timeframes a later task of this job reads from are worth keeping.
@@ -224,7 +273,7 @@ impl<'c> SymbolRunner<'c> {
             bars: Vec::new(),
         };
         let target = ChunkTarget {
-            symbol: &job.symbol,
+            symbol: job.symbol.as_str(),
             timeframe: tf,
             source: task.source,
             lease: task.lease,
@@ -248,7 +297,7 @@ impl<'c> SymbolRunner<'c> {
                 if windows.len() >= room {
                     windows.truncate(room);
                     chunk_end = windows.last().map(|w| w.end).unwrap_or(cursor);
-                    out.more = true;
+                    out.outcome = TaskOutcome::More;
                 }
             }
             if chunk_end <= cursor {
@@ -257,7 +306,7 @@ impl<'c> SymbolRunner<'c> {
             let bars: Vec<&DerivedBar> = windows.iter().filter_map(|w| w.bar.as_ref()).collect();
             match write_chunk(self.client, &target, cursor, chunk_end, &bars).await? {
                 ChunkWrite::LeaseLost => {
-                    out.lease_lost = true;
+                    out.outcome = TaskOutcome::LeaseLost;
                     return Ok(());
                 }
                 ChunkWrite::Committed => {}
@@ -272,11 +321,11 @@ impl<'c> SymbolRunner<'c> {
                 handoff.bars.extend(bars.iter().map(|b| b.bar.clone()));
                 handoff.to = cursor;
             }
-            if out.more {
+            if matches!(out.outcome, TaskOutcome::More) {
                 break;
             }
         }
-        if !out.more && limit > out.new_cursor {
+        if !matches!(out.outcome, TaskOutcome::More) && limit > out.new_cursor {
             out.new_cursor = limit;
         }
         if keep && handoff.to > handoff.from {

@@ -1,26 +1,28 @@
 //! Leases and task bookkeeping of the worker: claiming due tasks with
-//! `agg_claim_tasks`, renewing held leases with `agg_heartbeat`, recording
-//! outcomes with `agg_finish` (fenced by the lease token), handing back
-//! unstarted tasks, and telling transient failures from hard ones.
+//! `agg_claim_tasks`, renewing every held lease in one batched
+//! `agg_heartbeat` call, recording outcomes with `agg_finish` (fenced by the
+//! lease token), handing back unstarted tasks with `agg_release`, waking
+//! tasks on new data with `agg_wake`, and telling transient failures from
+//! hard ones. Every task-state write of the worker goes through these SQL
+//! functions (sql/functions/40_tasks.sql).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
-use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-use super::RunArgs;
+use crate::assets::Symbol;
 use crate::calendar::Timeframe;
-use crate::db::Database;
-use crate::engine::{SymbolJob, TaskOutcome};
+use crate::engine::{TaskOutcome, TaskRun};
+use crate::tasks::Env;
 
 /// A claimed task as `agg_claim_tasks` returns it.
 #[derive(Debug, Clone)]
 pub(super) struct Claim {
-    pub(super) symbol: String,
+    pub(super) symbol: Symbol,
     pub(super) timeframe: Timeframe,
     pub(super) source: Timeframe,
     pub(super) cursor: Option<DateTime<Utc>>,
@@ -30,60 +32,52 @@ pub(super) struct Claim {
 }
 
 /// Leases this process holds, renewed by the heartbeat.
-pub(super) type Leases = Arc<Mutex<HashMap<(String, Timeframe), Uuid>>>;
+pub(super) type Leases = Arc<Mutex<HashMap<(Symbol, Timeframe), Uuid>>>;
 
-/// Whether an error is worth retrying soon rather than counting as a hard failure.
+/// Whether an error is worth retrying soon rather than counting as a hard
+/// failure: a lost connection (SQLSTATE class 08, or no SQLSTATE at all: the
+/// socket failed underneath), serialization failure (40001), deadlock
+/// (40P01), a cancelled statement or statement timeout (57014), a lock
+/// timeout (55P03), and the server shutting down or starting (57P01-57P03).
 pub fn is_transient(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
         if let Some(pg) = cause.downcast_ref::<tokio_postgres::Error>() {
             if pg.is_closed() {
                 return true;
             }
-            if let Some(code) = pg.code() {
-                return [
-                    SqlState::T_R_SERIALIZATION_FAILURE,
-                    SqlState::T_R_DEADLOCK_DETECTED,
-                    SqlState::QUERY_CANCELED,
-                    SqlState::LOCK_NOT_AVAILABLE,
-                    SqlState::ADMIN_SHUTDOWN,
-                    SqlState::CRASH_SHUTDOWN,
-                    SqlState::CANNOT_CONNECT_NOW,
-                    SqlState::CONNECTION_FAILURE,
-                    SqlState::CONNECTION_EXCEPTION,
-                    SqlState::TOO_MANY_CONNECTIONS,
-                ]
-                .contains(code);
-            }
-            // No SQL state: the socket or protocol failed underneath us.
-            return true;
+            return match pg.code() {
+                Some(code) => is_transient_sqlstate(code.code()),
+                // No SQL state: the socket or protocol failed underneath us.
+                None => true,
+            };
         }
         cause.downcast_ref::<std::io::Error>().is_some()
     })
 }
 
-pub(super) async fn wake_idle_tasks(control: &Client) -> Result<()> {
-    control
-        .execute(
-            "UPDATE data_agg_state SET next_run_at = now()
-             WHERE enabled AND status = 'idle' AND next_run_at > now()",
-            &[],
+/// The SQLSTATEs of [`is_transient`].
+pub fn is_transient_sqlstate(code: &str) -> bool {
+    code.starts_with("08")
+        || matches!(
+            code,
+            "40001" | "40P01" | "57014" | "55P03" | "57P01" | "57P02" | "57P03"
         )
-        .await
-        .context("waking idle tasks")?;
-    Ok(())
 }
 
+/// Claim up to `max_tasks` due tasks of `env`; also returns the server's now.
 pub(super) async fn claim(
     control: &Client,
-    args: &RunArgs,
+    env: Env,
     worker: &str,
+    max_tasks: i32,
+    lease_seconds: i32,
 ) -> Result<(Vec<Claim>, DateTime<Utc>)> {
     let rows = control
         .query(
             "SELECT c.canonical_symbol, c.timeframe, c.source_timeframe, c.last_agg_bar_ts_utc,
                     c.aggregation_delay_seconds, c.lease_token, c.recovered, now()
              FROM agg_claim_tasks($1, $2, now(), $3, $4) c",
-            &[&args.env, &worker, &args.batch, &args.lease_seconds],
+            &[&env.as_str(), &worker, &max_tasks, &lease_seconds],
         )
         .await
         .context("claiming due tasks")?;
@@ -91,116 +85,220 @@ pub(super) async fn claim(
     let mut claims = Vec::with_capacity(rows.len());
     for r in rows {
         now = r.get(7);
+        let symbol: String = r.get(0);
         let tf: String = r.get(1);
         let src: String = r.get(2);
+        let lease: Uuid = r.get(5);
+        let symbol = match Symbol::parse(&symbol) {
+            Ok(s) => s,
+            Err(e) => {
+                // A registry row barkeep cannot name: record it as a hard
+                // failure so it ends up hard_failed instead of looping.
+                let error = format!("{e:#}");
+                control
+                    .query_one(
+                        "SELECT agg_finish($1, $2, false, NULL, '{}', 'hard', $3, now(), 3, $4)",
+                        &[&symbol, &tf, &error, &lease],
+                    )
+                    .await
+                    .with_context(|| format!("failing the task of symbol {symbol:?}"))?;
+                continue;
+            }
+        };
         claims.push(Claim {
-            symbol: r.get(0),
+            symbol,
             timeframe: Timeframe::parse(&tf)?,
             source: Timeframe::parse(&src)?,
             cursor: r.get(3),
             delay_seconds: r.get(4),
-            lease: r.get(5),
+            lease,
             recovered: r.get(6),
         });
     }
     Ok((claims, now))
 }
 
-pub(super) fn forget(leases: &Leases, symbol: &str, tf: Timeframe) -> Result<()> {
-    leases
-        .lock()
-        .map_err(|_| anyhow::anyhow!("lease table poisoned"))?
-        .remove(&(symbol.to_string(), tf));
-    Ok(())
+pub(super) fn hold(leases: &Leases, claims: &[Claim]) {
+    if let Ok(mut held) = leases.lock() {
+        for c in claims {
+            held.insert((c.symbol.clone(), c.timeframe), c.lease);
+        }
+    }
 }
 
-/// Hand unstarted tasks back as due now (a successful no-op finish).
-pub(super) async fn release(client: &Client, job: &SymbolJob, leases: &Leases) -> Result<()> {
-    for t in &job.tasks {
-        let stats = serde_json::json!({
-            "lease_token": t.lease.map(|l| l.to_string()),
-            "bars_created": 0, "bars_quality_poor": 0, "continue": true,
-        });
-        client
-            .query_one(
-                "SELECT agg_finish($1, $2, true, $3, $4, NULL, NULL, now(), 3)",
-                &[&job.symbol, &t.timeframe.as_str(), &t.cursor, &stats],
-            )
-            .await
-            .with_context(|| format!("releasing {} {}", job.symbol, t.timeframe))?;
-        forget(leases, &job.symbol, t.timeframe)?;
+pub(super) fn forget(leases: &Leases, symbol: &Symbol, tf: Timeframe) {
+    if let Ok(mut held) = leases.lock() {
+        held.remove(&(symbol.clone(), tf));
     }
-    Ok(())
 }
 
-/// Record a task's outcome with `agg_finish` (fenced by the lease token).
-pub(super) async fn finish(client: &Client, symbol: &str, o: &TaskOutcome) -> Result<()> {
-    if o.lease_lost {
-        tracing::warn!(symbol, timeframe = %o.timeframe, "lease lost; another worker owns the task");
-        return Ok(());
-    }
+/// Hand an unstarted task back, due at once; not recorded as a run.
+pub(super) async fn release(
+    client: &Client,
+    symbol: &Symbol,
+    tf: Timeframe,
+    lease: Uuid,
+) -> Result<bool> {
+    Ok(client
+        .query_one(
+            "SELECT agg_release($1, $2, $3, now())",
+            &[&symbol.as_str(), &tf.as_str(), &lease],
+        )
+        .await
+        .with_context(|| format!("releasing {symbol} {tf}"))?
+        .get(0))
+}
+
+/// What `agg_finish` made of a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Finished {
+    /// Recorded; the task's new status.
+    Recorded(String),
+    /// The lease had been taken over; nothing was recorded.
+    LeaseLost,
+}
+
+/// Record a task's run with `agg_finish`, fenced by its lease token.
+pub(super) async fn finish(client: &Client, symbol: &Symbol, run: &TaskRun) -> Result<Finished> {
     let stats = serde_json::json!({
-        "lease_token": o.lease.map(|l| l.to_string()),
-        "windows_processed": o.windows,
-        "bars_created": o.bars_created,
-        "bars_quality_poor": o.bars_quality_poor,
-        "bars_skipped": o.bars_skipped,
-        "continue": o.more,
-        "cursor_from": o.start_cursor,
+        "windows_processed": run.windows,
+        "bars_created": run.bars_created,
+        "bars_quality_poor": run.bars_quality_poor,
+        "bars_skipped": run.bars_skipped,
+        "continue": matches!(run.outcome, TaskOutcome::More),
+        "cursor_from": run.start_cursor,
+        "duration_ms": run.elapsed.as_millis() as u64,
     });
-    let (success, kind, error) = match &o.error {
-        None => (true, None, None),
-        Some(e) => {
+    let (success, kind, error) = match &run.outcome {
+        TaskOutcome::Done | TaskOutcome::More => (true, None, None),
+        TaskOutcome::LeaseLost => return Ok(Finished::LeaseLost),
+        TaskOutcome::Failed(e) => {
             let kind = if is_transient(e) { "transient" } else { "hard" };
-            tracing::warn!(symbol, timeframe = %o.timeframe, kind, "task failed: {e:#}");
             (false, Some(kind), Some(format!("{e:#}")))
         }
     };
-    client
+    let r: serde_json::Value = client
         .query_one(
-            "SELECT agg_finish($1, $2, $3, $4, $5, $6, $7, now(), 3)",
+            "SELECT agg_finish($1, $2, $3, $4, $5, $6, $7, now(), 3, $8)",
             &[
-                &symbol,
-                &o.timeframe.as_str(),
+                &symbol.as_str(),
+                &run.timeframe.as_str(),
                 &success,
-                &o.new_cursor,
+                &run.new_cursor,
                 &stats,
                 &kind,
                 &error,
+                &run.lease,
             ],
         )
         .await
-        .with_context(|| format!("finishing {symbol} {}", o.timeframe))?;
-    Ok(())
+        .with_context(|| format!("finishing {symbol} {}", run.timeframe))?
+        .get(0);
+    if r["reason"] == "lease_lost" {
+        return Ok(Finished::LeaseLost);
+    }
+    Ok(Finished::Recorded(
+        r["status"].as_str().unwrap_or("idle").to_string(),
+    ))
 }
 
-/// Renew every held lease a few times per lease period.
-pub(super) async fn heartbeat_loop(database: Database, leases: Leases, lease_seconds: i32) {
-    let period = std::time::Duration::from_secs((lease_seconds.max(3) / 3) as u64);
-    let mut client: Option<Client> = None;
-    loop {
-        tokio::time::sleep(period).await;
-        let held: Vec<((String, Timeframe), Uuid)> = match leases.lock() {
-            Ok(l) => l.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-            Err(_) => return,
-        };
-        if held.is_empty() {
-            continue;
-        }
-        if client.as_ref().is_none_or(|c| c.is_closed()) {
-            client = database.connect().await.ok();
-        }
-        let Some(c) = client.as_ref() else { continue };
-        for ((symbol, tf), lease) in held {
-            if let Err(e) = c
-                .query_one(
-                    "SELECT agg_heartbeat($1, $2, $3, now(), $4)",
-                    &[&symbol, &tf.as_str(), &lease, &lease_seconds],
-                )
-                .await
-            {
-                tracing::warn!("heartbeat for {symbol} {tf} failed: {e}");
-            }
-        }
-    }
+/// Make the 5m tasks of `symbols` (None: every symbol) whose next bucket
+/// new 1m data completed due now.
+pub(super) async fn wake(control: &Client, symbols: Option<&[String]>) -> Result<i32> {
+    Ok(control
+        .query_one("SELECT agg_wake($1, now())", &[&symbols])
+        .await
+        .context("waking tasks for new 1m data")?
+        .get(0))
+}
+
+/// Renew every lease in `held` in one round trip; returns the leases that
+/// are no longer ours.
+pub(super) async fn heartbeat(
+    client: &Client,
+    held: &[((Symbol, Timeframe), Uuid)],
+    lease_seconds: i32,
+) -> Result<Vec<Uuid>> {
+    let symbols: Vec<&str> = held.iter().map(|((s, _), _)| s.as_str()).collect();
+    let tfs: Vec<&str> = held.iter().map(|((_, tf), _)| tf.as_str()).collect();
+    let tokens: Vec<Uuid> = held.iter().map(|(_, l)| *l).collect();
+    let rows = client
+        .query(
+            "SELECT t.tok FROM unnest($1::text[], $2::text[], $3::uuid[]) AS t (sym, tf, tok)
+             WHERE NOT agg_heartbeat(t.sym, t.tf, t.tok, now(), $4)",
+            &[&symbols, &tfs, &tokens, &lease_seconds],
+        )
+        .await
+        .context("renewing leases")?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// When the worker should look again: the earliest `next_run_at` of its
+/// env's idle tasks or lease expiry of running ones, and whether a running
+/// task's lease has expired (a frozen or dead worker).
+pub(super) async fn next_due(
+    control: &Client,
+    env: Env,
+) -> Result<(Option<DateTime<Utc>>, bool, DateTime<Utc>)> {
+    let row = control
+        .query_one(
+            "SELECT least(min(s.next_run_at) FILTER (WHERE s.status = 'idle'),
+                          min(s.lease_expires_at) FILTER (WHERE s.status = 'running')),
+                    coalesce(bool_or(s.status = 'running' AND s.lease_expires_at < now()), false),
+                    now()
+             FROM data_agg_state s
+             JOIN core_asset_registry_all r ON r.canonical_symbol = s.canonical_symbol
+             WHERE s.enabled AND s.status IN ('idle', 'running')
+               AND CASE WHEN $1 = 'prod' THEN r.active ELSE r.test_active END",
+            &[&env.as_str()],
+        )
+        .await
+        .context("looking up the next due task")?;
+    Ok((row.get(0), row.get(1), row.get(2)))
+}
+
+/// End the sessions of workers frozen past their lease (they hold row
+/// locks the claim skips); returns how many were ended.
+pub(super) async fn end_frozen_sessions(control: &Client, lease_seconds: i32) -> Result<i32> {
+    let grace = (lease_seconds / 4).clamp(1, 15);
+    Ok(control
+        .query_one("SELECT agg_end_frozen_sessions(now(), $1)", &[&grace])
+        .await
+        .context("ending frozen worker sessions")?
+        .get(0))
+}
+
+/// Tasks of `env` another worker is running under a live lease.
+pub(super) async fn foreign_live_leases(control: &Client, env: Env, worker: &str) -> Result<i64> {
+    Ok(control
+        .query_one(
+            "SELECT count(*) FROM data_agg_state s
+             JOIN core_asset_registry_all r ON r.canonical_symbol = s.canonical_symbol
+             WHERE s.enabled AND s.status = 'running' AND s.lease_expires_at >= now()
+               AND s.lease_owner IS DISTINCT FROM $2
+               AND CASE WHEN $1 = 'prod' THEN r.active ELSE r.test_active END",
+            &[&env.as_str(), &worker],
+        )
+        .await
+        .context("looking for other workers' leases")?
+        .get(0))
+}
+
+/// Of `keys`, the tasks still waiting for a retry (idle and enabled after
+/// a failure this worker recorded).
+pub(super) async fn awaiting_retry(control: &Client, keys: &[(Symbol, Timeframe)]) -> Result<i64> {
+    let symbols: Vec<&str> = keys.iter().map(|(s, _)| s.as_str()).collect();
+    let tfs: Vec<&str> = keys.iter().map(|(_, tf)| tf.as_str()).collect();
+    Ok(control
+        .query_one(
+            "SELECT count(*) FROM data_agg_state s
+             JOIN unnest($1::text[], $2::text[]) AS k (sym, tf)
+               ON s.canonical_symbol = k.sym AND s.timeframe = k.tf
+             WHERE s.enabled AND s.status IN ('idle', 'running')
+               AND (s.transient_fail_streak > 0 OR s.hard_fail_streak > 0)",
+            &[&symbols, &tfs],
+        )
+        .await
+        .context("looking up tasks waiting for a retry")?
+        .get(0))
 }

@@ -1,70 +1,98 @@
-//! The worker behind `barkeep run`: claim due tasks with `agg_claim_tasks`,
-//! group them by symbol, run each symbol's ladder on the fast path with two
-//! connections at once, keep leases alive with `agg_heartbeat`, and record
-//! every outcome with `agg_finish`.
+//! The worker behind `barkeep run`: a service that claims due tasks with
+//! `agg_claim_tasks`, groups them by symbol, runs each symbol's ladder on
+//! the fast path in a fixed set of lanes (one connection each, kept across
+//! rounds), keeps leases alive with one batched heartbeat, and records every
+//! outcome with `agg_finish`.
+//!
+//! Left running, it sleeps until the next due time, and wakes early on
+//! `LISTEN` notifications of new 1m data and registry changes (it re-syncs
+//! its env's tasks then, and at start). Lost connections and database
+//! restarts are retried with capped, jittered backoff; sessions of frozen
+//! workers past their lease are ended so their tasks can be taken over.
+//! Shutdown is a [`CancellationToken`]: in-flight work gets a grace period,
+//! queued tasks are handed back with `agg_release`.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::io::IsTerminal;
-use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::Duration as StdDuration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Duration, Utc};
+use tokio::sync::mpsc;
 use tokio_postgres::Client;
+use tokio_util::sync::CancellationToken;
 
+use crate::assets::Symbol;
 use crate::calendar::{Calendar, Timeframe};
-use crate::cli::Global;
 use crate::db::Database;
-use crate::engine::{SymbolJob, SymbolRunner, TaskOutcome, TaskPlan};
+use crate::engine::{SymbolJob, SymbolRunner, TaskOutcome, TaskPlan, TaskRun};
+use crate::tasks::Env;
 
 mod lease;
-pub use lease::is_transient;
-use lease::{claim, finish, forget, heartbeat_loop, release, wake_idle_tasks, Claim, Leases};
+mod retry;
+pub use lease::{is_transient, is_transient_sqlstate};
+use lease::{Claim, Finished, Leases};
+use retry::{Backoff, Conn};
 
-/// Arguments of `barkeep run`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct RunArgs {
-    /// Catch up everything due, then exit.
-    #[arg(long)]
+/// Tasks claimed per free lane: a whole ladder of one symbol at best.
+const TASKS_PER_LANE: usize = 6;
+/// Longest idle sleep: the poll that backs up lost notifications.
+const MAX_IDLE: StdDuration = StdDuration::from_secs(60);
+
+/// Settings of a worker.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Catch up everything due (waiting for other workers' live leases and
+    /// for retries of its own failures), then return.
     pub once: bool,
-    /// Which registry flag marks an asset active: prod uses `active`, dev/test `test_active`.
-    #[arg(long, default_value = "prod")]
-    pub env: String,
-    /// Symbols processed at the same time (one database connection each).
-    #[arg(long, default_value_t = 2)]
+    /// Which registry flag marks an asset active.
+    pub env: Env,
+    /// Lanes: symbols processed at the same time, one connection each.
     pub concurrency: usize,
-    /// Stop a task after this many non-empty buckets per claim (it is claimed again).
-    #[arg(long)]
+    /// Stop a task after this many non-empty buckets per claim.
     pub max_windows: Option<u64>,
-    /// Most tasks claimed in one round.
-    #[arg(long, default_value_t = 600)]
-    pub batch: i32,
+    /// Most tasks per claim; None sizes claims to the free lanes.
+    pub claim_size: Option<usize>,
     /// Lease length; heartbeats renew it while work goes on.
-    #[arg(long, default_value_t = 60)]
     pub lease_seconds: i32,
-    /// On SIGTERM/SIGINT, how long in-flight work may take before exiting.
-    #[arg(long, default_value_t = 30)]
-    pub grace_seconds: u64,
-    /// Print the summary as JSON.
-    #[arg(long)]
-    pub json: bool,
+    /// After shutdown is requested, how long in-flight work may take.
+    pub grace: StdDuration,
+    /// Sync the env's tasks from the registry at start and on registry
+    /// changes, creating tasks of new assets from this instant.
+    pub sync_from: Option<DateTime<Utc>>,
 }
 
-impl RunArgs {
-    /// Settings of an in-process `run --once` (demo, bench): catch up
-    /// everything due in the prod env with `concurrency` lanes.
+impl WorkerConfig {
+    /// An in-process `run --once` (demo, bench, tests): catch up everything
+    /// due in the prod env with `concurrency` lanes.
     pub fn catch_up(concurrency: usize) -> Self {
         Self {
             once: true,
-            env: "prod".into(),
+            env: Env::Prod,
             concurrency,
             max_windows: None,
-            batch: 600,
+            claim_size: Some(600),
             lease_seconds: 60,
-            grace_seconds: 30,
-            json: false,
+            grace: StdDuration::from_secs(30),
+            sync_from: None,
         }
+    }
+
+    /// Refuse settings that cannot work.
+    pub fn validate(&self) -> Result<()> {
+        if self.concurrency == 0 {
+            bail!("concurrency must be at least 1");
+        }
+        if self.max_windows == Some(0) {
+            bail!("max-windows must be at least 1 (leave it out to catch up fully)");
+        }
+        if self.claim_size == Some(0) {
+            bail!("batch must be at least 1");
+        }
+        if self.lease_seconds < 1 {
+            bail!("lease-seconds must be at least 1");
+        }
+        Ok(())
     }
 }
 
@@ -74,169 +102,448 @@ pub struct Summary {
     pub rounds: u64,
     pub tasks_run: u64,
     pub tasks_failed: u64,
+    /// Tasks whose last run in this worker failed and that were not run
+    /// successfully since (`run --once` exits non-zero when this is not 0).
+    pub tasks_still_failing: u64,
     pub leases_lost: u64,
     pub leases_recovered: u64,
+    /// Claimed tasks handed back unrun at shutdown.
+    pub tasks_released: u64,
     /// Bars written per timeframe.
     pub bars_created: BTreeMap<String, u64>,
     pub bars_quality_poor: u64,
 }
 
 impl Summary {
-    fn record(&mut self, o: &TaskOutcome) {
+    fn record(&mut self, run: &TaskRun) {
         self.tasks_run += 1;
-        if o.error.is_some() {
-            self.tasks_failed += 1;
-        }
-        if o.lease_lost {
-            self.leases_lost += 1;
+        match run.outcome {
+            TaskOutcome::Failed(_) => self.tasks_failed += 1,
+            TaskOutcome::LeaseLost => self.leases_lost += 1,
+            TaskOutcome::Done | TaskOutcome::More => {}
         }
         *self
             .bars_created
-            .entry(o.timeframe.as_str().to_string())
-            .or_default() += o.bars_created;
-        self.bars_quality_poor += o.bars_quality_poor;
+            .entry(run.timeframe.as_str().to_string())
+            .or_default() += run.bars_created;
+        self.bars_quality_poor += run.bars_quality_poor;
     }
 }
 
-fn worker_name() -> String {
+/// This process's name in leases and session names: host:pid.
+pub fn worker_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "localhost".into());
     format!("{host}:{}", std::process::id())
 }
 
-/// Run `barkeep run`.
-pub async fn run(global: &Global, args: RunArgs) -> Result<ExitCode> {
-    let database = global.database().await?;
-    let stop = Arc::new(AtomicBool::new(false));
-    if !args.once {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("stopping: no new claims, finishing in-flight work");
-            stop.store(true, Ordering::SeqCst);
-        });
-    }
-    let summary = run_worker(&database, &args, stop).await?;
-    print_summary(&summary, args.json)?;
-    Ok(ExitCode::SUCCESS)
+/// The database as the worker's sessions see it: named after the worker
+/// (so a frozen worker's sessions can be found), TCP keepalives, and
+/// timeouts that end a transaction left open by a frozen worker within
+/// about one lease.
+fn session_database(database: &Database, worker: &str, lease_seconds: i32) -> Database {
+    database.tuned(|config| {
+        let name: String = format!("barkeep {worker}").chars().take(63).collect();
+        config.application_name(name);
+        let lease_ms = i64::from(lease_seconds.max(1)) * 1000;
+        let statement_ms = (2 * lease_ms).max(60_000);
+        let mut options = config
+            .get_options()
+            .map(|o| format!("{o} "))
+            .unwrap_or_default();
+        options.push_str(&format!(
+            "-c idle_in_transaction_session_timeout={lease_ms} -c statement_timeout={statement_ms} -c lock_timeout={lease_ms}"
+        ));
+        config.options(options);
+        config
+            .keepalives(true)
+            .keepalives_idle(StdDuration::from_secs(10))
+            .keepalives_interval(StdDuration::from_secs(5))
+            .keepalives_retries(3)
+            .connect_timeout(StdDuration::from_secs(10));
+    })
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
+/// What a lane did with one job.
+struct LaneReport {
+    symbol: Symbol,
+    runs: Vec<(TaskRun, Option<Finished>)>,
+    released: u64,
 }
 
-fn print_summary(summary: &Summary, json: bool) -> Result<()> {
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(summary).context("printing the summary")?
-        );
-        return Ok(());
-    }
-    println!(
-        "{} task runs in {} rounds, {} failed, {} leases lost",
-        summary.tasks_run, summary.rounds, summary.tasks_failed, summary.leases_lost
-    );
-    for tf in Timeframe::LADDER {
-        let n = summary.bars_created.get(tf.as_str()).copied().unwrap_or(0);
-        println!("  {:>4} {n:>10} bars", tf.as_str());
-    }
-    println!(
-        "  poor {:>10} bars (quality <= 0)",
-        summary.bars_quality_poor
-    );
-    Ok(())
+/// Something the listening connection heard.
+#[derive(Debug)]
+enum Event {
+    /// New 1m data for these symbols (None: too many to name).
+    Data(Option<Vec<String>>),
+    Registry,
+    /// An operator changed tasks.
+    Tasks,
+    /// (Re)connected: notifications may have been missed.
+    Listening,
 }
 
-/// The claim/process/finish loop. With `args.once` it returns when nothing
-/// is due; otherwise when `stop` is set (a grace period bounds the wait).
+/// Run a worker until `shutdown` is cancelled or, with `config.once`,
+/// until nothing is left to do.
 pub async fn run_worker(
     database: &Database,
-    args: &RunArgs,
-    stop: Arc<AtomicBool>,
+    config: &WorkerConfig,
+    shutdown: CancellationToken,
 ) -> Result<Summary> {
-    let control = database.connect().await?;
+    config.validate()?;
     let worker = worker_name();
+    let db = session_database(database, &worker, config.lease_seconds);
     let leases: Leases = Arc::new(Mutex::new(HashMap::new()));
+    // `kill` ends in-flight work when the grace period is over.
+    let kill = CancellationToken::new();
+
+    let (job_tx, job_rx) = mpsc::unbounded_channel::<SymbolJob>();
+    let job_rx = Arc::new(tokio::sync::Mutex::new(job_rx));
+    let (report_tx, mut report_rx) = mpsc::unbounded_channel::<LaneReport>();
+    let mut lanes = Vec::new();
+    for _ in 0..config.concurrency {
+        lanes.push(tokio::spawn(lane(
+            Conn::new(db.clone(), "lane"),
+            job_rx.clone(),
+            report_tx.clone(),
+            leases.clone(),
+            shutdown.clone(),
+            kill.clone(),
+        )));
+    }
+    drop(report_tx);
     let heartbeat = tokio::spawn(heartbeat_loop(
-        database.clone(),
+        Conn::new(db.clone(), "heartbeat"),
         leases.clone(),
-        args.lease_seconds,
+        config.lease_seconds,
+        kill.clone(),
     ));
+    let (event_tx, mut event_rx) = mpsc::unbounded_channel::<Event>();
+    let listener = if config.once {
+        None
+    } else {
+        Some(tokio::spawn(listen_loop(
+            db.clone(),
+            event_tx,
+            kill.clone(),
+        )))
+    };
+
+    let mut control = Conn::new(db.clone(), "control");
     let mut summary = Summary::default();
-    let mut idle_polls = 0u64;
-    let mut progress_since_wake = true;
-    let result: Result<()> = async {
-        while !stop.load(Ordering::SeqCst) {
-            let (claims, now) = claim(&control, args, &worker).await?;
-            if claims.is_empty() {
-                if args.once {
-                    // A task that found its source unfinished waits for its
-                    // run interval; wake the idle ones once more after any
-                    // progress so `--once` ends only when nothing is final.
-                    if progress_since_wake {
-                        wake_idle_tasks(&control).await?;
-                        progress_since_wake = false;
-                        continue;
-                    }
-                    break;
+    let mut state = LoopState {
+        claim_wanted: true,
+        sync_wanted: config.sync_from.is_some(),
+        wake: None,
+        in_flight: 0,
+        failing: HashSet::new(),
+        said_waiting: false,
+    };
+    let result = main_loop(
+        &mut control,
+        config,
+        &worker,
+        &leases,
+        &job_tx,
+        &mut report_rx,
+        &mut event_rx,
+        &shutdown,
+        &mut state,
+        &mut summary,
+    )
+    .await;
+
+    // Stop: no new claims; lanes hand back queued jobs and finish the one
+    // they run, within the grace period.
+    drop(job_tx);
+    let drain = async {
+        while let Some(report) = report_rx.recv().await {
+            absorb(&mut summary, &mut state, report);
+        }
+    };
+    if tokio::time::timeout(config.grace, drain).await.is_err() {
+        tracing::warn!("grace period over; abandoning in-flight work and handing its tasks back");
+    }
+    kill.cancel();
+    for l in lanes {
+        let _ = l.await;
+    }
+    while let Ok(report) = report_rx.try_recv() {
+        absorb(&mut summary, &mut state, report);
+    }
+    // Leases still held belong to work that was cut off: hand them back.
+    let left: Vec<((Symbol, Timeframe), uuid::Uuid)> = leases
+        .lock()
+        .map(|l| l.iter().map(|(k, v)| (k.clone(), *v)).collect())
+        .unwrap_or_default();
+    if !left.is_empty() {
+        let give_up = CancellationToken::new();
+        let timer = give_up.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(StdDuration::from_secs(5)).await;
+            timer.cancel();
+        });
+        if let Some(client) = control.get(&give_up).await {
+            for ((symbol, tf), lease) in left {
+                if lease::release(client, &symbol, tf, lease).await.is_ok() {
+                    summary.tasks_released += 1;
                 }
-                idle_polls += 1;
-                tracing::debug!(idle_polls, "nothing due");
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                continue;
-            }
-            summary.rounds += 1;
-            summary.leases_recovered += claims.iter().filter(|c| c.recovered).count() as u64;
-            {
-                let mut held = leases.lock().map_err(|_| anyhow::anyhow!("lease table poisoned"))?;
-                for c in &claims {
-                    held.insert((c.symbol.clone(), c.timeframe), c.lease);
-                }
-            }
-            let jobs = plan_jobs(&control, claims, now, args.max_windows).await?;
-            let round = process_round(database, jobs, args, &stop, &leases);
-            let outcomes = if args.once {
-                round.await?
-            } else {
-                let grace = std::time::Duration::from_secs(args.grace_seconds);
-                let stop = stop.clone();
-                tokio::select! {
-                    r = round => r?,
-                    _ = async move {
-                        while !stop.load(Ordering::SeqCst) {
-                            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                        }
-                        tokio::time::sleep(grace).await;
-                    } => {
-                        tracing::warn!("grace period over; unfinished leases will expire and be recovered");
-                        break;
-                    }
-                }
-            };
-            for o in &outcomes {
-                summary.record(o);
-                progress_since_wake |= o.new_cursor > o.start_cursor || o.bars_created > 0;
             }
         }
-        Ok(())
     }
-    .await;
     heartbeat.abort();
+    if let Some(l) = listener {
+        l.abort();
+    }
+    summary.tasks_still_failing = state.failing.len() as u64;
     result?;
     Ok(summary)
+}
+
+struct LoopState {
+    claim_wanted: bool,
+    sync_wanted: bool,
+    /// Symbols with new 1m data to wake (Some(None): all).
+    wake: Option<Option<Vec<String>>>,
+    in_flight: usize,
+    /// Tasks whose last run here failed.
+    failing: HashSet<(Symbol, Timeframe)>,
+    said_waiting: bool,
+}
+
+fn absorb(summary: &mut Summary, state: &mut LoopState, report: LaneReport) {
+    state.in_flight = state.in_flight.saturating_sub(1);
+    summary.tasks_released += report.released;
+    for (run, finished) in &report.runs {
+        summary.record(run);
+        log_run(&report.symbol, run, finished.as_ref());
+        let key = (report.symbol.clone(), run.timeframe);
+        match &run.outcome {
+            TaskOutcome::Failed(_) => {
+                state.failing.insert(key);
+            }
+            TaskOutcome::Done | TaskOutcome::More => {
+                state.failing.remove(&key);
+            }
+            TaskOutcome::LeaseLost => {}
+        }
+    }
+}
+
+/// One line per finished task run.
+fn log_run(symbol: &Symbol, run: &TaskRun, finished: Option<&Finished>) {
+    let ms = run.elapsed.as_millis() as u64;
+    let cursor = run.new_cursor.to_rfc3339();
+    let status = match finished {
+        Some(Finished::Recorded(s)) => s.as_str(),
+        Some(Finished::LeaseLost) => "lease lost",
+        None => "not recorded",
+    };
+    match &run.outcome {
+        TaskOutcome::Done | TaskOutcome::More => tracing::info!(
+            symbol = %symbol,
+            timeframe = %run.timeframe,
+            bars = run.bars_created,
+            cursor,
+            ms,
+            more = matches!(run.outcome, TaskOutcome::More),
+            "task run"
+        ),
+        TaskOutcome::LeaseLost => tracing::warn!(
+            symbol = %symbol,
+            timeframe = %run.timeframe,
+            bars = run.bars_created,
+            ms,
+            "lease lost: another worker owns the task now; stopped"
+        ),
+        TaskOutcome::Failed(e) => tracing::warn!(
+            symbol = %symbol,
+            timeframe = %run.timeframe,
+            kind = if is_transient(e) { "transient" } else { "hard" },
+            status,
+            ms,
+            "task run failed: {e:#}"
+        ),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn main_loop(
+    control: &mut Conn,
+    config: &WorkerConfig,
+    worker: &str,
+    leases: &Leases,
+    job_tx: &mpsc::UnboundedSender<SymbolJob>,
+    report_rx: &mut mpsc::UnboundedReceiver<LaneReport>,
+    event_rx: &mut mpsc::UnboundedReceiver<Event>,
+    shutdown: &CancellationToken,
+    state: &mut LoopState,
+    summary: &mut Summary,
+) -> Result<()> {
+    let mut backoff = Backoff::default();
+    loop {
+        if shutdown.is_cancelled() {
+            return Ok(());
+        }
+        let Some(client) = control.get(shutdown).await else {
+            return Ok(());
+        };
+        // One step of bookkeeping; a failure is retried after a backoff.
+        let step: Result<Option<StdDuration>> = async {
+            if let (true, Some(from)) = (state.sync_wanted, config.sync_from) {
+                let r = crate::tasks::sync(client, config.env, from, None).await?;
+                if r.tasks_created + r.tasks_enabled + r.tasks_disabled > 0 {
+                    tracing::info!(
+                        created = r.tasks_created,
+                        enabled = r.tasks_enabled,
+                        disabled = r.tasks_disabled,
+                        "synced tasks from the registry"
+                    );
+                }
+                state.sync_wanted = false;
+                state.claim_wanted = true;
+            }
+            if let Some(symbols) = state.wake.take() {
+                let woke = lease::wake(client, symbols.as_deref()).await?;
+                tracing::debug!(woke, "new 1m data");
+                state.claim_wanted |= woke > 0;
+            }
+            let free = config.concurrency.saturating_sub(state.in_flight);
+            if state.claim_wanted && free > 0 {
+                let size = config
+                    .claim_size
+                    .unwrap_or(free * TASKS_PER_LANE)
+                    .min(i32::MAX as usize) as i32;
+                let (claims, now) =
+                    lease::claim(client, config.env, worker, size, config.lease_seconds).await?;
+                if claims.is_empty() {
+                    state.claim_wanted = false;
+                } else {
+                    summary.rounds += 1;
+                    let recovered = claims.iter().filter(|c| c.recovered).count() as u64;
+                    if recovered > 0 {
+                        tracing::warn!(recovered, "took over tasks whose lease had expired");
+                    }
+                    summary.leases_recovered += recovered;
+                    lease::hold(leases, &claims);
+                    state.claim_wanted = claims.len() as i32 >= size;
+                    let jobs = plan_jobs(client, claims, now, config.max_windows).await?;
+                    for job in jobs {
+                        state.in_flight += 1;
+                        if job_tx.send(job).is_err() {
+                            bail!("every worker lane has stopped");
+                        }
+                    }
+                }
+                return Ok(None);
+            }
+            if state.claim_wanted {
+                // Lanes are busy: wait for a report.
+                return Ok(Some(MAX_IDLE));
+            }
+            let (due, expired, now) = lease::next_due(client, config.env).await?;
+            if expired {
+                let ended = lease::end_frozen_sessions(client, config.lease_seconds).await?;
+                if ended > 0 {
+                    tracing::warn!(
+                        ended,
+                        "ended the sessions of workers frozen past their lease"
+                    );
+                }
+            }
+            if config.once && state.in_flight == 0 {
+                let foreign = lease::foreign_live_leases(client, config.env, worker).await?;
+                let keys: Vec<_> = state.failing.iter().cloned().collect();
+                let retrying = if keys.is_empty() {
+                    0
+                } else {
+                    lease::awaiting_retry(client, &keys).await?
+                };
+                if foreign == 0 && retrying == 0 && !expired {
+                    return Ok(Some(StdDuration::ZERO));
+                }
+                if !state.said_waiting {
+                    tracing::info!(
+                        other_workers_tasks = foreign,
+                        retries = retrying,
+                        "nothing to claim yet; waiting for other workers' tasks and retries"
+                    );
+                    state.said_waiting = true;
+                }
+                let wait = due
+                    .map(|d| (d - now).to_std().unwrap_or_default())
+                    .unwrap_or(MAX_IDLE)
+                    .clamp(StdDuration::from_millis(200), StdDuration::from_secs(1));
+                return Ok(Some(wait));
+            }
+            let wait = match due {
+                Some(d) => (d - now).to_std().unwrap_or_default(),
+                None => MAX_IDLE,
+            };
+            Ok(Some(wait.clamp(StdDuration::from_millis(250), MAX_IDLE)))
+        }
+        .await;
+        let wait = match step {
+            Ok(w) => {
+                backoff.reset();
+                w
+            }
+            Err(e) if is_transient(&e) => {
+                control.broken();
+                tracing::warn!("database trouble, retrying: {e:#}");
+                if !backoff.wait(shutdown).await {
+                    return Ok(());
+                }
+                continue;
+            }
+            Err(e) => {
+                if config.once {
+                    return Err(e);
+                }
+                tracing::error!("worker step failed, retrying: {e:#}");
+                if !backoff.wait(shutdown).await {
+                    return Ok(());
+                }
+                continue;
+            }
+        };
+        let Some(wait) = wait else { continue };
+        if config.once && state.in_flight == 0 && wait.is_zero() && !state.claim_wanted {
+            return Ok(());
+        }
+        tokio::select! {
+            report = report_rx.recv() => match report {
+                Some(report) => {
+                    absorb(summary, state, report);
+                    state.claim_wanted = true;
+                }
+                None => bail!("every worker lane has stopped"),
+            },
+            Some(event) = event_rx.recv() => match event {
+                Event::Data(symbols) => {
+                    let merged = match (state.wake.take(), symbols) {
+                        (Some(None), _) | (_, None) => None,
+                        (Some(Some(mut a)), Some(b)) => {
+                            a.extend(b);
+                            Some(a)
+                        }
+                        (None, Some(b)) => Some(b),
+                    };
+                    state.wake = Some(merged);
+                }
+                Event::Registry => state.sync_wanted = config.sync_from.is_some(),
+                Event::Tasks => state.claim_wanted = true,
+                Event::Listening => {
+                    state.wake = Some(None);
+                    state.sync_wanted = config.sync_from.is_some();
+                    state.claim_wanted = true;
+                }
+            },
+            _ = tokio::time::sleep(wait) => state.claim_wanted = true,
+            _ = shutdown.cancelled() => return Ok(()),
+        }
+    }
 }
 
 /// Group claims by symbol, look up calendars, bootstrap missing cursors.
@@ -247,7 +554,7 @@ async fn plan_jobs(
     max_windows: Option<u64>,
 ) -> Result<Vec<SymbolJob>> {
     let symbols: Vec<String> = {
-        let mut s: Vec<String> = claims.iter().map(|c| c.symbol.clone()).collect();
+        let mut s: Vec<String> = claims.iter().map(|c| c.symbol.to_string()).collect();
         s.sort();
         s.dedup();
         s
@@ -264,14 +571,14 @@ async fn plan_jobs(
         .iter()
         .map(|r| (r.get(0), Calendar::for_asset_class(r.get(1))))
         .collect();
-    let mut jobs: BTreeMap<String, SymbolJob> = BTreeMap::new();
+    let mut jobs: BTreeMap<Symbol, SymbolJob> = BTreeMap::new();
     for c in claims {
         let cursor = match c.cursor {
             Some(cursor) => cursor,
             None => control
                 .query_one(
                     "SELECT agg_bootstrap_cursor($1, $2, $3)",
-                    &[&c.symbol, &c.timeframe.as_str(), &now],
+                    &[&c.symbol.as_str(), &c.timeframe.as_str(), &now],
                 )
                 .await
                 .with_context(|| format!("bootstrapping the {} {} cursor", c.symbol, c.timeframe))?
@@ -279,7 +586,10 @@ async fn plan_jobs(
         };
         let job = jobs.entry(c.symbol.clone()).or_insert_with(|| SymbolJob {
             symbol: c.symbol.clone(),
-            calendar: calendars.get(&c.symbol).copied().unwrap_or(Calendar::Utc),
+            calendar: calendars
+                .get(c.symbol.as_str())
+                .copied()
+                .unwrap_or(Calendar::Utc),
             tasks: Vec::new(),
             now,
             max_windows,
@@ -296,91 +606,193 @@ async fn plan_jobs(
     Ok(jobs.into_values().collect())
 }
 
-/// Run the jobs on `args.concurrency` connections; finish every task.
-async fn process_round(
-    database: &Database,
-    jobs: Vec<SymbolJob>,
-    args: &RunArgs,
-    stop: &Arc<AtomicBool>,
-    leases: &Leases,
-) -> Result<Vec<TaskOutcome>> {
-    let total: u64 = jobs.iter().map(|j| j.tasks.len() as u64).sum();
-    let progress = if std::io::stderr().is_terminal() {
-        let bar = indicatif::ProgressBar::new(total);
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} tasks {msg}",
-        ) {
-            bar.set_style(style);
-        }
-        bar
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    let queue = Arc::new(Mutex::new(VecDeque::from(jobs)));
-    let mut lanes = Vec::new();
-    for _ in 0..args.concurrency.max(1) {
-        let database = database.clone();
-        let queue = queue.clone();
-        let stop = stop.clone();
-        let leases = leases.clone();
-        let progress = progress.clone();
-        lanes.push(tokio::spawn(async move {
-            lane(database, queue, stop, leases, progress).await
-        }));
-    }
-    let mut outcomes = Vec::new();
-    let mut first_error = None;
-    for lane in lanes {
-        match lane.await.context("a worker lane panicked")? {
-            Ok(mut o) => outcomes.append(&mut o),
-            Err(e) => {
-                first_error.get_or_insert(e);
+/// One lane: a connection working through symbol jobs until the queue
+/// closes. After `stop`, queued jobs are handed back unrun; `kill` abandons
+/// the job in flight.
+async fn lane(
+    mut conn: Conn,
+    jobs: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<SymbolJob>>>,
+    reports: mpsc::UnboundedSender<LaneReport>,
+    leases: Leases,
+    stop: CancellationToken,
+    kill: CancellationToken,
+) {
+    loop {
+        let job = {
+            let mut rx = jobs.lock().await;
+            tokio::select! {
+                j = rx.recv() => j,
+                _ = kill.cancelled() => None,
             }
+        };
+        let Some(job) = job else { return };
+        let mut report = LaneReport {
+            symbol: job.symbol.clone(),
+            runs: Vec::new(),
+            released: 0,
+        };
+        if stop.is_cancelled() {
+            if let Some(client) = conn.get(&kill).await {
+                for t in &job.tasks {
+                    let Some(l) = t.lease else { continue };
+                    match lease::release(client, &job.symbol, t.timeframe, l).await {
+                        Ok(_) => {
+                            report.released += 1;
+                            lease::forget(&leases, &job.symbol, t.timeframe);
+                        }
+                        Err(e) => tracing::warn!("{e:#}"),
+                    }
+                }
+            }
+            let _ = reports.send(report);
+            continue;
         }
-    }
-    progress.finish_and_clear();
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok(outcomes),
+        let Some(client) = conn.get(&kill).await else {
+            let _ = reports.send(report);
+            return;
+        };
+        let runs = tokio::select! {
+            runs = SymbolRunner::new(client, &job).run(|_| {}) => runs,
+            _ = kill.cancelled() => {
+                // Dropping the connection rolls the open chunk back.
+                conn.broken();
+                let _ = reports.send(report);
+                return;
+            }
+        };
+        for run in runs {
+            let finished = finish_with_retry(&mut conn, &job.symbol, &run, &kill).await;
+            lease::forget(&leases, &job.symbol, run.timeframe);
+            report.runs.push((run, finished));
+        }
+        if reports.send(report).is_err() {
+            return;
+        }
     }
 }
 
-/// One connection working through the queue of symbol jobs.
-async fn lane(
-    database: Database,
-    queue: Arc<Mutex<VecDeque<SymbolJob>>>,
-    stop: Arc<AtomicBool>,
-    leases: Leases,
-    progress: indicatif::ProgressBar,
-) -> Result<Vec<TaskOutcome>> {
-    let mut client = database.connect().await?;
-    let mut outcomes = Vec::new();
+/// Record a run, retrying transient failures until it is recorded or
+/// `kill` is cancelled (an unrecorded run's lease expires and another
+/// claim redoes it).
+async fn finish_with_retry(
+    conn: &mut Conn,
+    symbol: &Symbol,
+    run: &TaskRun,
+    kill: &CancellationToken,
+) -> Option<Finished> {
+    let mut backoff = Backoff::default();
     loop {
-        let job = {
-            let mut q = queue
-                .lock()
-                .map_err(|_| anyhow::anyhow!("job queue poisoned"))?;
-            q.pop_front()
-        };
-        let Some(job) = job else { break };
-        if stop.load(Ordering::SeqCst) {
-            release(&client, &job, &leases).await?;
-            continue;
-        }
-        if client.is_closed() {
-            client = database.connect().await?;
-        }
-        let results = SymbolRunner::new(&mut client, &job).run(|_| {}).await;
-        if client.is_closed() {
-            client = database.connect().await?;
-        }
-        for o in results {
-            finish(&client, &job.symbol, &o).await?;
-            forget(&leases, &job.symbol, o.timeframe)?;
-            progress.inc(1);
-            progress.set_message(format!("{} {}", job.symbol, o.timeframe));
-            outcomes.push(o);
+        let client = conn.get(kill).await?;
+        match lease::finish(client, symbol, run).await {
+            Ok(f) => return Some(f),
+            Err(e) if is_transient(&e) => {
+                conn.broken();
+                tracing::warn!(symbol = %symbol, timeframe = %run.timeframe, "recording a run failed, retrying: {e:#}");
+                if !backoff.wait(kill).await {
+                    return None;
+                }
+            }
+            Err(e) => {
+                tracing::error!(symbol = %symbol, timeframe = %run.timeframe, "recording a run failed: {e:#}");
+                return None;
+            }
         }
     }
-    Ok(outcomes)
+}
+
+/// Renew every held lease a few times per lease period, in one call.
+async fn heartbeat_loop(
+    mut conn: Conn,
+    leases: Leases,
+    lease_seconds: i32,
+    kill: CancellationToken,
+) {
+    let period =
+        StdDuration::from_millis((u64::try_from(lease_seconds).unwrap_or(1) * 1000 / 3).max(200));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = kill.cancelled() => return,
+        }
+        let held: Vec<((Symbol, Timeframe), uuid::Uuid)> = match leases.lock() {
+            Ok(l) => l.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            Err(_) => return,
+        };
+        if held.is_empty() {
+            continue;
+        }
+        let Some(client) = conn.get(&kill).await else {
+            return;
+        };
+        match lease::heartbeat(client, &held, lease_seconds).await {
+            Ok(lost) if !lost.is_empty() => {
+                tracing::debug!(lost = lost.len(), "leases no longer held");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                conn.broken();
+                tracing::warn!("heartbeat failed, retrying: {e:#}");
+            }
+        }
+    }
+}
+
+/// Keep a LISTEN connection open on barkeep_data, barkeep_registry and
+/// barkeep_tasks (operator commands),
+/// reconnecting with backoff, and pass what it hears on.
+async fn listen_loop(db: Database, events: mpsc::UnboundedSender<Event>, kill: CancellationToken) {
+    let mut backoff = Backoff::default();
+    loop {
+        let connected = async {
+            let (client, rx) = db.connect_listening().await?;
+            client
+                .batch_execute("LISTEN barkeep_data; LISTEN barkeep_registry; LISTEN barkeep_tasks")
+                .await
+                .context("listening for new data")?;
+            anyhow::Ok((client, rx))
+        }
+        .await;
+        match connected {
+            Ok((client, mut rx)) => {
+                if backoff.attempts() > 0 {
+                    tracing::warn!("listening for new data again");
+                }
+                backoff.reset();
+                if events.send(Event::Listening).is_err() {
+                    return;
+                }
+                loop {
+                    tokio::select! {
+                        n = rx.recv() => match n {
+                            Some(n) => {
+                                let event = match n.channel() {
+                                    "barkeep_registry" => Event::Registry,
+                                    "barkeep_tasks" => Event::Tasks,
+                                    _ if n.payload() == "*" => Event::Data(None),
+                                    _ => Event::Data(Some(
+                                        n.payload().split(',').map(str::to_string).collect(),
+                                    )),
+                                };
+                                if events.send(event).is_err() {
+                                    return;
+                                }
+                            }
+                            None => break,
+                        },
+                        _ = kill.cancelled() => return,
+                    }
+                }
+                drop(client);
+                tracing::warn!("the listening connection closed; reconnecting (polling meanwhile)");
+            }
+            Err(e) => {
+                if backoff.attempts() == 0 {
+                    tracing::warn!("cannot listen for new data, retrying: {e:#}");
+                }
+            }
+        }
+        if !backoff.wait(&kill).await {
+            return;
+        }
+    }
 }

@@ -3,13 +3,12 @@
 //! sample, on generated FX data across both 2025 US DST changes, and on
 //! generated crypto data with volume and vwap.
 
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 use barkeep::assets::{self, AssetClass, Symbol};
 use barkeep::calendar::Timeframe;
 use barkeep::synth::{generate, SynthBar, SynthSpec};
-use barkeep::worker::{run_worker, RunArgs, Summary};
+use barkeep::worker::{run_worker, Summary, WorkerConfig};
 use chrono::{DateTime, Duration, NaiveDateTime, Utc};
 use tokio_postgres::Client;
 
@@ -149,16 +148,16 @@ pub async fn sql_ladder(client: &Client, symbol: &str) {
     }
 }
 
-pub fn run_args() -> RunArgs {
-    RunArgs {
-        grace_seconds: 5,
-        ..RunArgs::catch_up(2)
+pub fn run_args() -> WorkerConfig {
+    WorkerConfig {
+        grace: std::time::Duration::from_secs(5),
+        ..WorkerConfig::catch_up(2)
     }
 }
 
 /// Catch everything up with the worker's fast path, in-process.
 pub async fn rust_ladder(db: &TestDb) -> Summary {
-    run_worker(&db.database, &run_args(), Arc::new(AtomicBool::new(false)))
+    run_worker(&db.database, &run_args(), CancellationToken::new())
         .await
         .unwrap()
 }

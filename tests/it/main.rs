@@ -15,6 +15,7 @@ mod migrations;
 mod own_cluster;
 mod privileges;
 mod reference;
+mod running;
 mod sql_functions;
 mod tasks;
 mod tls;

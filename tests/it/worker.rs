@@ -171,7 +171,7 @@ async fn a_worker_that_lost_its_lease_writes_nothing() {
     .await
     .unwrap();
     let job = SymbolJob {
-        symbol: "EURUSD".into(),
+        symbol: barkeep::assets::Symbol::parse("EURUSD").unwrap(),
         calendar: Calendar::Fx,
         tasks: vec![TaskPlan {
             timeframe: Timeframe::M5,
@@ -185,7 +185,10 @@ async fn a_worker_that_lost_its_lease_writes_nothing() {
         derivation_version: 1,
     };
     let outcomes = SymbolRunner::new(&mut c, &job).run(|_| {}).await;
-    assert!(outcomes[0].lease_lost);
+    assert!(matches!(
+        outcomes[0].outcome,
+        barkeep::engine::TaskOutcome::LeaseLost
+    ));
     assert_eq!(outcomes[0].bars_created, 0);
     assert_eq!(db.count("SELECT count(*) FROM derived_data_bars").await, 0);
     let cursor_after: Option<DateTime<Utc>> = c

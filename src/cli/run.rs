@@ -1,0 +1,135 @@
+//! `barkeep run`: parse the worker's flags into a [`WorkerConfig`], run the
+//! worker until SIGTERM/SIGINT (or, with `--once`, until nothing is left),
+//! and print its summary. `--once` exits non-zero when a task's last run
+//! failed.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use super::Global;
+use crate::calendar::Timeframe;
+use crate::tasks::{parse_start, Env, DEFAULT_START};
+use crate::worker::{run_worker, Summary, WorkerConfig};
+
+/// Arguments of `barkeep run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Catch up everything due, then exit (non-zero when a task failed).
+    #[arg(long)]
+    pub once: bool,
+    /// Which registry flag marks an asset active: prod uses `active`, dev/test `test_active`.
+    #[arg(long, value_enum, default_value = "prod")]
+    pub env: Env,
+    /// Symbols processed at the same time (one database connection each).
+    #[arg(long, default_value_t = 2)]
+    pub concurrency: usize,
+    /// Stop a task after this many non-empty buckets per claim (it is claimed again).
+    #[arg(long)]
+    pub max_windows: Option<u64>,
+    /// Most tasks claimed at once (default: what the free lanes can run now).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Lease length; heartbeats renew it while work goes on.
+    #[arg(long, default_value_t = 60)]
+    pub lease_seconds: i32,
+    /// On SIGTERM/SIGINT, how long in-flight work may take before exiting.
+    #[arg(long, default_value_t = 30)]
+    pub grace_seconds: u64,
+    /// First bucket of tasks the worker creates for newly active assets
+    /// (it syncs its env at start and whenever the registry changes).
+    #[arg(long, default_value = DEFAULT_START, value_parser = parse_start)]
+    pub sync_from: DateTime<Utc>,
+    /// Do not sync tasks from the registry (leave that to `barkeep sync`).
+    #[arg(long)]
+    pub no_sync: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl RunArgs {
+    /// The worker's settings.
+    pub fn config(&self) -> WorkerConfig {
+        WorkerConfig {
+            once: self.once,
+            env: self.env,
+            concurrency: self.concurrency,
+            max_windows: self.max_windows,
+            claim_size: self.batch,
+            lease_seconds: self.lease_seconds,
+            grace: std::time::Duration::from_secs(self.grace_seconds),
+            sync_from: (!self.no_sync).then_some(self.sync_from),
+        }
+    }
+}
+
+/// Run `barkeep run`.
+pub async fn run(global: &Global, args: RunArgs) -> Result<ExitCode> {
+    let config = args.config();
+    config.validate()?;
+    let database = global.database().await?;
+    let shutdown = CancellationToken::new();
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("stopping: no new claims, finishing in-flight work");
+            shutdown.cancel();
+        });
+    }
+    let summary = run_worker(&database, &config, shutdown).await?;
+    print_summary(&summary, args.json)?;
+    if config.once && summary.tasks_still_failing > 0 {
+        eprintln!(
+            "error: {} task(s) failed (see `last_error` in data_agg_state and agg_run_log)",
+            summary.tasks_still_failing
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn print_summary(summary: &Summary, json: bool) -> Result<()> {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(summary).context("printing the summary")?
+        );
+        return Ok(());
+    }
+    println!(
+        "{} task runs in {} rounds, {} failed, {} leases lost, {} released",
+        summary.tasks_run,
+        summary.rounds,
+        summary.tasks_failed,
+        summary.leases_lost,
+        summary.tasks_released
+    );
+    for tf in Timeframe::LADDER {
+        let n = summary.bars_created.get(tf.as_str()).copied().unwrap_or(0);
+        println!("  {:>4} {n:>10} bars", tf.as_str());
+    }
+    println!(
+        "  poor {:>10} bars (quality <= 0)",
+        summary.bars_quality_poor
+    );
+    Ok(())
+}

@@ -7,9 +7,10 @@
 //! The open bucket of a timeframe is the bucket holding the newest 1m bar,
 //! while it is not final: no stored bar, the task's cursor not past it, and
 //! the 1m watermark (SPEC §3) not past it either — `now` before its end plus
-//! the task's `aggregation_delay_seconds`, and not (`now` at or after its end
-//! with its last minute present). A bucket whose data stopped long ago is
-//! therefore never shown as partial, and 1m has no open bucket at all.
+//! the `aggregation_delay_seconds` of the symbol's 1m-sourced task, and not
+//! (`now` at or after its end with its last minute present): the horizon
+//! `max(now − d, min(now, R))` of docs/DESIGN.md. A bucket whose data stopped
+//! long ago is therefore never shown as partial, and 1m has no open bucket.
 //!
 //! Its bar is built like the stored one will be: from bars of the ladder's
 //! source timeframe (1d from 1h, so 24 expected, not 1,440 minutes), taking
@@ -152,18 +153,21 @@ pub async fn open_bucket(
     let start = bucket_start(cal, tf, newest);
     let end = bucket_end(cal, tf, start);
 
+    // The task's cursor says whether the bucket was finalized; the lateness
+    // that applies is the 1m-sourced task's, since a higher bucket is final
+    // exactly when the source buckets under it are (docs/DESIGN.md).
     let task = client
-        .query_opt(
-            "SELECT last_agg_bar_ts_utc, aggregation_delay_seconds FROM data_agg_state
-             WHERE canonical_symbol = $1 AND timeframe = $2",
+        .query_one(
+            "SELECT (SELECT last_agg_bar_ts_utc FROM data_agg_state
+                     WHERE canonical_symbol = $1 AND timeframe = $2),
+                    (SELECT min(aggregation_delay_seconds) FROM data_agg_state
+                     WHERE canonical_symbol = $1 AND source_timeframe = '1m')",
             &[&symbol, &tf.as_str()],
         )
         .await
         .with_context(|| format!("reading the {symbol} {tf} task"))?;
-    let (cursor, delay): (Option<DateTime<Utc>>, i32) = match &task {
-        Some(row) => (row.get(0), row.get(1)),
-        None => (None, 0),
-    };
+    let cursor: Option<DateTime<Utc>> = task.get(0);
+    let delay: i32 = task.get::<_, Option<i32>>(1).unwrap_or(0);
     if cursor.is_some_and(|c| c > start) {
         return Ok(None);
     }

@@ -123,7 +123,7 @@ ALTER TABLE data_agg_state ADD COLUMN IF NOT EXISTS total_runs bigint NOT NULL D
 ALTER TABLE data_agg_state ADD COLUMN IF NOT EXISTS total_bars_created bigint NOT NULL DEFAULT 0;
 ALTER TABLE data_agg_state ADD COLUMN IF NOT EXISTS total_bars_quality_poor bigint NOT NULL DEFAULT 0;
 ALTER TABLE data_agg_state ADD COLUMN IF NOT EXISTS updated_at timestamptz NOT NULL DEFAULT now();
--- Lease fencing and heartbeat (SPEC section 4).
+-- Lease fencing and heartbeat (docs/DESIGN.md, "Task state").
 ALTER TABLE data_agg_state ADD COLUMN IF NOT EXISTS lease_token uuid;
 ALTER TABLE data_agg_state ADD COLUMN IF NOT EXISTS lease_owner text;
 ALTER TABLE data_agg_state ADD COLUMN IF NOT EXISTS lease_expires_at timestamptz;

@@ -1,15 +1,13 @@
 //! The instrument registry (`core_asset_registry_all`): validated symbols
-//! and asset classes, and the `barkeep assets` commands.
+//! and asset classes, registering instruments and changing their flags.
 
 use std::fmt;
-use std::process::ExitCode;
 use std::str::FromStr;
 
 use anyhow::{bail, Context, Result};
-use clap::Subcommand;
 use tokio_postgres::Client;
 
-use crate::cli::Global;
+use crate::calendar::Calendar;
 
 /// A canonical instrument symbol such as `EURUSD`, `XAUUSD` or `BTC-USD`:
 /// 1 to 32 characters of A–Z, 0–9, `.`, `_`, `-`, `/`, upper-cased.
@@ -53,7 +51,7 @@ impl FromStr for Symbol {
 }
 
 /// What kind of market an instrument trades in; it picks the calendar.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AssetClass {
     Fx,
@@ -71,6 +69,31 @@ impl AssetClass {
             AssetClass::Equity => "equity",
         }
     }
+
+    /// The calendar its bars are cut on.
+    pub fn calendar(self) -> Calendar {
+        Calendar::for_asset_class(self.as_str())
+    }
+}
+
+impl fmt::Display for AssetClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for AssetClass {
+    type Err = anyhow::Error;
+    /// Case and surrounding blanks do not matter (`FX`, ` fx `).
+    fn from_str(raw: &str) -> Result<Self> {
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "fx" => Ok(AssetClass::Fx),
+            "metal" => Ok(AssetClass::Metal),
+            "crypto" => Ok(AssetClass::Crypto),
+            "equity" => Ok(AssetClass::Equity),
+            _ => bail!("unknown asset class {raw:?}: expected fx, metal, crypto or equity"),
+        }
+    }
 }
 
 /// One registry row, as `assets list` shows it.
@@ -82,40 +105,6 @@ pub struct Asset {
     pub test_active: bool,
     pub base_timeframe: String,
     pub display_name: Option<String>,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum AssetsCommand {
-    /// Register an instrument (or update its class and name).
-    Add {
-        /// Canonical symbol, e.g. EURUSD.
-        symbol: Symbol,
-        /// Asset class; fx and metal use the FX calendar, the others UTC.
-        #[arg(long, value_enum)]
-        class: AssetClass,
-        /// Display name.
-        #[arg(long)]
-        name: Option<String>,
-        /// Register it inactive in prod.
-        #[arg(long)]
-        inactive: bool,
-    },
-    /// List registered instruments.
-    List {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Change an instrument's flags.
-    Set {
-        symbol: Symbol,
-        /// Active in prod.
-        #[arg(long)]
-        active: Option<bool>,
-        /// Active in dev and test.
-        #[arg(long)]
-        test_active: Option<bool>,
-    },
 }
 
 /// Insert or update one instrument.
@@ -179,57 +168,26 @@ pub async fn class_of(client: &Client, symbol: &Symbol) -> Result<String> {
     }
 }
 
-/// Run an `assets` command.
-pub async fn run(global: &Global, cmd: AssetsCommand) -> Result<ExitCode> {
-    let database = global.database().await?;
-    let client = database.connect().await?;
-    match cmd {
-        AssetsCommand::Add {
-            symbol,
-            class,
-            name,
-            inactive,
-        } => {
-            add(&client, &symbol, class, name.as_deref(), !inactive).await?;
-            println!("registered {symbol} ({})", class.as_str());
-        }
-        AssetsCommand::List { json } => {
-            let assets = list(&client).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&assets)?);
-            } else {
-                println!(
-                    "{:<12} {:<8} {:<7} {:<11}",
-                    "symbol", "class", "active", "test_active"
-                );
-                for a in assets {
-                    println!(
-                        "{:<12} {:<8} {:<7} {:<11}",
-                        a.canonical_symbol, a.asset_class, a.active, a.test_active
-                    );
-                }
-            }
-        }
-        AssetsCommand::Set {
-            symbol,
-            active,
-            test_active,
-        } => {
-            class_of(&client, &symbol).await?;
-            if active.is_none() && test_active.is_none() {
-                bail!("nothing to set: give --active and/or --test-active");
-            }
-            client
-                .execute(
-                    "UPDATE core_asset_registry_all
-                     SET active = COALESCE($2, active), test_active = COALESCE($3, test_active), updated_at = now()
-                     WHERE canonical_symbol = $1",
-                    &[&symbol.as_str(), &active, &test_active],
-                )
-                .await
-                .with_context(|| format!("updating {symbol}"))?;
-            println!("updated {symbol}");
-        }
+/// Change an instrument's prod (`active`) and dev/test (`test_active`)
+/// flags; `None` leaves a flag as it is.
+pub async fn set_flags(
+    client: &Client,
+    symbol: &Symbol,
+    active: Option<bool>,
+    test_active: Option<bool>,
+) -> Result<()> {
+    if active.is_none() && test_active.is_none() {
+        bail!("nothing to set: give --active and/or --test-active");
     }
-    Ok(ExitCode::SUCCESS)
+    class_of(client, symbol).await?;
+    client
+        .execute(
+            "UPDATE core_asset_registry_all
+             SET active = COALESCE($2, active), test_active = COALESCE($3, test_active), updated_at = now()
+             WHERE canonical_symbol = $1",
+            &[&symbol.as_str(), &active, &test_active],
+        )
+        .await
+        .with_context(|| format!("updating {symbol}"))?;
+    Ok(())
 }

@@ -10,42 +10,32 @@
 //!    the 5m bars (first/last through `array_agg … ORDER BY`).
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use tokio_postgres::Client;
 
 use crate::assets::{self, AssetClass, Symbol};
-use crate::cli::Global;
 use crate::db::{quote_ident, Database};
 use crate::ingest::{self, IngestOptions};
 use crate::synth::{self, SynthSpec};
 use crate::{migrate, tasks, worker};
 
-/// Arguments of `barkeep bench`.
-#[derive(Debug, clap::Args)]
-pub struct BenchArgs {
+/// Settings of one benchmark run.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
     /// Number of fx symbols.
-    #[arg(long, default_value_t = 20)]
     pub symbols: usize,
     /// Weeks of 1-minute bars per symbol (7,200 bars a week).
-    #[arg(long, default_value_t = 26)]
     pub weeks: i64,
     /// Scratch database (dropped and created again on the same server).
-    #[arg(long, default_value = "barkeep_bench")]
     pub scratch_db: String,
     /// Worker connections for the catch-up.
-    #[arg(long, default_value_t = 2)]
     pub concurrency: usize,
     /// Rounds of each pair (the two sides alternate; medians are reported).
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
     pub repeat: u32,
-    /// Print the results as JSON.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// One timed pair.
@@ -82,10 +72,18 @@ fn start() -> Result<DateTime<Utc>> {
         .with_timezone(&Utc))
 }
 
-/// Run the benchmark.
-pub async fn run(global: &Global, args: BenchArgs) -> Result<ExitCode> {
-    let server = global.database().await?;
-    let scratch = recreate_scratch(&server, &args.scratch_db).await?;
+/// Run the benchmark in a scratch database on the server of `server`.
+/// Refuses a scratch name equal to the database `server` points at: the
+/// benchmark drops and re-creates its scratch database.
+pub async fn run(server: &Database, args: &BenchConfig) -> Result<BenchReport> {
+    if server.config().get_dbname() == Some(args.scratch_db.as_str()) {
+        bail!(
+            "--scratch-db {} is the database barkeep is pointed at; the benchmark drops and \
+             re-creates its scratch database, so give another name",
+            args.scratch_db
+        );
+    }
+    let scratch = recreate_scratch(server, &args.scratch_db).await?;
     let mut client = scratch.connect().await?;
     migrate::up(&mut client, None).await?;
 
@@ -157,7 +155,7 @@ pub async fn run(global: &Global, args: BenchArgs) -> Result<ExitCode> {
         )
         .await?;
         let t = Instant::now();
-        tasks::sync(&client, tasks::Env::Prod, start()?, None).await?;
+        tasks::sync(&client, tasks::Env::Prod, Some(start()?), None).await?;
         let config = worker::WorkerConfig::catch_up(args.concurrency);
         worker::run_worker(&scratch, &config, CancellationToken::new()).await?;
         catchup_pairs.push((t.elapsed().as_secs_f64(), baseline));
@@ -187,10 +185,9 @@ pub async fn run(global: &Global, args: BenchArgs) -> Result<ExitCode> {
         bars_by_timeframe,
         baseline_5m_bars,
     };
-    print_report(&report, args.json)?;
     drop(client);
-    drop_scratch(&server, &args.scratch_db).await?;
-    Ok(ExitCode::SUCCESS)
+    drop_scratch(server, &args.scratch_db).await?;
+    Ok(report)
 }
 
 /// Medians of (barkeep, baseline) rounds, and the median of the per-round
@@ -333,39 +330,4 @@ fn tempdir() -> Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("barkeep-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
-}
-
-fn print_report(report: &BenchReport, json: bool) -> Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(report)?);
-        return Ok(());
-    }
-    println!(
-        "barkeep bench: {} fx symbols x {} weeks = {} 1m rows",
-        report.symbols, report.weeks, report.rows_1m
-    );
-    for p in [&report.ingest, &report.catchup] {
-        println!(
-            "{:<46} barkeep {:>6.2} s ({:>7.0} rows/s)  baseline {:>6.2} s ({:>7.0} rows/s)  baseline/barkeep = {:.2}x (median of {} rounds: {})",
-            p.what,
-            p.barkeep_seconds,
-            p.rows as f64 / p.barkeep_seconds.max(1e-9),
-            p.baseline_seconds,
-            p.rows as f64 / p.baseline_seconds.max(1e-9),
-            p.speedup,
-            p.rounds,
-            p.speedups.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(" ")
-        );
-    }
-    let bars: Vec<String> = report
-        .bars_by_timeframe
-        .iter()
-        .map(|(tf, n)| format!("{tf}={n}"))
-        .collect();
-    println!(
-        "barkeep bars: {}   baseline 5m bars: {}",
-        bars.join(" "),
-        report.baseline_5m_bars
-    );
-    Ok(())
 }

@@ -67,7 +67,12 @@ macro_rules! migration {
 
 /// Every step, in order.
 pub const MIGRATIONS: &[Migration] = &[
-    migration!(1, "0001_base_schema"),
+    // Only a comment changed since release.
+    migration!(
+        1,
+        "0001_base_schema",
+        ["da7b455b80f2d900680f2b7f52f0e2005ec2b92a468606984173eb81b1a844b7"]
+    ),
     // Its functions moved to sql/functions/ after release; a database that
     // applied the earlier text has the same columns and index.
     migration!(
@@ -75,6 +80,7 @@ pub const MIGRATIONS: &[Migration] = &[
         "0002_phase5",
         ["97bcb7b8aff07910d02b2612b4815e5cb169b85aa077315fbb5e422574360350"]
     ),
+    migration!(3, "0003_task_states"),
     // The worker's NOTIFY triggers (sql/functions/50_notify.sql).
     migration!(5, "0005_worker"),
     migration!(8, "0008_managed"),

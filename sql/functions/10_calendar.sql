@@ -6,10 +6,11 @@
 -- set-based catch-up. They read no table, so EXECUTE stays public.
 ------------------------------------------------------------------------------
 
--- fx and metals trade on the FX clock; everything else is cut in UTC.
+-- fx and metals trade on the FX clock; everything else is cut in UTC. The
+-- class is read as Rust reads it: case and surrounding blanks do not matter.
 CREATE OR REPLACE FUNCTION agg_calendar(asset_class text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-  SELECT CASE WHEN $1 IN ('fx', 'metal') THEN 'fx' ELSE 'utc' END
+  SELECT CASE WHEN lower(btrim($1)) IN ('fx', 'metal') THEN 'fx' ELSE 'utc' END
 $$;
 
 -- Claim order of the ladder; NULL for anything that is not a derived timeframe.

@@ -16,7 +16,7 @@ BEGIN
   v_cal := agg_symbol_calendar(v_symbol);
   SELECT s.agg_start_utc INTO v_start FROM data_agg_state s
   WHERE s.canonical_symbol = v_symbol AND s.timeframe = v_tf;
-  v_start := coalesce(v_start, timestamptz '2025-07-01 00:00+00');
+  v_start := coalesce(v_start, agg_default_start());
   RETURN agg_first_bucket_at_or_after(v_cal, v_tf, v_start);
 END $$;
 

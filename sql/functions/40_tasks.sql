@@ -299,7 +299,11 @@ BEGIN
   RETURN v_ended;
 END $$;
 
-CREATE OR REPLACE FUNCTION sync_agg_state_from_registry(env text, agg_start timestamptz DEFAULT '2025-07-01 00:00+00',
+-- The first bucket of new tasks when nothing else is said: the one default.
+CREATE OR REPLACE FUNCTION agg_default_start() RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT timestamptz '2025-07-01 00:00+00' $$;
+
+CREATE OR REPLACE FUNCTION sync_agg_state_from_registry(env text, agg_start timestamptz DEFAULT NULL,
                                                          delay_seconds integer DEFAULT 120)
 RETURNS TABLE (success boolean, tasks_created integer, tasks_enabled integer,
                tasks_disabled integer, tasks_total integer)
@@ -307,7 +311,7 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp AS 
 #variable_conflict use_column
 DECLARE
   v_env text := $1;
-  v_start timestamptz := coalesce($2, timestamptz '2025-07-01 00:00+00');
+  v_start timestamptz := coalesce($2, agg_default_start());
   -- New 5m tasks wait this long for a quiet feed (docs/DESIGN.md,
   -- "Finality"); higher timeframes follow their source's cursor.
   v_delay integer := coalesce($3, 120);
@@ -391,3 +395,105 @@ BEGIN
     TO service_role;
   END IF;
 END $$;
+
+------------------------------------------------------------------------------
+-- Operator transitions (barkeep task ...). Each returns how many tasks it
+-- changed and wakes running workers (NOTIFY barkeep_tasks). timeframe NULL
+-- means every task of the symbol. They wait at most 5 s for a row lock, so
+-- an operator is never stuck behind a frozen worker.
+------------------------------------------------------------------------------
+
+-- Let a disabled task run again; a task parked as 'disabled' becomes idle.
+CREATE OR REPLACE FUNCTION agg_task_enable(symbol text, timeframe text DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp
+SET lock_timeout = '5s' AS $$
+DECLARE n integer;
+BEGIN
+  UPDATE data_agg_state s SET enabled = true, next_run_at = now(), updated_at = now(),
+    status = CASE WHEN s.status = 'disabled' THEN 'idle' ELSE s.status END
+  WHERE s.canonical_symbol = $1 AND ($2 IS NULL OR s.timeframe = $2);
+  GET DIAGNOSTICS n = ROW_COUNT;
+  PERFORM pg_notify('barkeep_tasks', '');
+  RETURN n;
+END $$;
+
+-- Stop a task from being claimed. Clearing the lease fences a worker still
+-- running it: its next fenced write changes nothing.
+CREATE OR REPLACE FUNCTION agg_task_disable(symbol text, timeframe text DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp
+SET lock_timeout = '5s' AS $$
+DECLARE n integer;
+BEGIN
+  UPDATE data_agg_state s SET enabled = false, status = 'disabled', lease_token = NULL,
+    lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+  WHERE s.canonical_symbol = $1 AND ($2 IS NULL OR s.timeframe = $2);
+  GET DIAGNOSTICS n = ROW_COUNT;
+  PERFORM pg_notify('barkeep_tasks', '');
+  RETURN n;
+END $$;
+
+-- Put a hard_failed, disabled or idle task back to idle with its streaks
+-- cleared, due now. A running task is left to its worker.
+CREATE OR REPLACE FUNCTION agg_task_reenable(symbol text, timeframe text DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp
+SET lock_timeout = '5s' AS $$
+DECLARE n integer;
+BEGIN
+  UPDATE data_agg_state s SET enabled = true, status = 'idle', hard_fail_streak = 0,
+    transient_fail_streak = 0, last_error = NULL, next_run_at = now(),
+    lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+  WHERE s.canonical_symbol = $1 AND ($2 IS NULL OR s.timeframe = $2)
+    AND s.status IN ('hard_failed', 'disabled', 'idle');
+  GET DIAGNOSTICS n = ROW_COUNT;
+  PERFORM pg_notify('barkeep_tasks', '');
+  RETURN n;
+END $$;
+
+-- Set the claim priority (lower runs first; new tasks get 100).
+CREATE OR REPLACE FUNCTION agg_task_priority(symbol text, timeframe text, priority integer)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp
+SET lock_timeout = '5s' AS $$
+DECLARE n integer;
+BEGIN
+  UPDATE data_agg_state s SET task_priority = $3, updated_at = now()
+  WHERE s.canonical_symbol = $1 AND ($2 IS NULL OR s.timeframe = $2);
+  GET DIAGNOSTICS n = ROW_COUNT;
+  PERFORM pg_notify('barkeep_tasks', '');
+  RETURN n;
+END $$;
+
+-- Set how long a task waits for a quiet feed before finalizing a bucket
+-- (only tasks reading 1m bars use it); a healthy idle task looks again now.
+CREATE OR REPLACE FUNCTION agg_task_delay(symbol text, timeframe text, delay_seconds integer)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp
+SET lock_timeout = '5s' AS $$
+DECLARE n integer;
+BEGIN
+  IF $3 IS NULL OR $3 < 0 THEN
+    RAISE EXCEPTION 'delay_seconds must be 0 or more, got %', coalesce($3::text, 'NULL')
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  UPDATE data_agg_state s SET aggregation_delay_seconds = $3, updated_at = now(),
+    next_run_at = CASE WHEN s.status = 'idle' AND s.transient_fail_streak = 0
+                        AND s.hard_fail_streak = 0 THEN now() ELSE s.next_run_at END
+  WHERE s.canonical_symbol = $1 AND ($2 IS NULL OR s.timeframe = $2);
+  GET DIAGNOSTICS n = ROW_COUNT;
+  PERFORM pg_notify('barkeep_tasks', '');
+  RETURN n;
+END $$;
+
+REVOKE EXECUTE ON FUNCTION
+  agg_task_enable(text, text), agg_task_disable(text, text),
+  agg_task_reenable(text, text), agg_task_priority(text, text, integer),
+  agg_task_delay(text, text, integer)
+FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+  agg_task_enable(text, text), agg_task_disable(text, text),
+  agg_task_reenable(text, text), agg_task_priority(text, text, integer),
+  agg_task_delay(text, text, integer)
+TO barkeep_worker;

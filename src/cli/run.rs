@@ -10,8 +10,9 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use super::Global;
+use crate::calendar::parse_instant;
 use crate::calendar::Timeframe;
-use crate::tasks::{parse_start, Env, DEFAULT_START};
+use crate::tasks::Env;
 use crate::worker::{run_worker, Summary, WorkerConfig};
 
 /// Arguments of `barkeep run`.
@@ -21,7 +22,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub once: bool,
     /// Which registry flag marks an asset active: prod uses `active`, dev/test `test_active`.
-    #[arg(long, value_enum, default_value = "prod")]
+    #[arg(long, default_value = "prod")]
     pub env: Env,
     /// Symbols processed at the same time (one database connection each).
     #[arg(long, default_value_t = 2)]
@@ -39,9 +40,10 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 30)]
     pub grace_seconds: u64,
     /// First bucket of tasks the worker creates for newly active assets
-    /// (it syncs its env at start and whenever the registry changes).
-    #[arg(long, default_value = DEFAULT_START, value_parser = parse_start)]
-    pub sync_from: DateTime<Utc>,
+    /// (it syncs its env at start and whenever the registry changes);
+    /// default: as `barkeep sync`.
+    #[arg(long, value_parser = parse_instant)]
+    pub sync_from: Option<DateTime<Utc>>,
     /// Do not sync tasks from the registry (leave that to `barkeep sync`).
     #[arg(long)]
     pub no_sync: bool,
@@ -61,7 +63,8 @@ impl RunArgs {
             claim_size: self.batch,
             lease_seconds: self.lease_seconds,
             grace: std::time::Duration::from_secs(self.grace_seconds),
-            sync_from: (!self.no_sync).then_some(self.sync_from),
+            sync: !self.no_sync,
+            sync_from: self.sync_from,
         }
     }
 }

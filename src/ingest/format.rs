@@ -15,7 +15,7 @@ use chrono_tz::Tz;
 use super::validate::{self, Bar};
 
 /// The format of an input file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// Tell from the first line.
@@ -63,6 +63,19 @@ impl Format {
             return Some(Format::Csv);
         }
         None
+    }
+}
+
+impl FromStr for Format {
+    type Err = anyhow::Error;
+    fn from_str(raw: &str) -> Result<Self> {
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Format::Auto),
+            "histdata" => Ok(Format::Histdata),
+            "mt4" => Ok(Format::Mt4),
+            "csv" => Ok(Format::Csv),
+            _ => bail!("unknown format {raw:?}: expected auto, histdata, mt4 or csv"),
+        }
     }
 }
 

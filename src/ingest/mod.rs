@@ -1,5 +1,5 @@
-//! `barkeep ingest`: loading 1-minute bars from HistData, MT4 and headed
-//! CSV files (or standard input) into `data_bars`, with bad rows kept in
+//! Loading 1-minute bars from HistData, MT4 and headed CSV files (or
+//! standard input) into `data_bars`, with bad rows kept in
 //! `ingest_quarantine`, and the summary of what happened.
 //!
 //! - [`format`]: the formats, sniffing, time zones, one line → one bar.
@@ -14,9 +14,7 @@ pub mod load;
 pub mod read;
 pub mod validate;
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use chrono::Utc;
@@ -24,36 +22,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio_postgres::Client;
 
 use crate::assets::{self, Symbol};
-use crate::cli::Global;
 pub use format::{Format, Zone};
 pub use load::{BadRow, Counts, LoadPath};
 pub use read::Input;
-
-/// Arguments of `barkeep ingest`.
-#[derive(Debug, clap::Args)]
-pub struct IngestArgs {
-    /// Files to load, or `-` for standard input.
-    #[arg(required = true)]
-    pub files: Vec<PathBuf>,
-    /// Registered symbol the rows belong to, e.g. AUDUSD.
-    #[arg(long)]
-    pub symbol: String,
-    /// Input format; `auto` tells from the first line.
-    #[arg(long, value_enum, default_value_t = Format::Auto)]
-    pub format: Format,
-    /// Zone of MT4 stamps: an IANA name (Europe/Athens) or an offset (+02:00).
-    #[arg(long, default_value = "UTC")]
-    pub tz: Zone,
-    /// Reject a whole file when any row is bad, instead of quarantining the row.
-    #[arg(long)]
-    pub strict: bool,
-    /// Print the summary as JSON.
-    #[arg(long)]
-    pub json: bool,
-    /// Value of `data_bars.source` (default: the format's name).
-    #[arg(long)]
-    pub source: Option<String>,
-}
 
 /// Settings of one ingest run, validated.
 #[derive(Debug, Clone)]
@@ -188,69 +159,4 @@ fn progress_bar(input: &Input) -> ProgressBar {
     };
     bar.set_message(input.label());
     bar
-}
-
-/// Run `barkeep ingest`.
-pub async fn run(global: &Global, args: IngestArgs) -> Result<ExitCode> {
-    let symbol = Symbol::parse(&args.symbol).context("checking --symbol")?;
-    let opts = IngestOptions {
-        symbol,
-        format: args.format,
-        zone: args.tz,
-        strict: args.strict,
-        source: args.source,
-        progress: std::io::stderr().is_terminal(),
-    };
-    let database = global.database().await?;
-    let mut client = database.connect().await?;
-    let summary = ingest_files(&mut client, &args.files, &opts).await?;
-    for file in &summary.files {
-        for bad in &file.bad_rows {
-            eprintln!("quarantined {}:{}: {}", file.file, bad.line, bad.reason);
-        }
-        let more = file
-            .counts
-            .quarantined
-            .saturating_sub(file.bad_rows.len() as u64);
-        if more > 0 {
-            eprintln!(
-                "… and {more} more bad rows of {} in ingest_quarantine",
-                file.file
-            );
-        }
-    }
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&summary).context("writing the summary as JSON")?
-        );
-    } else {
-        print_summary(&summary);
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn print_summary(summary: &IngestSummary) {
-    let line = |name: &str, c: &Counts, extra: String| {
-        println!(
-            "{name}: read {}, loaded {}, revised {}, duplicates {}, superseded {}, quarantined {}{extra}",
-            c.rows_read, c.loaded, c.revised, c.duplicates, c.superseded, c.quarantined
-        );
-    };
-    for f in &summary.files {
-        let path = match f.path {
-            LoadPath::NewRange => "new range",
-            LoadPath::Merge => "merge",
-        };
-        line(
-            &f.file,
-            &f.counts,
-            format!(" ({}, {path}, {:.2} s)", f.format, f.seconds),
-        );
-    }
-    line(
-        &format!("total {}", summary.symbol),
-        &summary.total,
-        format!(" ({:.2} s)", summary.seconds),
-    );
 }

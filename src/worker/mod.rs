@@ -58,7 +58,9 @@ pub struct WorkerConfig {
     /// After shutdown is requested, how long in-flight work may take.
     pub grace: StdDuration,
     /// Sync the env's tasks from the registry at start and on registry
-    /// changes, creating tasks of new assets from this instant.
+    /// changes.
+    pub sync: bool,
+    /// First bucket of tasks such a sync creates (None: as `barkeep sync`).
     pub sync_from: Option<DateTime<Utc>>,
 }
 
@@ -74,6 +76,7 @@ impl WorkerConfig {
             claim_size: Some(600),
             lease_seconds: 60,
             grace: StdDuration::from_secs(30),
+            sync: false,
             sync_from: None,
         }
     }
@@ -234,7 +237,7 @@ pub async fn run_worker(
     let mut summary = Summary::default();
     let mut state = LoopState {
         claim_wanted: true,
-        sync_wanted: config.sync_from.is_some(),
+        sync_wanted: config.sync,
         wake: None,
         in_flight: 0,
         failing: HashSet::new(),
@@ -391,8 +394,8 @@ async fn main_loop(
         };
         // One step of bookkeeping; a failure is retried after a backoff.
         let step: Result<Option<StdDuration>> = async {
-            if let (true, Some(from)) = (state.sync_wanted, config.sync_from) {
-                let r = crate::tasks::sync(client, config.env, from, None).await?;
+            if state.sync_wanted {
+                let r = crate::tasks::sync(client, config.env, config.sync_from, None).await?;
                 if r.tasks_created + r.tasks_enabled + r.tasks_disabled > 0 {
                     tracing::info!(
                         created = r.tasks_created,
@@ -532,11 +535,11 @@ async fn main_loop(
                     };
                     state.wake = Some(merged);
                 }
-                Event::Registry => state.sync_wanted = config.sync_from.is_some(),
+                Event::Registry => state.sync_wanted = config.sync,
                 Event::Tasks => state.claim_wanted = true,
                 Event::Listening => {
                     state.wake = Some(None);
-                    state.sync_wanted = config.sync_from.is_some();
+                    state.sync_wanted = config.sync;
                     state.claim_wanted = true;
                 }
             },

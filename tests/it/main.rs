@@ -2,6 +2,7 @@
 //! each test on a fresh database of a real PostgreSQL cluster.
 
 mod calendar;
+mod calendar_sql;
 mod checklist;
 #[allow(dead_code)] // helpers used by some capabilities only
 mod common;

@@ -1,7 +1,8 @@
 //! Derived bars against a deliberately naive reference implementation of
-//! SPEC sections 2–3, written here independently of `src/`: bucket labels
-//! are found by walking minute by minute on the New York clock, bars by
-//! grouping in a BTreeMap, quality by the spec's ratio thresholds.
+//! docs/DESIGN.md (bars, calendars, finality), written here independently
+//! of `src/`: bucket labels are found by walking minute by minute on the
+//! New York clock, bars by grouping in a BTreeMap, quality by the ratio
+//! thresholds.
 
 use std::collections::{BTreeMap, HashMap};
 

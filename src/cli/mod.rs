@@ -1,18 +1,28 @@
-//! The command line: clap definitions of every command and flag, and the
-//! dispatch from a parsed command to the module that does the work.
+//! The command line: clap definitions of every command and flag, one file
+//! per command. Each file turns flags into the settings of a service in the
+//! library, calls it, and prints its report as text or `--json`. Nothing
+//! below this module knows clap or prints a report.
+
+mod assets;
+mod bench;
+mod db;
+mod demo;
+mod export;
+mod ingest;
+mod pg;
+mod run;
+mod sync;
+mod task;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
 mod serve;
 
 use crate::db::Database;
-use crate::{assets, bench, demo, export, ingest, migrate, pg, tasks};
-
-mod run;
 
 /// Keeps 5m, 15m, 1h, 4h, 1d and 1w bars aggregated from 1-minute bars in PostgreSQL.
 #[derive(Debug, Parser)]
@@ -68,20 +78,20 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Manage the embedded PostgreSQL cluster.
     #[command(subcommand)]
-    Pg(PgCommand),
+    Pg(pg::PgCommand),
     /// Apply, revert or inspect the schema migrations.
     #[command(subcommand)]
-    Db(DbCommand),
+    Db(db::DbCommand),
     /// Register and configure instruments.
     #[command(subcommand)]
     Assets(assets::AssetsCommand),
     /// Load 1-minute bars from HistData, MT4 or headed CSV files.
     Ingest(ingest::IngestArgs),
     /// Create and update aggregation tasks from the registry.
-    Sync(tasks::SyncArgs),
+    Sync(sync::SyncArgs),
     /// Enable, disable, re-enable or re-prioritise aggregation tasks.
     #[command(subcommand)]
-    Task(tasks::TaskCommand),
+    Task(task::TaskCommand),
     /// Claim due tasks and aggregate them (forever, or `--once`).
     Run(run::RunArgs),
     /// Print stored bars as CSV or JSON.
@@ -90,42 +100,6 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Serve the dashboard, the JSON API and Prometheus /metrics.
     Serve(serve::ServeArgs),
-}
-
-#[derive(Debug, Subcommand)]
-pub enum PgCommand {
-    /// Show whether the embedded cluster exists and runs.
-    Status {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Start the embedded cluster (it also starts on demand).
-    Start,
-    /// Stop the embedded cluster.
-    Stop,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum DbCommand {
-    /// Apply pending migrations.
-    Up {
-        /// Stop after this version.
-        #[arg(long)]
-        to: Option<i64>,
-    },
-    /// Revert migrations.
-    Down {
-        /// Revert every step above this version (0 reverts everything).
-        #[arg(long, default_value_t = 0)]
-        to: i64,
-    },
-    /// List migrations and whether each is applied.
-    Status {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
 }
 
 /// Entry point of the binary.
@@ -180,12 +154,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     let global = cli.global;
     match cli.command {
         Command::Demo(args) => demo::run(&global, args).await,
-        Command::Pg(cmd) => run_pg(&global, cmd).await,
-        Command::Db(cmd) => run_db(&global, cmd).await,
+        Command::Pg(cmd) => pg::run(&global, cmd).await,
+        Command::Db(cmd) => db::run(&global, cmd).await,
         Command::Assets(cmd) => assets::run(&global, cmd).await,
         Command::Ingest(args) => ingest::run(&global, args).await,
-        Command::Sync(args) => tasks::run_sync(&global, args).await,
-        Command::Task(cmd) => tasks::run_task(&global, cmd).await,
+        Command::Sync(args) => sync::run(&global, args).await,
+        Command::Task(cmd) => task::run(&global, cmd).await,
         Command::Run(args) => run::run(&global, args).await,
         Command::Export(args) => export::run(&global, args).await,
         Command::Bench(args) => bench::run(&global, args).await,
@@ -193,79 +167,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-async fn run_pg(global: &Global, cmd: PgCommand) -> Result<ExitCode> {
-    let home = global.home.clone();
-    tokio::task::spawn_blocking(move || -> Result<ExitCode> {
-        let cluster = pg::Cluster::new(&home)?;
-        match cmd {
-            PgCommand::Status { json } => {
-                let status = cluster.status()?;
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&status)?);
-                } else {
-                    println!("home:        {}", status.home.display());
-                    println!("initialized: {}", status.initialized);
-                    println!("running:     {}", status.running);
-                    println!("data:        {}", status.data_dir.display());
-                    println!("socket:      {}", status.socket_dir.display());
-                    println!("binaries:    {}", status.bindir.display());
-                }
-            }
-            PgCommand::Start => {
-                cluster.ensure_running()?;
-                println!("embedded cluster running at {}", cluster.home().display());
-            }
-            PgCommand::Stop => {
-                if cluster.stop()? {
-                    println!("embedded cluster stopped");
-                } else {
-                    println!("embedded cluster was not running");
-                }
-            }
-        }
-        Ok(ExitCode::SUCCESS)
-    })
-    .await
-    .context("managing the embedded cluster")?
-}
-
-async fn run_db(global: &Global, cmd: DbCommand) -> Result<ExitCode> {
-    let database = global.database().await?;
-    let mut client = database.connect().await?;
-    match cmd {
-        DbCommand::Up { to } => {
-            let applied = migrate::up(&mut client, to).await?;
-            if applied.is_empty() {
-                println!("database is up to date");
-            }
-            for v in applied {
-                println!("applied migration {v}");
-            }
-        }
-        DbCommand::Down { to } => {
-            let reverted = migrate::down(&mut client, to).await?;
-            if reverted.is_empty() {
-                println!("nothing to revert");
-            }
-            for v in reverted {
-                println!("reverted migration {v}");
-            }
-        }
-        DbCommand::Status { json } => {
-            let steps = migrate::status(&client).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&steps)?);
-            } else {
-                for s in steps {
-                    let state = match (s.applied, s.checksum_ok) {
-                        (true, true) => "applied",
-                        (true, false) => "applied, EDITED since",
-                        _ => "pending",
-                    };
-                    println!("{:>4}  {:<40} {state}", s.version, s.name);
-                }
-            }
-        }
-    }
-    Ok(ExitCode::SUCCESS)
+/// Print `value` as pretty JSON on standard output.
+pub(crate) fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    use anyhow::Context;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).context("writing JSON")?
+    );
+    Ok(())
 }

@@ -23,6 +23,8 @@ use crate::ingest::{self, IngestOptions};
 use crate::synth::{self, SynthSpec};
 use crate::{migrate, tasks, worker};
 
+pub mod freshness;
+
 /// Settings of one benchmark run.
 #[derive(Debug, Clone)]
 pub struct BenchConfig {

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 
 use super::{print_json, Global};
+use crate::bench::freshness::{self, FreshnessConfig, FreshnessReport};
 use crate::bench::{self, BenchConfig, BenchReport};
 
 /// Arguments of `barkeep bench`.
@@ -28,9 +29,58 @@ pub struct BenchArgs {
     /// Print the results as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(subcommand)]
+    pub what: Option<BenchWhat>,
+}
+
+/// Benchmarks other than the default ingest and catch-up pairs.
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchWhat {
+    /// Latency of bars under a real-time feed, and the worker's CPU and memory.
+    Freshness(FreshnessArgs),
+}
+
+/// Arguments of `barkeep bench freshness`.
+#[derive(Debug, clap::Args)]
+pub struct FreshnessArgs {
+    /// Symbols fed (six tasks each).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=9999))]
+    pub symbols: u32,
+    /// Minutes of wall time to feed.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=240))]
+    pub minutes: u32,
+    /// Each minute's bars land this many seconds after the minute ends.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(0..=50))]
+    pub feed_lag_seconds: u64,
+    /// The worker's lanes (`run --concurrency`).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub concurrency: u32,
+    /// Scratch database (dropped and created again on the same server).
+    #[arg(long, default_value = "barkeep_freshness")]
+    pub scratch_db: String,
+    /// Print the results as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub async fn run(global: &Global, args: BenchArgs) -> Result<ExitCode> {
+    if let Some(BenchWhat::Freshness(f)) = args.what {
+        let config = FreshnessConfig {
+            symbols: f.symbols as usize,
+            minutes: f.minutes,
+            feed_lag_seconds: f.feed_lag_seconds,
+            concurrency: f.concurrency as usize,
+            scratch_db: f.scratch_db,
+        };
+        let server = global.database().await?;
+        let report = freshness::measure(&server, &config).await?;
+        if f.json {
+            print_json(&report)?;
+        } else {
+            print_freshness(&report);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let config = BenchConfig {
         symbols: args.symbols as usize,
         weeks: args.weeks,
@@ -75,5 +125,38 @@ fn print_report(report: &BenchReport) {
         "barkeep bars: {}   baseline 5m bars: {}",
         bars.join(" "),
         report.baseline_5m_bars
+    );
+}
+
+fn print_freshness(report: &FreshnessReport) {
+    println!(
+        "freshness: {} symbols ({} tasks), {} minutes fed {} s after each minute, {} lanes; catch-up of the last hour {:.1} s",
+        report.symbols,
+        report.tasks,
+        report.minutes_fed,
+        report.feed_lag_seconds,
+        report.concurrency,
+        report.catch_up_seconds
+    );
+    println!(
+        "{:<4} {:>6} {:>9} {:>9} {:>9}  after",
+        "tf", "bars", "p50 ms", "p99 ms", "max ms"
+    );
+    for l in &report.latencies {
+        println!(
+            "{:<4} {:>6} {:>9.0} {:>9.0} {:>9.0}  {}",
+            l.timeframe, l.bars, l.p50_ms, l.p99_ms, l.max_ms, l.after
+        );
+    }
+    println!(
+        "worker idle:  {:.2} % CPU over {:.0} s, {:.1} MiB resident",
+        report.idle.cpu_percent, report.idle.window_seconds, report.idle.rss_mib
+    );
+    println!(
+        "worker fed:   {:.2} % CPU over {:.0} s, {:.1} MiB resident, peak {:.1} MiB",
+        report.under_load.cpu_percent,
+        report.under_load.window_seconds,
+        report.under_load.rss_mib,
+        report.peak_rss_mib
     );
 }

@@ -5,6 +5,7 @@
 
 mod assets;
 mod bench;
+mod completions;
 mod db;
 mod demo;
 mod export;
@@ -100,6 +101,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Serve the dashboard, the JSON API and Prometheus /metrics.
     Serve(serve::ServeArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::CompletionsArgs),
 }
 
 /// Entry point of the binary.
@@ -164,6 +167,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Export(args) => export::run(&global, args).await,
         Command::Bench(args) => bench::run(&global, args).await,
         Command::Serve(args) => serve::run(&global, args).await,
+        Command::Completions(args) => completions::run(args),
     }
 }
 

@@ -6,6 +6,7 @@ mod calendar_sql;
 mod checklist;
 #[allow(dead_code)] // helpers used by some capabilities only
 mod common;
+mod deploy;
 mod embedded;
 mod engine;
 mod gaps;

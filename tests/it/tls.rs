@@ -166,6 +166,10 @@ async fn sslmodes_and_root_certificates_behave_as_in_libpq() {
     let right = format!("sslmode=verify-full sslrootcert={}", pg.ca());
     assert_eq!(encrypted(&pg.conn("localhost", &right)).await, Ok(true));
 
+    // SCRAM bound to the TLS channel (Neon's connection strings ask for it).
+    let bound = format!("{right} channel_binding=require");
+    assert_eq!(encrypted(&pg.conn("localhost", &bound)).await, Ok(true));
+
     // verify-full with a host name the certificate does not list.
     let message = refused(encrypted(&pg.conn("wrong.example", &right)).await);
     assert!(

@@ -155,6 +155,7 @@ pub async fn list(client: &Client) -> Result<Vec<Asset>> {
 
 /// The asset class of a registered symbol, or an error naming the symbol.
 pub async fn class_of(client: &Client, symbol: &Symbol) -> Result<String> {
+    crate::ops::require_migrated(client).await?;
     let row = client
         .query_opt(
             "SELECT asset_class FROM core_asset_registry_all WHERE canonical_symbol = $1",
@@ -164,7 +165,10 @@ pub async fn class_of(client: &Client, symbol: &Symbol) -> Result<String> {
         .context("reading the asset registry")?;
     match row {
         Some(r) => Ok(r.get(0)),
-        None => bail!("unknown symbol {symbol}: register it first with `barkeep assets add {symbol} --class fx|metal|crypto|equity`"),
+        None => Err(crate::ops::UsageError(format!(
+            "unknown symbol {symbol}: register it first with `barkeep assets add {symbol} --class fx|metal|crypto|equity`"
+        ))
+        .into()),
     }
 }
 

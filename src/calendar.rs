@@ -45,24 +45,40 @@ impl Timeframe {
         }
     }
 
-    /// Parse `1m`, `5m`, `15m`, `1h`, `4h`, `1d` or `1w`.
+    /// Parse a timeframe as users type it: `1m`, `5m`, `15m`, `1h`, `4h`,
+    /// `1d`, `1w`, the MT4 names (`M1`, `M5`, `M15`, `H1`, `H4`, `D1`,
+    /// `W1`) and minute counts (`60m`, `240m`, `1440m`). `1M` is refused:
+    /// it could mean a minute or a month.
     pub fn parse(raw: &str) -> Result<Self> {
-        Ok(match raw.trim().to_ascii_lowercase().as_str() {
-            "1m" => Timeframe::M1,
-            "5m" => Timeframe::M5,
-            "15m" => Timeframe::M15,
-            "1h" => Timeframe::H1,
-            "4h" => Timeframe::H4,
-            "1d" => Timeframe::D1,
-            "1w" => Timeframe::W1,
-            _ => bail!("unknown timeframe {raw:?}: use 1m, 5m, 15m, 1h, 4h, 1d or 1w"),
+        let trimmed = raw.trim();
+        if trimmed.ends_with('M') && trimmed.starts_with(|c: char| c.is_ascii_digit()) {
+            bail!(
+                "timeframe {raw:?} is ambiguous (minute or month?): write {}m for minutes; barkeep has no month bars",
+                trimmed.trim_end_matches('M')
+            );
+        }
+        Ok(match trimmed.to_ascii_lowercase().as_str() {
+            "1m" | "m1" => Timeframe::M1,
+            "5m" | "m5" => Timeframe::M5,
+            "15m" | "m15" => Timeframe::M15,
+            "1h" | "h1" | "60m" => Timeframe::H1,
+            "4h" | "h4" | "240m" => Timeframe::H4,
+            "1d" | "d1" | "24h" | "1440m" => Timeframe::D1,
+            "1w" | "w1" | "7d" => Timeframe::W1,
+            _ => bail!(
+                "unknown timeframe {raw:?}: use 1m, 5m, 15m, 1h, 4h, 1d or 1w (or M5, H1, D1, W1)"
+            ),
         })
     }
 
     /// Parse a timeframe that has an aggregation task (any but `1m`).
     pub fn parse_derived(raw: &str) -> Result<Self> {
         match Self::parse(raw) {
-            Ok(Timeframe::M1) | Err(_) => {
+            Ok(Timeframe::M1) => {
+                bail!("{raw:?} is the base timeframe, not a task: expected one of 5m, 15m, 1h, 4h, 1d, 1w")
+            }
+            Err(e) if e.to_string().contains("ambiguous") => Err(e),
+            Err(_) => {
                 bail!("unknown task timeframe {raw:?}: expected one of 5m, 15m, 1h, 4h, 1d, 1w")
             }
             Ok(tf) => Ok(tf),

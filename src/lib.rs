@@ -18,6 +18,7 @@
 //! - [`ingest`]: parsing, validating and loading 1-minute bars.
 //! - [`demo`]: the end-to-end demo on the shipped sample.
 //! - [`tasks`]: `sync` of tasks from the registry and operator task commands.
+//! - [`ops`]: status, alerts, quality, quarantine, verify, backup and restore.
 //! - [`bench`]: barkeep against plain SQL on the same data (`barkeep bench`).
 //! - [`synth`]: seeded synthetic 1-minute bars for tests and benchmarks.
 
@@ -33,6 +34,7 @@ pub mod export;
 pub mod http;
 pub mod ingest;
 pub mod migrate;
+pub mod ops;
 pub mod pg;
 pub mod roles;
 pub mod synth;

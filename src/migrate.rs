@@ -41,6 +41,90 @@ impl Migration {
     pub fn accepts(&self, recorded: &str) -> bool {
         self.checksum() == recorded || self.previous_checksums.contains(&recorded)
     }
+
+    /// Tables the down script drops (`DROP TABLE [IF EXISTS] a, b …;` lines).
+    pub fn dropped_tables(&self) -> Vec<String> {
+        let mut tables = Vec::new();
+        for line in self.down.lines() {
+            let upper = line.trim().to_ascii_uppercase();
+            let Some(rest) = upper.strip_prefix("DROP TABLE ") else {
+                continue;
+            };
+            let rest = rest.strip_prefix("IF EXISTS ").unwrap_or(rest);
+            let names = rest.split(';').next().unwrap_or("");
+            for name in names.split(',') {
+                let name = name.split_whitespace().next().unwrap_or("");
+                if !name.is_empty() {
+                    tables.push(name.to_ascii_lowercase());
+                }
+            }
+        }
+        tables
+    }
+}
+
+/// A table a revert would drop with the rows it holds.
+#[derive(Debug, serde::Serialize)]
+pub struct RowsAtRisk {
+    pub version: i64,
+    pub table: String,
+    pub rows: i64,
+}
+
+/// The tables holding rows that reverting every applied step above `to`
+/// would drop, so `db down` can refuse without `--force` and say how many.
+pub async fn rows_dropped_by_down(client: &Client, to: i64) -> Result<Vec<RowsAtRisk>> {
+    let applied: Vec<i64> = status(client)
+        .await?
+        .iter()
+        .filter(|s| s.applied && s.version > to)
+        .map(|s| s.version)
+        .collect();
+    let mut at_risk = Vec::new();
+    for m in MIGRATIONS.iter().filter(|m| applied.contains(&m.version)) {
+        for table in m.dropped_tables() {
+            let exists: bool = client
+                .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+                .await
+                .with_context(|| format!("looking up {table}"))?
+                .get(0);
+            if !exists {
+                continue;
+            }
+            let rows: i64 = client
+                .query_one(
+                    &format!("SELECT count(*) FROM {}", crate::db::quote_ident(&table)),
+                    &[],
+                )
+                .await
+                .with_context(|| format!("counting the rows of {table}"))?
+                .get(0);
+            if rows > 0 {
+                at_risk.push(RowsAtRisk {
+                    version: m.version,
+                    table,
+                    rows,
+                });
+            }
+        }
+    }
+    Ok(at_risk)
+}
+
+/// Where `db down` without `--to` goes: one step below the newest applied
+/// step (None when nothing is applied).
+pub async fn one_step_down(client: &Client) -> Result<Option<i64>> {
+    let applied: Vec<i64> = status(client)
+        .await?
+        .iter()
+        .filter(|s| s.applied)
+        .map(|s| s.version)
+        .collect();
+    Ok(match applied.as_slice() {
+        [] => None,
+        [.., below, _] => Some(*below),
+        [_] => Some(0),
+    })
 }
 
 fn sha256_hex(text: &str) -> String {

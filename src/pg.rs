@@ -160,6 +160,7 @@ impl Cluster {
         if !self.data_dir().join("PG_VERSION").exists() {
             self.initdb(run_as)?;
         }
+        self.trust_only_the_socket()?;
         if !self.is_running(run_as)? {
             self.start(run_as)?;
         }
@@ -256,6 +257,32 @@ impl Cluster {
             root.display()
         );
         Ok(())
+    }
+
+    /// Drop every TCP line of `pg_hba.conf` that trusts without a password:
+    /// initdb writes `host all all 127.0.0.1/32 trust`, harmless only while
+    /// the server listens on no TCP address, and a superuser for any local
+    /// user once someone starts the data folder another way. Rewriting the
+    /// file in place keeps its owner and mode.
+    fn trust_only_the_socket(&self) -> Result<()> {
+        let path = self.data_dir().join("pg_hba.conf");
+        let Ok(text) = fs::read_to_string(&path) else {
+            return Ok(());
+        };
+        let trusting_tcp = |line: &str| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.first().is_some_and(|f| f.starts_with("host"))
+                && fields.last().is_some_and(|m| *m == "trust")
+        };
+        if !text.lines().any(trusting_tcp) {
+            return Ok(());
+        }
+        let kept: String = text
+            .lines()
+            .filter(|l| !trusting_tcp(l))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        fs::write(&path, kept).with_context(|| format!("rewriting {}", path.display()))
     }
 
     fn initdb(&self, run_as: Option<RunAs>) -> Result<()> {

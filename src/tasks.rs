@@ -92,6 +92,74 @@ pub async fn sync(
     })
 }
 
+/// Where the tasks of one asset that had none start.
+#[derive(Debug, serde::Serialize)]
+pub struct NewTaskStart {
+    pub symbol: String,
+    pub agg_start_utc: Option<DateTime<Utc>>,
+    /// The asset's first stored 1m bar.
+    pub first_1m: Option<DateTime<Utc>>,
+    /// Stored 1m bars before the start, which its tasks will not aggregate.
+    pub bars_left_out: i64,
+}
+
+/// What `barkeep sync` did, with where each new asset's tasks start.
+#[derive(Debug, serde::Serialize)]
+pub struct SyncOutcome {
+    #[serde(flatten)]
+    pub report: SyncReport,
+    pub new_symbols: Vec<NewTaskStart>,
+}
+
+/// [`sync`], and for every asset that had no task before it, where its tasks
+/// start and how many stored 1m bars that start leaves out (none without an
+/// explicit start: the SQL function starts them at the first 1m bar).
+pub async fn sync_reporting_starts(
+    client: &Client,
+    env: Env,
+    start: Option<DateTime<Utc>>,
+    delay: Option<i32>,
+) -> Result<SyncOutcome> {
+    crate::ops::require_migrated(client).await?;
+    let rows = client
+        .query(
+            "SELECT r.canonical_symbol FROM core_asset_registry_all r
+             WHERE NOT EXISTS (SELECT 1 FROM data_agg_state s WHERE s.canonical_symbol = r.canonical_symbol)
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .context("looking for assets without tasks")?;
+    let fresh: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    let report = sync(client, env, start, delay).await?;
+    let rows = client
+        .query(
+            "SELECT s.canonical_symbol, min(s.agg_start_utc),
+                    (SELECT min(b.ts_utc) FROM data_bars b
+                     WHERE b.canonical_symbol = s.canonical_symbol AND b.timeframe = '1m'),
+                    (SELECT count(*) FROM data_bars b
+                     WHERE b.canonical_symbol = s.canonical_symbol AND b.timeframe = '1m'
+                       AND b.ts_utc < min(s.agg_start_utc))
+             FROM data_agg_state s WHERE s.canonical_symbol = ANY($1)
+             GROUP BY s.canonical_symbol ORDER BY 1",
+            &[&fresh],
+        )
+        .await
+        .context("reading where the new tasks start")?;
+    Ok(SyncOutcome {
+        report,
+        new_symbols: rows
+            .iter()
+            .map(|r| NewTaskStart {
+                symbol: r.get(0),
+                agg_start_utc: r.get(1),
+                first_1m: r.get(2),
+                bars_left_out: r.get(3),
+            })
+            .collect(),
+    })
+}
+
 /// The tasks an operator action applies to: one symbol's, all of them or
 /// one timeframe.
 #[derive(Debug, Clone)]

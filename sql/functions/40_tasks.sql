@@ -331,11 +331,20 @@ BEGIN
     agg_start_utc, enabled, task_priority)
   SELECT r.canonical_symbol, tf.timeframe, agg_source_timeframe(tf.timeframe), 1,
          CASE WHEN tf.timeframe = '5m' THEN v_delay ELSE 0 END, true, 'idle',
-         agg_first_bucket_at_or_after(agg_calendar(r.asset_class), tf.timeframe, v_start),
-         now(), v_start, true, 100
+         agg_first_bucket_at_or_after(agg_calendar(r.asset_class), tf.timeframe, a.start),
+         now(), a.start, true, 100
   FROM core_asset_registry_all r
+  -- Without a start, an asset's tasks begin at its first stored 1m bar, so
+  -- no stored bar is left out; an asset with no bar yet takes the default.
+  CROSS JOIN LATERAL (
+    SELECT coalesce($2, (SELECT min(b.ts_utc) FROM data_bars b
+                         WHERE b.canonical_symbol = r.canonical_symbol AND b.timeframe = '1m'),
+                    v_start) AS start
+  ) a
   CROSS JOIN (VALUES ('5m'), ('15m'), ('1h'), ('4h'), ('1d'), ('1w')) AS tf (timeframe)
   WHERE CASE WHEN v_env = 'prod' THEN r.active ELSE r.test_active END
+    AND NOT EXISTS (SELECT 1 FROM data_agg_state s
+                    WHERE s.canonical_symbol = r.canonical_symbol AND s.timeframe = tf.timeframe)
   ON CONFLICT (canonical_symbol, timeframe) DO NOTHING;
   GET DIAGNOSTICS v_created = ROW_COUNT;
 

@@ -44,6 +44,7 @@ pub enum AssetsCommand {
 
 pub async fn run(global: &Global, cmd: AssetsCommand) -> Result<ExitCode> {
     let client = global.database().await?.connect().await?;
+    crate::ops::require_migrated(&client).await?;
     match cmd {
         AssetsCommand::Add {
             symbol,

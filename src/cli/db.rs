@@ -18,9 +18,13 @@ pub enum DbCommand {
     },
     /// Revert migrations.
     Down {
-        /// Revert every step above this version (0 reverts everything).
-        #[arg(long, default_value_t = 0)]
-        to: i64,
+        /// Revert every step above this version (0 reverts everything);
+        /// without it, only the newest applied step.
+        #[arg(long)]
+        to: Option<i64>,
+        /// Revert even when a step drops tables that hold rows.
+        #[arg(long)]
+        force: bool,
     },
     /// List migrations and whether each is applied.
     Status {
@@ -43,7 +47,29 @@ pub async fn run(global: &Global, cmd: DbCommand) -> Result<ExitCode> {
                 println!("applied migration {v}");
             }
         }
-        DbCommand::Down { to } => {
+        DbCommand::Down { to, force } => {
+            let to = match to {
+                Some(to) => to,
+                None => match migrate::one_step_down(&client).await? {
+                    Some(to) => to,
+                    None => {
+                        println!("nothing to revert");
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                },
+            };
+            let at_risk = migrate::rows_dropped_by_down(&client, to).await?;
+            if !at_risk.is_empty() && !force {
+                let what = at_risk
+                    .iter()
+                    .map(|r| format!("{} ({} rows, step {})", r.table, r.rows, r.version))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                anyhow::bail!(
+                    "reverting to {to} drops tables that hold rows: {what}; back them up \
+                     (`barkeep backup`, pg_dump) and add --force to revert anyway"
+                );
+            }
             let reverted = migrate::down(&mut client, to).await?;
             if reverted.is_empty() {
                 println!("nothing to revert");

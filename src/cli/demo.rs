@@ -11,9 +11,25 @@ use crate::demo::{self, DEMO_START, SAMPLE_NAME};
 
 /// Arguments of `barkeep demo`.
 #[derive(Debug, clap::Args)]
-pub struct DemoArgs {}
+pub struct DemoArgs {
+    /// Write the demo (AUDUSD, its bars and tasks) into the database that
+    /// DATABASE_URL names; without this flag the demo refuses a database
+    /// that comes from the environment (`--database-url` on the command
+    /// line is explicit enough).
+    #[arg(long)]
+    pub use_database_url: bool,
+}
 
-pub async fn run(global: &Global, _args: DemoArgs) -> Result<ExitCode> {
+pub async fn run(global: &Global, args: DemoArgs) -> Result<ExitCode> {
+    if global.database_url_from_env && !args.use_database_url {
+        return Err(super::UsageError(
+            "the demo registers AUDUSD and writes bars and tasks, and DATABASE_URL is set: \
+             pass --use-database-url (or --database-url URL) to write into that database, \
+             or unset DATABASE_URL to use the embedded cluster"
+                .into(),
+        )
+        .into());
+    }
     let database = global.database().await?;
     println!("demo: database {}", database.describe);
     let report = demo::run(&database, &global.home).await?;

@@ -8,6 +8,7 @@ use anyhow::Result;
 
 use super::{print_json, Global};
 use crate::assets::Symbol;
+use crate::ingest::format::Pass;
 use crate::ingest::{self, Counts, Format, IngestOptions, IngestSummary, LoadPath, Zone};
 
 /// Arguments of `barkeep ingest`.
@@ -22,12 +23,22 @@ pub struct IngestArgs {
     /// Input format: auto (tell from the first line), histdata, mt4 or csv.
     #[arg(long, default_value = "auto")]
     pub format: Format,
-    /// Zone of MT4 stamps: an IANA name (Europe/Athens) or an offset (+02:00).
-    #[arg(long, default_value = "UTC")]
-    pub tz: Zone,
+    /// Zone of MT4 stamps: an IANA name (Europe/Athens), an offset (+02:00)
+    /// or UTC. Required for MT4 input: its stamps are the broker's server time.
+    #[arg(long)]
+    pub tz: Option<Zone>,
+    /// In the repeated hour of a fall-back night, which pass a stamp means
+    /// when the file does not show it (it starts inside that hour): earlier
+    /// or later. Without it such rows are quarantined, never guessed.
+    #[arg(long)]
+    pub ambiguous: Option<Pass>,
     /// Reject a whole file when any row is bad, instead of quarantining the row.
     #[arg(long)]
     pub strict: bool,
+    /// Exit 1 when more than this percentage of a file's rows is
+    /// quarantined (the rows that were good stay loaded).
+    #[arg(long, default_value_t = 5.0)]
+    pub max_quarantined: f64,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -41,6 +52,7 @@ pub async fn run(global: &Global, args: IngestArgs) -> Result<ExitCode> {
         symbol: args.symbol,
         format: args.format,
         zone: args.tz,
+        ambiguous: args.ambiguous,
         strict: args.strict,
         source: args.source,
         progress: std::io::stderr().is_terminal(),
@@ -67,7 +79,15 @@ pub async fn run(global: &Global, args: IngestArgs) -> Result<ExitCode> {
     } else {
         print_summary(&summary);
     }
-    Ok(ExitCode::SUCCESS)
+    let problems = ingest::file_problems(&summary, args.max_quarantined);
+    for p in &problems {
+        eprintln!("error: {p}");
+    }
+    Ok(if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn print_summary(summary: &IngestSummary) {

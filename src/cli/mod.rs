@@ -3,7 +3,9 @@
 //! library, calls it, and prints its report as text or `--json`. Nothing
 //! below this module knows clap or prints a report.
 
+mod alerts;
 mod assets;
+mod backup;
 mod bench;
 mod completions;
 mod db;
@@ -11,14 +13,18 @@ mod demo;
 mod export;
 mod ingest;
 mod pg;
+mod quality;
+mod quarantine;
 mod run;
+mod status;
 mod sync;
 mod task;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 mod serve;
@@ -57,6 +63,10 @@ pub struct Global {
         global = true
     )]
     pub log_format: LogFormat,
+    /// True when the database URL came from the `DATABASE_URL` environment
+    /// variable rather than `--database-url` on the command line.
+    #[arg(skip)]
+    pub database_url_from_env: bool,
 }
 
 /// How log lines look.
@@ -101,13 +111,33 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Serve the dashboard, the JSON API and Prometheus /metrics.
     Serve(serve::ServeArgs),
+    /// Show every task's state, cursor, lag and errors, and the quarantine.
+    Status(status::StatusArgs),
+    /// Check the alert conditions; exit 0 ok, 1 warning, 2 critical.
+    Alerts(alerts::AlertsArgs),
+    /// Share of good bars and of 1m minutes present, per symbol and timeframe.
+    Quality(quality::QualityArgs),
+    /// List or purge the rows ingest quarantined.
+    #[command(subcommand)]
+    Quarantine(quarantine::QuarantineCommand),
+    /// Run the checklist's verification steps and success criteria (and `--deep`).
+    Verify(verify::VerifyArgs),
+    /// Write the task state and the registry to a JSON file.
+    Backup(backup::BackupArgs),
+    /// Put back a file written by `barkeep backup`.
+    Restore(backup::RestoreArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(completions::CompletionsArgs),
 }
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    let on_command_line = std::env::args_os().any(|a| {
+        let a = a.to_string_lossy();
+        a == "--database-url" || a.starts_with("--database-url=")
+    });
+    cli.global.database_url_from_env = cli.global.database_url.is_some() && !on_command_line;
     init_tracing(cli.global.verbose, cli.global.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -123,9 +153,38 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            if e.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
+}
+
+pub use crate::ops::UsageError;
+
+/// Refuse a symbol the registry does not hold, as a usage error.
+pub async fn require_registered(
+    client: &tokio_postgres::Client,
+    symbol: &crate::assets::Symbol,
+) -> Result<()> {
+    crate::ops::require_migrated(client).await?;
+    let known = client
+        .query_opt(
+            "SELECT 1 FROM core_asset_registry_all WHERE canonical_symbol = $1",
+            &[&symbol.as_str()],
+        )
+        .await
+        .context("looking up the symbol")?
+        .is_some();
+    if !known {
+        return Err(UsageError(format!(
+            "unknown symbol {symbol}: register it with `barkeep assets add {symbol} --class fx` (see `barkeep assets list`)"
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 /// Logs go to stderr: by default warnings, and one line per task run of
@@ -167,6 +226,13 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Export(args) => export::run(&global, args).await,
         Command::Bench(args) => bench::run(&global, args).await,
         Command::Serve(args) => serve::run(&global, args).await,
+        Command::Status(args) => status::run(&global, args).await,
+        Command::Alerts(args) => alerts::run(&global, args).await,
+        Command::Quality(args) => quality::run(&global, args).await,
+        Command::Quarantine(cmd) => quarantine::run(&global, cmd).await,
+        Command::Verify(args) => verify::run(&global, args).await,
+        Command::Backup(args) => backup::run_backup(&global, args).await,
+        Command::Restore(args) => backup::run_restore(&global, args).await,
         Command::Completions(args) => completions::run(args),
     }
 }

@@ -15,7 +15,9 @@ pub struct SyncArgs {
     /// Which registry flag decides what is active: prod (`active`), dev or test (`test_active`).
     #[arg(long, default_value = "prod")]
     pub env: Env,
-    /// First bucket of new tasks (RFC 3339 or a date).
+    /// First bucket of new tasks (RFC 3339 or a date). Without it each new
+    /// asset's tasks start at its first stored 1m bar, so no stored bar is
+    /// left out (2025-07-01 for an asset with no bar yet).
     #[arg(long, value_parser = parse_instant)]
     pub start: Option<DateTime<Utc>>,
     /// Seconds new 5m tasks wait for a quiet feed before finalizing a bucket
@@ -30,17 +32,52 @@ pub struct SyncArgs {
 
 pub async fn run(global: &Global, args: SyncArgs) -> Result<ExitCode> {
     let client = global.database().await?.connect().await?;
-    let report = tasks::sync(&client, args.env, args.start, args.delay).await?;
+    let outcome = tasks::sync_reporting_starts(&client, args.env, args.start, args.delay).await?;
     if args.json {
-        print_json(&report)?;
-    } else {
+        print_json(&outcome)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let report = &outcome.report;
+    println!(
+        "synced {} tasks for {}: {} created, {} re-enabled, {} disabled",
+        report.tasks_total,
+        args.env,
+        report.tasks_created,
+        report.tasks_enabled,
+        report.tasks_disabled
+    );
+    let ts = |t: Option<DateTime<Utc>>| {
+        t.map(|t| t.format("%Y-%m-%d %H:%MZ").to_string())
+            .unwrap_or_else(|| "-".into())
+    };
+    for n in &outcome.new_symbols {
+        if n.bars_left_out > 0 {
+            eprintln!(
+                "warning: {}: --start {} leaves out {} stored 1m bars (from {}); they will not be aggregated",
+                n.symbol,
+                ts(n.agg_start_utc),
+                n.bars_left_out,
+                ts(n.first_1m)
+            );
+        } else if n.first_1m.is_none() {
+            println!(
+                "{}: no 1m bars yet, tasks start at {}; load its data before `sync`, or give --start",
+                n.symbol,
+                ts(n.agg_start_utc)
+            );
+        } else if args.start.is_none() {
+            println!(
+                "{}: tasks start at its first 1m bar, {}",
+                n.symbol,
+                ts(n.agg_start_utc)
+            );
+        } else {
+            println!("{}: tasks start at {}", n.symbol, ts(n.agg_start_utc));
+        }
+    }
+    if report.tasks_total == 0 {
         println!(
-            "synced {} tasks for {}: {} created, {} re-enabled, {} disabled",
-            report.tasks_total,
-            args.env,
-            report.tasks_created,
-            report.tasks_enabled,
-            report.tasks_disabled
+            "no active asset in the registry: add one with `barkeep assets add SYMBOL --class fx`"
         );
     }
     Ok(ExitCode::SUCCESS)

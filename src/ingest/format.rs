@@ -131,15 +131,39 @@ impl FromStr for Zone {
     }
 }
 
+/// Which pass of a repeated local hour (the fall-back night) a stamp means,
+/// when the file itself does not show it (`--ambiguous`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// The first pass (still daylight-saving time).
+    Earlier,
+    /// The second pass (standard time).
+    Later,
+}
+
+impl FromStr for Pass {
+    type Err = anyhow::Error;
+    fn from_str(raw: &str) -> Result<Self> {
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "earlier" => Ok(Pass::Earlier),
+            "later" => Ok(Pass::Later),
+            _ => bail!("unknown pass {raw:?}: expected earlier or later"),
+        }
+    }
+}
+
 impl Zone {
     /// The UTC instant of a wall-clock time in this zone. In the repeated
-    /// hour after a fall-back change the earlier instant is taken, unless
-    /// the file's previous bar already reached it: sorted files then walk
-    /// through both passes of the hour instead of folding them together.
+    /// hour after a fall-back change the file's previous bar tells the pass:
+    /// a sorted file coming from before the hour is in its first pass, one
+    /// that already reached it in its second. Without a previous bar (a file
+    /// that starts inside the hour) the time is never guessed: `pass` decides,
+    /// or the row is refused with the reason.
     pub fn to_utc(
         &self,
         local: NaiveDateTime,
         previous: Option<DateTime<Utc>>,
+        pass: Option<Pass>,
     ) -> Result<DateTime<Utc>, String> {
         let resolved = match self {
             Zone::Fixed(offset) => offset.from_local_datetime(&local).map(|t| t.to_utc()),
@@ -147,10 +171,15 @@ impl Zone {
         };
         match resolved {
             LocalResult::Single(t) => Ok(t),
-            LocalResult::Ambiguous(early, late) => Ok(match previous {
-                Some(p) if p >= early => late,
-                _ => early,
-            }),
+            LocalResult::Ambiguous(early, late) => match (previous, pass) {
+                (Some(p), _) if p >= early => Ok(late),
+                (Some(_), _) | (None, Some(Pass::Earlier)) => Ok(early),
+                (None, Some(Pass::Later)) => Ok(late),
+                (None, None) => Err(format!(
+                    "local time {local} occurs twice in {self} (daylight saving ends) and the file \
+                     does not show which: give --ambiguous earlier|later"
+                )),
+            },
             LocalResult::None => Err(format!(
                 "local time {local} does not exist in {self} (skipped by a daylight-saving change)"
             )),
@@ -210,6 +239,7 @@ pub fn mt4_line(
     line: &str,
     zone: &Zone,
     previous: Option<DateTime<Utc>>,
+    pass: Option<Pass>,
     now: DateTime<Utc>,
 ) -> Result<Bar, String> {
     let fields: Vec<&str> = line.split(',').collect();
@@ -222,7 +252,7 @@ pub fn mt4_line(
     let clock = NaiveTime::parse_from_str(time, "%H:%M")
         .or_else(|_| NaiveTime::parse_from_str(time, "%H:%M:%S"))
         .map_err(|_| format!("unparseable time {time:?} (expected HH:MM)"))?;
-    let ts = zone.to_utc(day.and_time(clock), previous)?;
+    let ts = zone.to_utc(day.and_time(clock), previous, pass)?;
     bar_from(ts, [o, h, l, c], Some(v), now)
 }
 
@@ -354,15 +384,30 @@ mod tests {
         let ny: Zone = "America/New_York".parse().unwrap();
         let local =
             NaiveDateTime::parse_from_str("2023-11-05 01:30:00", "%Y-%m-%d %H:%M:%S").unwrap();
-        let first = ny.to_utc(local, None).unwrap();
+        assert!(ny
+            .to_utc(local, None, None)
+            .unwrap_err()
+            .contains("occurs twice"));
+        let first = ny.to_utc(local, None, Some(Pass::Earlier)).unwrap();
         assert_eq!(first, utc("2023-11-05T05:30:00Z"));
         assert_eq!(
-            ny.to_utc(local, Some(utc("2023-11-05T05:59:00Z"))).unwrap(),
+            ny.to_utc(local, None, Some(Pass::Later)).unwrap(),
+            utc("2023-11-05T06:30:00Z")
+        );
+        assert_eq!(
+            ny.to_utc(local, Some(utc("2023-11-05T05:10:00Z")), None)
+                .unwrap(),
+            utc("2023-11-05T05:30:00Z"),
+            "a file coming from before the hour is in its first pass"
+        );
+        assert_eq!(
+            ny.to_utc(local, Some(utc("2023-11-05T05:59:00Z")), None)
+                .unwrap(),
             utc("2023-11-05T06:30:00Z")
         );
         let gap =
             NaiveDateTime::parse_from_str("2023-03-12 02:30:00", "%Y-%m-%d %H:%M:%S").unwrap();
-        assert!(ny.to_utc(gap, None).is_err());
+        assert!(ny.to_utc(gap, None, None).is_err());
     }
 
     #[test]

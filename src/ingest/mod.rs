@@ -31,8 +31,10 @@ pub use read::Input;
 pub struct IngestOptions {
     pub symbol: Symbol,
     pub format: Format,
-    /// Zone of MT4 stamps.
-    pub zone: Zone,
+    /// Zone of MT4 stamps (required for MT4 input).
+    pub zone: Option<Zone>,
+    /// The pass of a repeated local hour when the file does not show it.
+    pub ambiguous: Option<format::Pass>,
     pub strict: bool,
     pub source: Option<String>,
     /// Draw a progress bar on stderr.
@@ -45,7 +47,8 @@ impl IngestOptions {
         Self {
             symbol,
             format: Format::Auto,
-            zone: Zone::default(),
+            zone: None,
+            ambiguous: None,
             strict: false,
             source: None,
             progress: false,
@@ -88,17 +91,30 @@ pub async fn ingest_files(
 ) -> Result<IngestSummary> {
     let started = std::time::Instant::now();
     let inputs: Vec<Input> = files.iter().map(|f| Input::from_arg(f)).collect();
-    let missing: Vec<String> = inputs
-        .iter()
-        .filter_map(|i| match i {
-            Input::File(p) if !p.is_file() => Some(p.display().to_string()),
-            _ => None,
-        })
-        .collect();
-    if !missing.is_empty() {
-        bail!("no such file: {}; nothing was loaded", missing.join(", "));
+    for input in &inputs {
+        let Input::File(p) = input else { continue };
+        match std::fs::metadata(p) {
+            Err(_) => bail!("no such file: {}; nothing was loaded", p.display()),
+            Ok(m) if m.is_dir() => bail!(
+                "{} is a directory: give the files in it (e.g. {}/*.csv); nothing was loaded",
+                p.display(),
+                p.display()
+            ),
+            Ok(m) => {
+                use std::os::unix::fs::FileTypeExt;
+                let t = m.file_type();
+                if t.is_char_device() || t.is_block_device() || t.is_socket() {
+                    bail!(
+                        "{} is a device, not a file of bars; nothing was loaded",
+                        p.display()
+                    );
+                }
+            }
+        }
     }
+    crate::ops::require_migrated(client).await?;
     assets::class_of(client, &opts.symbol).await?;
+    warn_on_other_symbols(client, &inputs, &opts.symbol).await?;
     let target = load::Target {
         symbol: &opts.symbol,
         source: opts.source.as_deref(),
@@ -115,6 +131,7 @@ pub async fn ingest_files(
         let plan = read::ReadPlan {
             format: opts.format,
             zone: opts.zone,
+            ambiguous: opts.ambiguous,
             now: Utc::now(),
         };
         let progress = opts.progress.then(|| progress_bar(input));
@@ -145,6 +162,40 @@ pub async fn ingest_files(
     Ok(summary)
 }
 
+/// Warn when a file's name names another registered symbol than the one
+/// its rows are loaded for (`DAT_ASCII_EURUSD_M1_2023.csv --symbol AUDUSD`).
+async fn warn_on_other_symbols(client: &Client, inputs: &[Input], symbol: &Symbol) -> Result<()> {
+    let rows = client
+        .query("SELECT canonical_symbol FROM core_asset_registry_all", &[])
+        .await
+        .context("reading the registry")?;
+    let known: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    for input in inputs {
+        let Input::File(p) = input else { continue };
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().to_ascii_uppercase())
+            .unwrap_or_default();
+        let tokens: Vec<&str> = name
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .filter(|t| !t.is_empty())
+            .collect();
+        if tokens.contains(&symbol.as_str()) {
+            continue;
+        }
+        if let Some(other) = known
+            .iter()
+            .find(|k| k.as_str() != symbol.as_str() && tokens.contains(&k.as_str()))
+        {
+            tracing::warn!(
+                "{}: the file name names {other}, but its rows are loaded for {symbol}",
+                p.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 fn progress_bar(input: &Input) -> ProgressBar {
     let bar = match input.size() {
         Some(len) => ProgressBar::new(len).with_style(
@@ -159,4 +210,28 @@ fn progress_bar(input: &Input) -> ProgressBar {
     };
     bar.set_message(input.label());
     bar
+}
+/// Files an operator must look at: nothing loadable, or too many bad rows.
+pub fn file_problems(summary: &IngestSummary, max_quarantined_pct: f64) -> Vec<String> {
+    let mut problems = Vec::new();
+    for f in &summary.files {
+        let c = &f.counts;
+        let usable = c.loaded + c.revised + c.duplicates + c.superseded;
+        if usable == 0 {
+            problems.push(format!(
+                "{}: no loadable row ({} read, {} quarantined)",
+                f.file, c.rows_read, c.quarantined
+            ));
+        } else if c.rows_read > 0 {
+            let pct = 100.0 * c.quarantined as f64 / c.rows_read as f64;
+            if pct > max_quarantined_pct {
+                problems.push(format!(
+                    "{}: {} of {} rows quarantined ({pct:.1}%, above --max-quarantined {max_quarantined_pct}); \
+                     the good rows are loaded, see `barkeep quarantine list --file {}`",
+                    f.file, c.quarantined, c.rows_read, f.file
+                ));
+            }
+        }
+    }
+    problems
 }

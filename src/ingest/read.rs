@@ -7,7 +7,7 @@
 use std::io::{BufRead, BufReader, Cursor, Read};
 use std::path::PathBuf;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
 use indicatif::ProgressBar;
 use tokio::sync::mpsc;
@@ -78,7 +78,11 @@ impl Input {
 #[derive(Debug, Clone, Copy)]
 pub struct ReadPlan {
     pub format: Format,
-    pub zone: Zone,
+    /// Zone of MT4 stamps; an MT4 input without one is refused (its stamps
+    /// are broker time, and guessing UTC would shift every bar).
+    pub zone: Option<Zone>,
+    /// The pass of a repeated local hour when the file does not show it.
+    pub ambiguous: Option<format::Pass>,
     /// Bars starting after this are in the future.
     pub now: DateTime<Utc>,
 }
@@ -165,7 +169,7 @@ fn read_all(
     if let Some(rest) = first.strip_prefix(b"\xEF\xBB\xBF") {
         first = rest.to_vec();
     }
-    let format = match plan.format {
+    let mut format = match plan.format {
         Format::Auto => Format::sniff(&first).ok_or_else(|| {
             anyhow!(
                 "cannot tell the format from the first line {:?}; give --format histdata, mt4 or csv",
@@ -174,6 +178,51 @@ fn read_all(
         })?,
         given => given,
     };
+    // A header over the rows of a format that has none (HistData, MT4): one
+    // message for the file, not one quarantined row per line.
+    if (first.first().is_some_and(u8::is_ascii_alphabetic) && format != Format::Csv)
+        || (format == Format::Csv && plan.format == Format::Auto)
+    {
+        let mut second = Vec::new();
+        reader
+            .read_until(b'\n', &mut second)
+            .context("reading the second line")?;
+        let rows_format = match format {
+            Format::Csv => Format::sniff(&second).filter(|f| *f != Format::Csv),
+            headerless => Some(headerless),
+        };
+        if let Some(rows_format) = rows_format {
+            tracing::warn!(
+                "{}: line 1 {:?} is a header, but {} files have none: line 1 skipped",
+                input.label(),
+                validate::raw_text(&first),
+                rows_format.name()
+            );
+            format = rows_format;
+            // A blank line keeps the numbering of the lines below.
+            first = b"\n".to_vec();
+        }
+        let rest: Box<dyn BufRead> = Box::new(Cursor::new(second).chain(reader));
+        return read_body(first, rest, format, plan, tx, progress);
+    }
+    read_body(first, Box::new(reader), format, plan, tx, progress)
+}
+
+/// Read the lines after the format is known.
+fn read_body(
+    first: Vec<u8>,
+    reader: Box<dyn BufRead + '_>,
+    format: Format,
+    plan: ReadPlan,
+    tx: &mpsc::Sender<Chunk>,
+    progress: Option<&ProgressBar>,
+) -> Result<()> {
+    if format == Format::Mt4 && plan.zone.is_none() {
+        bail!(
+            "MT4 stamps are the broker's server time: give --tz (an IANA zone such as \
+             Europe/Athens, an offset such as +02:00, or UTC if the server runs on UTC)"
+        );
+    }
     let mut batcher = Batcher {
         format,
         rows: Vec::with_capacity(BATCH_ROWS),
@@ -223,7 +272,13 @@ fn read_lines(
             continue;
         }
         let parsed = validate::utf8(text).and_then(|s| match batcher.format {
-            Format::Mt4 => format::mt4_line(s, &plan.zone, previous, plan.now),
+            Format::Mt4 => format::mt4_line(
+                s,
+                &plan.zone.unwrap_or_default(),
+                previous,
+                plan.ambiguous,
+                plan.now,
+            ),
             _ => format::histdata_line(s, plan.now),
         });
         let row = match parsed {

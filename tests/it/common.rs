@@ -142,6 +142,11 @@ impl TestDb {
         Self::create(None).await
     }
 
+    /// A fresh database cloned from this one (its connections must be closed).
+    pub async fn copy(&self) -> TestDb {
+        Self::create(Some(&self.name)).await
+    }
+
     async fn create(template: Option<&str>) -> TestDb {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let name = format!("bkt_{}_{n}", std::process::id());

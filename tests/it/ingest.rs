@@ -94,9 +94,12 @@ async fn bad_middle_row_is_quarantined_or_rejected(bad: &[u8], reason: &str) {
     assert_eq!(bars(&db).await, 0, "--strict left bars behind");
     assert_eq!(quarantined(&db).await, 0, "--strict left quarantine rows");
 
+    // Lenient: the good rows load; a third of the file bad is above the
+    // --max-quarantined default, so the exit code says so.
     let lenient = ingest(&db, &[name, "--json"]);
-    assert!(lenient.status.success(), "{}", stderr(&lenient));
+    assert_eq!(lenient.status.code(), Some(1), "{}", stderr(&lenient));
     let err = stderr(&lenient);
+    assert!(err.contains("1 of 3 rows quarantined"), "{err}");
     assert!(err.contains(&where_) && err.contains(reason), "{err}");
     let summary = summary_json(&lenient);
     assert_eq!(summary["total"]["rows_read"], 3);
@@ -480,7 +483,8 @@ async fn headed_csv_takes_iso_and_epoch_times() {
           2023-06-01T00:03:00,1.11,1.12,1.1,1.1,0\n",
     );
     let out = ingest(&db, &[file.to_str().unwrap(), "--json"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    // One row of four quarantined is above the --max-quarantined default.
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let s = summary_json(&out);
     assert_eq!(s["files"][0]["format"], "csv");
     assert_eq!(s["total"]["loaded"], 3);
@@ -558,9 +562,16 @@ async fn quarantine_rows_carry_file_line_and_reason_for_each_format() {
     );
     let out = ingest(
         &db,
-        &[mt4.to_str().unwrap(), csv.to_str().unwrap(), "--json"],
+        &[
+            mt4.to_str().unwrap(),
+            csv.to_str().unwrap(),
+            "--tz",
+            "UTC",
+            "--json",
+        ],
     );
-    assert!(out.status.success(), "{}", stderr(&out));
+    // Half of each file is bad: above the --max-quarantined default.
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let s = summary_json(&out);
     assert_eq!(s["total"]["quarantined"], 2);
     let rows = db

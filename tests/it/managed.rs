@@ -132,5 +132,8 @@ async fn a_database_owner_without_superuser_runs_the_whole_job() {
         .get(0);
     assert_eq!(roles, 3);
     // And it can take the schema down again.
-    ok(pg.cli(&creator, &["db", "down", "--to", "0"]), "db down");
+    ok(
+        pg.cli(&creator, &["db", "down", "--to", "0", "--force"]),
+        "db down",
+    );
 }

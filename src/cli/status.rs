@@ -1,0 +1,128 @@
+//! `barkeep status`: every task's state as a table (bad states stand out on
+//! a terminal) or JSON, and the quarantine's size and newest entries.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Args;
+
+use super::Global;
+use crate::assets::Symbol;
+use crate::calendar::Timeframe;
+use crate::ops::status::{self, StatusSettings, TaskState};
+
+/// Arguments of `barkeep status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only this symbol's tasks.
+    #[arg(long)]
+    pub symbol: Option<Symbol>,
+    /// Only this timeframe (5m, 15m, 1h, 4h, 1d, 1w).
+    #[arg(long, value_parser = Timeframe::parse_derived)]
+    pub timeframe: Option<Timeframe>,
+    /// Only tasks in this state (idle, running, hard_failed, disabled).
+    #[arg(long, value_parser = TaskState::parse)]
+    pub status: Option<TaskState>,
+    /// How many of the newest quarantined rows to show.
+    #[arg(long, default_value_t = 5)]
+    pub quarantine: i64,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+const RED: &str = "\x1b[31;1m";
+const YELLOW: &str = "\x1b[33m";
+const RESET: &str = "\x1b[0m";
+
+fn minutes(m: Option<f64>) -> String {
+    m.map(|m| format!("{m:.1}")).unwrap_or_else(|| "-".into())
+}
+
+/// Run `barkeep status`.
+pub async fn run(global: &Global, args: StatusArgs) -> Result<ExitCode> {
+    let client = global.database().await?.connect().await?;
+    if let Some(symbol) = &args.symbol {
+        super::require_registered(&client, symbol).await?;
+    }
+    let settings = StatusSettings {
+        symbol: args.symbol,
+        timeframe: args.timeframe,
+        status: args.status,
+        quarantine_newest: args.quarantine,
+    };
+    let report = status::status(&client, &settings).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if report.tasks_in_database == 0 {
+        println!("no aggregation tasks yet: register assets (`barkeep assets add`), then run `barkeep sync`");
+    } else if report.tasks.is_empty() {
+        println!(
+            "no task matches (the database has {} tasks)",
+            report.tasks_in_database
+        );
+    } else {
+        let color = std::io::stdout().is_terminal();
+        println!(
+            "{:<10} {:<4} {:<11} {:<17} {:>9} {:>9} {:>10} {:>6}  LAST ERROR",
+            "SYMBOL", "TF", "STATUS", "CURSOR", "LAG MIN", "BEHIND", "SINCE OK", "STREAK"
+        );
+        for t in &report.tasks {
+            let status = if t.enabled || t.status == "disabled" {
+                t.status.clone()
+            } else {
+                format!("{} (off)", t.status)
+            };
+            let line = format!(
+                "{:<10} {:<4} {:<11} {:<17} {:>9} {:>9} {:>10} {:>6}  {}",
+                t.symbol,
+                t.timeframe,
+                status,
+                t.cursor
+                    .map(|c| c.format("%Y-%m-%d %H:%M").to_string())
+                    .unwrap_or_else(|| "-".into()),
+                minutes(t.lag_minutes),
+                minutes(t.behind_minutes),
+                minutes(t.minutes_since_success),
+                t.hard_fail_streak,
+                t.last_error.as_deref().unwrap_or("")
+            );
+            let paint = if t.status == "hard_failed" || t.hard_fail_streak > 0 {
+                Some(RED)
+            } else if t.is_bad() || t.behind_minutes.is_some_and(|b| b > 60.0) {
+                Some(YELLOW)
+            } else {
+                None
+            };
+            match paint {
+                Some(c) if color => println!("{c}{line}{RESET}"),
+                _ => println!("{line}"),
+            }
+        }
+    }
+    let q = &report.quarantine;
+    println!();
+    println!(
+        "quarantine: {} rows from {} files{}",
+        q.rows,
+        q.files,
+        if q.rows > 0 {
+            " (see `barkeep quarantine list`)"
+        } else {
+            ""
+        }
+    );
+    for e in &q.newest {
+        println!(
+            "  {} {}:{}: {}",
+            e.quarantined_at.format("%Y-%m-%d %H:%M"),
+            e.file,
+            e.line,
+            e.reason
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

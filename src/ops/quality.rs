@@ -1,0 +1,196 @@
+//! `barkeep quality` as a service: the checklist's daily quality query (good
+//! bars, `quality_score >= 1`, per symbol and timeframe) plus the share of
+//! expected 1m minutes actually present under the bars, so a week built
+//! from five thin days does not read as a 100% good week.
+
+use anyhow::{bail, Context, Result};
+use chrono::{DateTime, Duration, Utc};
+use tokio_postgres::Client;
+
+use crate::assets::Symbol;
+use crate::calendar::Timeframe;
+
+/// Where the window of bars starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Since {
+    /// This long before the database's clock (the checklist's 24 hours).
+    Ago(Duration),
+    /// A fixed instant.
+    At(DateTime<Utc>),
+    /// Every stored bar.
+    All,
+}
+
+impl Since {
+    /// Parse `24h`, `90m`, `7d`, `2w`, `all`, or an instant (RFC 3339 or a date).
+    pub fn parse(raw: &str) -> Result<Self> {
+        let s = raw.trim();
+        if s.eq_ignore_ascii_case("all") {
+            return Ok(Since::All);
+        }
+        if let Some(unit) = s.chars().last().filter(|c| c.is_ascii_alphabetic()) {
+            let digits = &s[..s.len() - 1];
+            if !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit()) {
+                let n: i64 = digits
+                    .parse()
+                    .with_context(|| format!("{raw:?} is too large"))?;
+                let d = match unit {
+                    'm' => Duration::try_minutes(n),
+                    'h' => Duration::try_hours(n),
+                    'd' => Duration::try_days(n),
+                    'w' => Duration::try_weeks(n),
+                    _ => None,
+                };
+                return match d {
+                    Some(d) => Ok(Since::Ago(d)),
+                    None => bail!("unknown duration {raw:?}: use a number with m, h, d or w (24h, 7d), a date, or all"),
+                };
+            }
+        }
+        match crate::calendar::parse_instant(s) {
+            Ok(t) => Ok(Since::At(t)),
+            Err(_) => bail!("unknown duration {raw:?}: use a number with m, h, d or w (24h, 7d), a date, or all"),
+        }
+    }
+}
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct QualitySettings {
+    pub since: Since,
+    pub symbol: Option<Symbol>,
+    pub timeframe: Option<Timeframe>,
+    /// Percentages below this are flagged (the checklist's 90).
+    pub threshold_pct: f64,
+}
+
+impl Default for QualitySettings {
+    fn default() -> Self {
+        QualitySettings {
+            since: Since::Ago(Duration::hours(24)),
+            symbol: None,
+            timeframe: None,
+            threshold_pct: 90.0,
+        }
+    }
+}
+
+/// Quality of one symbol and timeframe.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QualityLine {
+    pub symbol: String,
+    pub timeframe: String,
+    pub total_bars: i64,
+    /// Bars with `quality_score >= 1`.
+    pub good_bars: i64,
+    /// Bars with `quality_score <= 0`.
+    pub poor_bars: i64,
+    /// The checklist's `quality_pct`.
+    pub quality_pct: f64,
+    /// 1m bars present under these bars.
+    pub minutes_present: i64,
+    /// 1m bars full buckets would have.
+    pub minutes_expected: i64,
+    pub minute_coverage_pct: f64,
+    /// `quality_pct` below the threshold.
+    pub low_quality: bool,
+    /// `minute_coverage_pct` below the threshold.
+    pub low_coverage: bool,
+}
+
+/// What `barkeep quality` reports.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QualityReport {
+    pub from: Option<DateTime<Utc>>,
+    pub threshold_pct: f64,
+    pub lines: Vec<QualityLine>,
+}
+
+impl QualityReport {
+    /// Whether any line is below the threshold.
+    pub fn flagged(&self) -> bool {
+        self.lines.iter().any(|l| l.low_quality || l.low_coverage)
+    }
+}
+
+/// Run the quality query.
+pub async fn quality(client: &Client, settings: &QualitySettings) -> Result<QualityReport> {
+    super::require_migrated(client).await?;
+    let now: DateTime<Utc> = client
+        .query_one("SELECT now()", &[])
+        .await
+        .context("reading the database clock")?
+        .get(0);
+    let from = match settings.since {
+        Since::Ago(d) => Some(now - d),
+        Since::At(t) => Some(t),
+        Since::All => None,
+    };
+    let symbol = settings.symbol.as_ref().map(Symbol::as_str);
+    let timeframe = settings.timeframe.map(Timeframe::as_str);
+    // The checklist's query, grouped the same way, with the minutes present
+    // under each bar counted through the 1m index.
+    let rows = client
+        .query(
+            "SELECT d.canonical_symbol, d.timeframe, count(*),
+                    count(*) FILTER (WHERE d.quality_score >= 1),
+                    count(*) FILTER (WHERE d.quality_score <= 0),
+                    round(100.0 * count(*) FILTER (WHERE d.quality_score >= 1) / count(*), 1)::float8,
+                    coalesce(sum(m.present), 0)::bigint,
+                    sum(d.expected_candles * CASE d.source_timeframe WHEN '1m' THEN 1 WHEN '5m' THEN 5
+                          WHEN '15m' THEN 15 WHEN '1h' THEN 60 WHEN '4h' THEN 240 WHEN '1d' THEN 1440
+                          ELSE 0 END)::bigint
+             FROM derived_data_bars d
+             CROSS JOIN LATERAL (
+               SELECT count(*) AS present FROM data_bars b
+               WHERE b.canonical_symbol = d.canonical_symbol AND b.timeframe = '1m'
+                 AND b.ts_utc >= d.ts_utc
+                 AND b.ts_utc < agg_bucket_end(agg_symbol_calendar(d.canonical_symbol), d.timeframe, d.ts_utc)
+             ) m
+             WHERE d.deleted_at IS NULL AND NOT d.is_partial
+               AND ($1::timestamptz IS NULL OR d.ts_utc >= $1)
+               AND ($2::text IS NULL OR d.canonical_symbol = $2)
+               AND ($3::text IS NULL OR d.timeframe = $3)
+             GROUP BY d.canonical_symbol, d.timeframe",
+            &[&from, &symbol, &timeframe],
+        )
+        .await
+        .context("running the quality query")?;
+    let mut lines: Vec<QualityLine> = rows
+        .iter()
+        .map(|r| {
+            let present: i64 = r.get(6);
+            let expected: i64 = r.get(7);
+            let coverage = if expected > 0 {
+                (1000.0 * present as f64 / expected as f64).round() / 10.0
+            } else {
+                0.0
+            };
+            let quality_pct: f64 = r.get(5);
+            QualityLine {
+                symbol: r.get(0),
+                timeframe: r.get(1),
+                total_bars: r.get(2),
+                good_bars: r.get(3),
+                poor_bars: r.get(4),
+                quality_pct,
+                minutes_present: present,
+                minutes_expected: expected,
+                minute_coverage_pct: coverage,
+                low_quality: quality_pct < settings.threshold_pct,
+                low_coverage: coverage < settings.threshold_pct,
+            }
+        })
+        .collect();
+    let rank = |l: &QualityLine| {
+        Timeframe::parse(&l.timeframe)
+            .map(Timeframe::rank)
+            .unwrap_or(99)
+    };
+    lines.sort_by(|a, b| a.symbol.cmp(&b.symbol).then(rank(a).cmp(&rank(b))));
+    Ok(QualityReport {
+        from,
+        threshold_pct: settings.threshold_pct,
+        lines,
+    })
+}

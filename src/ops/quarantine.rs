@@ -1,0 +1,186 @@
+//! The ingest quarantine (`ingest_quarantine`): its size and newest entries
+//! for `status`, a filtered listing, and a purge that says what it deletes.
+
+use anyhow::{bail, Context, Result};
+use chrono::{DateTime, Utc};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Client;
+
+use crate::assets::Symbol;
+
+/// One quarantined row.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QuarantineEntry {
+    pub id: i64,
+    pub file: String,
+    pub line: i64,
+    pub symbol: Option<String>,
+    pub reason: String,
+    pub raw_line: String,
+    pub quarantined_at: DateTime<Utc>,
+}
+
+/// Size of the quarantine and its newest entries.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QuarantineSummary {
+    pub rows: i64,
+    pub files: i64,
+    pub newest: Vec<QuarantineEntry>,
+}
+
+/// Which quarantined rows a listing or a purge is about. An empty filter
+/// means every row.
+#[derive(Debug, Clone, Default)]
+pub struct QuarantineFilter {
+    /// The file name as ingest recorded it.
+    pub file: Option<String>,
+    pub symbol: Option<Symbol>,
+    /// Rows quarantined before this instant.
+    pub before: Option<DateTime<Utc>>,
+}
+
+impl QuarantineFilter {
+    pub fn is_empty(&self) -> bool {
+        self.file.is_none() && self.symbol.is_none() && self.before.is_none()
+    }
+
+    /// The WHERE clause and its parameters.
+    fn sql(&self) -> (String, Vec<Box<dyn ToSql + Sync + Send>>) {
+        let mut clauses = Vec::new();
+        let mut params: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+        if let Some(f) = &self.file {
+            params.push(Box::new(f.clone()));
+            clauses.push(format!("file = ${}", params.len()));
+        }
+        if let Some(s) = &self.symbol {
+            params.push(Box::new(s.as_str().to_string()));
+            clauses.push(format!("canonical_symbol = ${}", params.len()));
+        }
+        if let Some(b) = self.before {
+            params.push(Box::new(b));
+            clauses.push(format!("quarantined_at < ${}", params.len()));
+        }
+        let sql = if clauses.is_empty() {
+            "true".to_string()
+        } else {
+            clauses.join(" AND ")
+        };
+        (sql, params)
+    }
+
+    /// Describe the filter for messages ("every row" when empty).
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(f) = &self.file {
+            parts.push(format!("file {f}"));
+        }
+        if let Some(s) = &self.symbol {
+            parts.push(format!("symbol {s}"));
+        }
+        if let Some(b) = self.before {
+            parts.push(format!("quarantined before {}", b.to_rfc3339()));
+        }
+        if parts.is_empty() {
+            "every row".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+fn entry(r: &tokio_postgres::Row) -> QuarantineEntry {
+    QuarantineEntry {
+        id: r.get(0),
+        file: r.get(1),
+        line: r.get(2),
+        symbol: r.get(3),
+        reason: r.get(4),
+        raw_line: r.get(5),
+        quarantined_at: r.get(6),
+    }
+}
+
+/// The newest `limit` entries matching the filter, newest first.
+pub async fn list(
+    client: &Client,
+    filter: &QuarantineFilter,
+    limit: i64,
+) -> Result<Vec<QuarantineEntry>> {
+    super::require_migrated(client).await?;
+    let (clause, mut params) = filter.sql();
+    params.push(Box::new(limit.max(0)));
+    let sql = format!(
+        "SELECT id, file, line, canonical_symbol, reason, raw_line, quarantined_at
+         FROM ingest_quarantine WHERE {clause} ORDER BY id DESC LIMIT ${}",
+        params.len()
+    );
+    let refs: Vec<&(dyn ToSql + Sync)> = params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+        .collect();
+    let rows = client
+        .query(&sql, &refs)
+        .await
+        .context("reading ingest_quarantine")?;
+    Ok(rows.iter().map(entry).collect())
+}
+
+/// How many rows match the filter.
+pub async fn count(client: &Client, filter: &QuarantineFilter) -> Result<i64> {
+    super::require_migrated(client).await?;
+    let (clause, params) = filter.sql();
+    let refs: Vec<&(dyn ToSql + Sync)> = params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+        .collect();
+    Ok(client
+        .query_one(
+            &format!("SELECT count(*) FROM ingest_quarantine WHERE {clause}"),
+            &refs,
+        )
+        .await
+        .context("counting ingest_quarantine")?
+        .get(0))
+}
+
+/// Size and newest entries.
+pub async fn summary(client: &Client, newest: i64) -> Result<QuarantineSummary> {
+    super::require_migrated(client).await?;
+    let row = client
+        .query_one(
+            "SELECT count(*), count(DISTINCT file) FROM ingest_quarantine",
+            &[],
+        )
+        .await
+        .context("counting ingest_quarantine")?;
+    Ok(QuarantineSummary {
+        rows: row.get(0),
+        files: row.get(1),
+        newest: list(client, &QuarantineFilter::default(), newest).await?,
+    })
+}
+
+/// Delete the rows matching the filter; returns how many went. An empty
+/// filter deletes everything and needs `everything = true` (the `--force`).
+pub async fn purge(client: &Client, filter: &QuarantineFilter, everything: bool) -> Result<u64> {
+    super::require_migrated(client).await?;
+    if filter.is_empty() && !everything {
+        bail!(
+            "purge deletes every quarantined row without a filter: give --file, --symbol or \
+             --before to choose rows, or --force to delete all {} rows",
+            count(client, filter).await?
+        );
+    }
+    let (clause, params) = filter.sql();
+    let refs: Vec<&(dyn ToSql + Sync)> = params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+        .collect();
+    client
+        .execute(
+            &format!("DELETE FROM ingest_quarantine WHERE {clause}"),
+            &refs,
+        )
+        .await
+        .context("purging ingest_quarantine")
+}

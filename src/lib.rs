@@ -11,7 +11,9 @@
 //! - [`calendar`]: timeframes, the ladder, utc and fx bucket calendars.
 //! - [`engine`]: the fast aggregation path (fold, binary COPY source and sink).
 //! - [`worker`]: claiming, running and finishing tasks (`barkeep run`).
+//! - [`bars`]: reading stored bars and the one definition of the open (partial) bucket.
 //! - [`export`]: printing stored bars (`barkeep export`).
+//! - [`http`]: `barkeep serve`: the dashboard, the JSON API and `/metrics`.
 //! - [`assets`]: the instrument registry (`core_asset_registry_all`).
 //! - [`ingest`]: parsing, validating and loading 1-minute bars.
 //! - [`demo`]: the end-to-end demo on the shipped sample.
@@ -21,6 +23,7 @@
 //! - [`synth`]: seeded synthetic 1-minute bars for tests and benchmarks.
 
 pub mod assets;
+pub mod bars;
 pub mod bench;
 pub mod calendar;
 pub mod cli;
@@ -28,6 +31,7 @@ pub mod db;
 pub mod demo;
 pub mod engine;
 pub mod export;
+pub mod http;
 pub mod ingest;
 pub mod migrate;
 pub mod ops;

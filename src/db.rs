@@ -186,6 +186,14 @@ impl Database {
         self.ssl_mode
     }
 
+    /// The TLS connector of this target (None for plain connections), for
+    /// callers that open connections themselves, such as a pool.
+    pub fn tls_connector(&self) -> Option<MakeRustlsConnect> {
+        self.tls
+            .as_ref()
+            .map(|tls| MakeRustlsConnect::new(ClientConfig::clone(tls)))
+    }
+
     /// Open one connection; its driver runs on the tokio runtime.
     pub async fn connect(&self) -> Result<Client> {
         let client = match &self.tls {

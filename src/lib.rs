@@ -12,7 +12,9 @@
 //! - [`copy_binary`]: PostgreSQL's binary COPY format, encoder and field readers.
 //! - [`engine`]: the fast aggregation path (fold, binary COPY source and sink).
 //! - [`worker`]: claiming, running and finishing tasks (`barkeep run`).
+//! - [`bars`]: reading stored bars and the one definition of the open (partial) bucket.
 //! - [`export`]: printing stored bars (`barkeep export`, `--as-of`).
+//! - [`http`]: `barkeep serve`: the dashboard, the JSON API and `/metrics`.
 //! - [`rebuild`]: recomputing a range of derived bars (`barkeep rebuild`).
 //! - [`assets`]: the instrument registry (`core_asset_registry_all`).
 //! - [`ingest`]: parsing, validating and loading 1-minute bars.
@@ -23,6 +25,7 @@
 //! - [`synth`]: seeded synthetic 1-minute bars for tests and benchmarks.
 
 pub mod assets;
+pub mod bars;
 pub mod bench;
 pub mod calendar;
 pub mod cli;
@@ -31,6 +34,7 @@ pub mod db;
 pub mod demo;
 pub mod engine;
 pub mod export;
+pub mod http;
 pub mod ingest;
 pub mod migrate;
 pub mod ops;

@@ -272,7 +272,11 @@ pub async fn measure(server: &Database, args: &FreshnessConfig) -> Result<Freshn
     eprintln!("bench freshness: caught up in {catch_up_seconds:.1} s");
 
     // Idle until the first feed.
-    let mut next_end: DateTime<Utc> = minute + Duration::minutes(1);
+    // The first fed minute is the one ending after the catch-up, at least
+    // 15 s away so that an idle window is measured; the minutes between the
+    // backlog and it land together with it (a feed catching up after a gap).
+    let mut next_end: DateTime<Utc> =
+        Utc::now().duration_trunc(Duration::minutes(1))? + Duration::minutes(1);
     let lag = Duration::seconds(args.feed_lag_seconds as i64);
     if next_end + lag - Utc::now() < Duration::seconds(15) {
         next_end += Duration::minutes(1);

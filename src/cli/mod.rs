@@ -28,6 +28,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+mod serve;
+
 use crate::db::Database;
 
 /// Keeps 5m, 15m, 1h, 4h, 1d and 1w bars aggregated from 1-minute bars in PostgreSQL.
@@ -110,6 +112,8 @@ pub enum Command {
     Rebuild(rebuild::RebuildArgs),
     /// Time barkeep against plain SQL on the same generated data.
     Bench(bench::BenchArgs),
+    /// Serve the dashboard, the JSON API and Prometheus /metrics.
+    Serve(serve::ServeArgs),
     /// Show every task's state, cursor, lag and errors, and the quarantine.
     Status(status::StatusArgs),
     /// Check the alert conditions; exit 0 ok, 1 warning, 2 critical.
@@ -225,6 +229,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Export(args) => export::run(&global, args).await,
         Command::Rebuild(args) => rebuild::run(&global, args).await,
         Command::Bench(args) => bench::run(&global, args).await,
+        Command::Serve(args) => serve::run(&global, args).await,
         Command::Status(args) => status::run(&global, args).await,
         Command::Alerts(args) => alerts::run(&global, args).await,
         Command::Quality(args) => quality::run(&global, args).await,

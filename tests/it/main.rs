@@ -11,6 +11,7 @@ mod deploy;
 mod embedded;
 mod engine;
 mod gaps;
+mod http;
 mod ingest;
 mod late_data;
 mod managed;

@@ -1,0 +1,296 @@
+//! Reading bars the way users see them: the stored live bars of a symbol and
+//! timeframe, and the one definition of the open (partial) bucket that
+//! `barkeep export --partial` and `/api/bars?partial=true` share.
+//!
+//! # The open bucket
+//!
+//! The open bucket of a timeframe is the bucket holding the newest 1m bar,
+//! while it is not final: no stored bar, the task's cursor not past it, and
+//! the 1m watermark (SPEC §3) not past it either — `now` before its end plus
+//! the `aggregation_delay_seconds` of the symbol's 1m-sourced task, and not
+//! (`now` at or after its end with its last minute present): the horizon
+//! `max(now − d, min(now, R))` of docs/DESIGN.md. A bucket whose data stopped
+//! long ago is therefore never shown as partial, and 1m has no open bucket.
+//!
+//! Its bar is built like the stored one will be: from bars of the ladder's
+//! source timeframe (1d from 1h, so 24 expected, not 1,440 minutes), taking
+//! the stored final source bars and, after the last of them, the source
+//! buckets computed the same way from their own source, down to 1m. A
+//! computed source bucket that is complete keeps only a bar that qualifies
+//! (SPEC §2 quality), as the worker will store it; the still-filling one is
+//! kept whatever its count. Once the bucket turns final, the stored bar
+//! equals the partial bar computed from the same rows (tests/it/http.rs).
+//!
+//! Every query here takes its values as bind parameters.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Duration, Utc};
+use tokio_postgres::Client;
+
+use crate::calendar::{bucket_end, bucket_start, expected_candles, Calendar, Timeframe};
+use crate::engine::fold::{combine, quality, Bar, Folder};
+
+/// One bar as read by a user: stored (1m or derived) or the open bucket.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct BarRecord {
+    pub ts_utc: DateTime<Utc>,
+    pub open: f64,
+    pub high: f64,
+    pub low: f64,
+    pub close: f64,
+    pub vol: f64,
+    pub vwap: Option<f64>,
+    pub trade_count: Option<i64>,
+    pub source_timeframe: Option<String>,
+    pub source_candles: Option<i32>,
+    pub expected_candles: Option<i32>,
+    pub quality_score: Option<i16>,
+    pub is_partial: bool,
+}
+
+/// Which stored bars to read.
+#[derive(Debug, Clone, Copy)]
+pub struct Range {
+    /// First bar start to include.
+    pub from: Option<DateTime<Utc>>,
+    /// Bars starting before this instant only.
+    pub to: Option<DateTime<Utc>>,
+    /// At most this many bars (None: all). Without `from`, the newest ones.
+    pub limit: Option<i64>,
+}
+
+const STORED_COLUMNS: &str = "ts_utc, open, high, low, close, vol, vwap, trade_count";
+
+/// Stored live bars of `symbol` `tf` in the range, in time order.
+///
+/// With a limit and no `from`, the newest `limit` bars before `to`; with a
+/// `from`, the first `limit` bars at or after it.
+pub async fn stored(
+    client: &Client,
+    symbol: &str,
+    tf: Timeframe,
+    range: Range,
+) -> Result<Vec<BarRecord>> {
+    let (table, extra, quality_cols) = if tf == Timeframe::M1 {
+        (
+            "data_bars",
+            "",
+            "NULL::text, NULL::int, NULL::int, NULL::smallint, false",
+        )
+    } else {
+        (
+            "derived_data_bars",
+            " AND deleted_at IS NULL",
+            "source_timeframe, source_candles, expected_candles, quality_score, is_partial",
+        )
+    };
+    let newest_first = range.limit.is_some() && range.from.is_none();
+    // Only fixed text is spliced in; every value is a bind parameter.
+    let sql = format!(
+        "SELECT {STORED_COLUMNS}, {quality_cols} FROM {table}
+         WHERE canonical_symbol = $1 AND timeframe = $2{extra}
+           AND ($3::timestamptz IS NULL OR ts_utc >= $3) AND ($4::timestamptz IS NULL OR ts_utc < $4)
+         ORDER BY ts_utc {} LIMIT $5",
+        if newest_first { "DESC" } else { "ASC" }
+    );
+    let rows = client
+        .query(
+            &sql,
+            &[&symbol, &tf.as_str(), &range.from, &range.to, &range.limit],
+        )
+        .await
+        .with_context(|| format!("reading {symbol} {tf} bars"))?;
+    let mut bars: Vec<BarRecord> = rows
+        .iter()
+        .map(|r| BarRecord {
+            ts_utc: r.get(0),
+            open: r.get(1),
+            high: r.get(2),
+            low: r.get(3),
+            close: r.get(4),
+            vol: r.get(5),
+            vwap: r.get(6),
+            trade_count: r.get(7),
+            source_timeframe: r.get(8),
+            source_candles: r.get(9),
+            expected_candles: r.get(10),
+            quality_score: r.get(11),
+            is_partial: r.get(12),
+        })
+        .collect();
+    if newest_first {
+        bars.reverse();
+    }
+    Ok(bars)
+}
+
+/// The open bucket of `symbol` `tf` at `now`, computed on the fly and
+/// flagged partial; None when there is none (see the module docs).
+pub async fn open_bucket(
+    client: &Client,
+    symbol: &str,
+    cal: Calendar,
+    tf: Timeframe,
+    now: DateTime<Utc>,
+) -> Result<Option<BarRecord>> {
+    let Some(source) = tf.source() else {
+        return Ok(None);
+    };
+    let newest: Option<DateTime<Utc>> = client
+        .query_one(
+            "SELECT max(ts_utc) FROM data_bars WHERE canonical_symbol = $1 AND timeframe = '1m'",
+            &[&symbol],
+        )
+        .await
+        .with_context(|| format!("finding the newest {symbol} 1m bar"))?
+        .get(0);
+    let Some(newest) = newest else {
+        return Ok(None);
+    };
+    let start = bucket_start(cal, tf, newest);
+    let end = bucket_end(cal, tf, start);
+
+    // The task's cursor says whether the bucket was finalized; the lateness
+    // that applies is the 1m-sourced task's, since a higher bucket is final
+    // exactly when the source buckets under it are (docs/DESIGN.md).
+    let task = client
+        .query_one(
+            "SELECT (SELECT last_agg_bar_ts_utc FROM data_agg_state
+                     WHERE canonical_symbol = $1 AND timeframe = $2),
+                    (SELECT min(aggregation_delay_seconds) FROM data_agg_state
+                     WHERE canonical_symbol = $1 AND source_timeframe = '1m')",
+            &[&symbol, &tf.as_str()],
+        )
+        .await
+        .with_context(|| format!("reading the {symbol} {tf} task"))?;
+    let cursor: Option<DateTime<Utc>> = task.get(0);
+    let delay: i32 = task.get::<_, Option<i32>>(1).unwrap_or(0);
+    if cursor.is_some_and(|c| c > start) {
+        return Ok(None);
+    }
+    let past_lateness = now >= end + Duration::seconds(delay.max(0) as i64);
+    let last_minute_in = now >= end && newest >= end - Duration::minutes(1);
+    if past_lateness || last_minute_in {
+        return Ok(None);
+    }
+    let stored_here = client
+        .query_opt(
+            "SELECT 1 FROM derived_data_bars WHERE canonical_symbol = $1 AND timeframe = $2
+               AND ts_utc = $3 AND deleted_at IS NULL",
+            &[&symbol, &tf.as_str(), &start],
+        )
+        .await
+        .with_context(|| format!("checking the {symbol} {tf} bar at {start}"))?;
+    if stored_here.is_some() {
+        return Ok(None);
+    }
+
+    let sources = source_bars(client, symbol, cal, source, start, end, newest).await?;
+    let Some((bar, candles)) = combine(start, &sources) else {
+        return Ok(None);
+    };
+    let expected = expected_candles(cal, tf, start);
+    Ok(Some(BarRecord {
+        ts_utc: bar.ts,
+        open: bar.open,
+        high: bar.high,
+        low: bar.low,
+        close: bar.close,
+        vol: bar.vol,
+        vwap: bar.vwap,
+        trade_count: bar.trade_count,
+        source_timeframe: Some(source.as_str().to_string()),
+        source_candles: Some(candles),
+        expected_candles: Some(expected),
+        quality_score: quality(candles, expected),
+        is_partial: true,
+    }))
+}
+
+type BarsFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<Bar>>> + Send + 'a>>;
+
+/// Bars of timeframe `tf` with start in [from, to) as a source of the next
+/// timeframe: the stored final ones, then after the last of them the buckets
+/// computed from `tf`'s own source (recursively down to 1m). `newest` is the
+/// newest 1m bar: a computed bucket ending after it is still filling.
+fn source_bars<'a>(
+    client: &'a Client,
+    symbol: &'a str,
+    cal: Calendar,
+    tf: Timeframe,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    newest: DateTime<Utc>,
+) -> BarsFuture<'a> {
+    Box::pin(async move {
+        let mut bars = read_source_rows(client, symbol, tf, from, to).await?;
+        let Some(below) = tf.source() else {
+            return Ok(bars);
+        };
+        let computed_from = match bars.last() {
+            Some(last) => bucket_end(cal, tf, last.ts),
+            None => from,
+        };
+        if computed_from >= to {
+            return Ok(bars);
+        }
+        let lower = source_bars(client, symbol, cal, below, computed_from, to, newest).await?;
+        let mut folder = Folder::new(cal, tf);
+        let mut windows: Vec<_> = lower.iter().filter_map(|b| folder.push(b)).collect();
+        windows.extend(folder.finish());
+        for w in windows {
+            let complete = newest >= w.end - Duration::minutes(1);
+            if complete {
+                bars.extend(w.bar.map(|d| d.bar));
+            } else {
+                let inside: Vec<Bar> = lower
+                    .iter()
+                    .filter(|b| b.ts >= w.start && b.ts < w.end)
+                    .cloned()
+                    .collect();
+                bars.extend(combine(w.start, &inside).map(|(bar, _)| bar));
+            }
+        }
+        Ok(bars)
+    })
+}
+
+/// Stored source rows of `tf` for `symbol` in [from, to), in time order.
+async fn read_source_rows(
+    client: &Client,
+    symbol: &str,
+    tf: Timeframe,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<Bar>> {
+    let sql = if tf == Timeframe::M1 {
+        "SELECT ts_utc, open, high, low, close, vol, vwap, trade_count FROM data_bars
+         WHERE canonical_symbol = $1 AND timeframe = $2 AND ts_utc >= $3 AND ts_utc < $4
+         ORDER BY ts_utc"
+    } else {
+        "SELECT ts_utc, open, high, low, close, vol, vwap, trade_count FROM derived_data_bars
+         WHERE canonical_symbol = $1 AND timeframe = $2 AND ts_utc >= $3 AND ts_utc < $4
+           AND deleted_at IS NULL AND NOT is_partial
+         ORDER BY ts_utc"
+    };
+    let rows = client
+        .query(sql, &[&symbol, &tf.as_str(), &from, &to])
+        .await
+        .with_context(|| format!("reading {symbol} {tf} source bars from {from} to {to}"))?;
+    Ok(rows
+        .iter()
+        .map(|r| Bar {
+            ts: r.get(0),
+            open: r.get(1),
+            high: r.get(2),
+            low: r.get(3),
+            close: r.get(4),
+            vol: r.get(5),
+            vwap: r.get(6),
+            trade_count: r.get(7),
+        })
+        .collect())
+}

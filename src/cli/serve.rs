@@ -1,0 +1,73 @@
+//! `barkeep serve`: flags to [`ServeSettings`], then the HTTP server of
+//! [`crate::http`] until SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use super::Global;
+use crate::http::{self, ServeSettings};
+
+/// Arguments of `barkeep serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on; anything but loopback needs a token. Port 0
+    /// picks a free port (the address is printed on start).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// Bearer token every request but /health must carry (header
+    /// `Authorization: Bearer …` or `?token=` for the dashboard).
+    #[arg(long, env = "BARKEEP_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// Run `barkeep serve`.
+pub async fn run(global: &Global, args: ServeArgs) -> Result<ExitCode> {
+    let settings = match ServeSettings::new(args.addr, args.token) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let database = global.database().await?;
+    let tokened = settings.token.is_some();
+    http::serve(
+        &database,
+        &settings,
+        |addr| {
+            println!(
+                "barkeep serve: dashboard at http://{addr}/{}",
+                if tokened { " (add ?token=…)" } else { "" }
+            );
+            println!("barkeep serve: listening on {addr}");
+        },
+        shutdown_signal(),
+    )
+    .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

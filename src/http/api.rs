@@ -1,0 +1,419 @@
+//! The JSON API of `barkeep serve`. Every parameter is parsed into a
+//! validated type (`Symbol`, `Timeframe`, an instant) before any query, and
+//! every query binds its values; a bad request gets a 4xx with
+//! `{"error": "..."}`.
+//!
+//! `/api/bars?symbol=&timeframe=&from=&to=&partial=&limit=`: stored bars in
+//! time order, at most [`BARS_CAP`] per response. With `from`, the first
+//! `limit` bars at or after it, and `next` (the `from` of the next page)
+//! when more remain; without `from`, the newest `limit` bars before `to`.
+//! `partial=true` appends the open bucket ([`crate::bars::open_bucket`]) on
+//! the last page when it falls in the range.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Object;
+use serde_json::json;
+
+use super::{ops, AppState, BARS_CAP};
+use crate::assets::Symbol;
+use crate::bars::{self, BarRecord};
+use crate::calendar::{parse_instant, Calendar, Timeframe};
+
+/// A failed request: its status and a one-line message, sent as JSON.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            message: message.into(),
+        }
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            message: message.into(),
+        }
+    }
+
+    fn internal(e: anyhow::Error) -> Self {
+        tracing::warn!("request failed: {e:#}");
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: format!("{e:#}"),
+        }
+    }
+
+    fn unavailable(e: impl std::fmt::Display) -> Self {
+        tracing::warn!("no database connection: {e}");
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: format!("the database is unavailable: {e}"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(json!({ "error": self.message }))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> Self {
+        Self::internal(e)
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
+
+/// The query parameters, refusing any name not in `allowed` (a typo such as
+/// `form=` would otherwise be silently ignored). `token` is always allowed.
+fn params(raw: Params, allowed: &[&str]) -> ApiResult<HashMap<String, String>> {
+    let Query(map) = raw.map_err(|e| ApiError::bad_request(format!("bad query string: {e}")))?;
+    if let Some(unknown) = map
+        .keys()
+        .find(|k| *k != "token" && !allowed.contains(&k.as_str()))
+    {
+        return Err(ApiError::bad_request(format!(
+            "unknown parameter {unknown:?}: expected {}",
+            allowed.join(", ")
+        )));
+    }
+    Ok(map)
+}
+
+/// A non-empty parameter.
+fn given<'a>(map: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
+    map.get(name).map(|s| s.trim()).filter(|s| !s.is_empty())
+}
+
+fn instant(map: &HashMap<String, String>, name: &str) -> ApiResult<Option<DateTime<Utc>>> {
+    given(map, name)
+        .map(|raw| parse_instant(raw).map_err(|e| ApiError::bad_request(format!("{name}: {e}"))))
+        .transpose()
+}
+
+fn flag(map: &HashMap<String, String>, name: &str) -> ApiResult<bool> {
+    match given(map, name) {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "{name}: expected true or false, got {other:?}"
+        ))),
+    }
+}
+
+async fn client(state: &AppState) -> ApiResult<Object> {
+    state.pool.get().await.map_err(ApiError::unavailable)
+}
+
+/// The calendar of a registered symbol; 404 for an unknown one.
+async fn calendar_of(client: &tokio_postgres::Client, symbol: &Symbol) -> ApiResult<Calendar> {
+    let row = client
+        .query_opt(
+            "SELECT asset_class FROM core_asset_registry_all WHERE canonical_symbol = $1",
+            &[&symbol.as_str()],
+        )
+        .await
+        .map_err(|e| ApiError::internal(anyhow::Error::new(e).context("reading the registry")))?;
+    match row {
+        Some(r) => Ok(Calendar::for_asset_class(r.get::<_, &str>(0))),
+        None => Err(ApiError::not_found(format!("unknown symbol {symbol}"))),
+    }
+}
+
+/// One page of `/api/bars`.
+#[derive(Debug, serde::Serialize)]
+pub struct BarsPage {
+    pub symbol: String,
+    pub timeframe: Timeframe,
+    pub calendar: &'static str,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub limit: i64,
+    pub count: usize,
+    pub bars: Vec<BarRecord>,
+    /// `from` of the next page; null on the last one.
+    pub next: Option<DateTime<Utc>>,
+}
+
+/// `GET /api/bars`.
+pub async fn bars(State(state): State<Arc<AppState>>, raw: Params) -> ApiResult<Json<BarsPage>> {
+    let map = params(
+        raw,
+        &[
+            "symbol",
+            "timeframe",
+            "from",
+            "to",
+            "partial",
+            "limit",
+            "as_of",
+        ],
+    )?;
+    let symbol =
+        given(&map, "symbol").ok_or_else(|| ApiError::bad_request("symbol is required"))?;
+    let symbol = Symbol::parse(symbol).map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
+    let timeframe =
+        given(&map, "timeframe").ok_or_else(|| ApiError::bad_request("timeframe is required"))?;
+    let timeframe =
+        Timeframe::parse(timeframe).map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
+    let from = instant(&map, "from")?;
+    let to = instant(&map, "to")?;
+    if let (Some(f), Some(t)) = (from, to) {
+        if f > t {
+            return Err(ApiError::bad_request(format!(
+                "from ({f}) is after to ({t})"
+            )));
+        }
+    }
+    let partial = flag(&map, "partial")?;
+    let limit = match given(&map, "limit") {
+        None => BARS_CAP,
+        Some(raw) => {
+            let n: i64 = raw.parse().map_err(|_| {
+                ApiError::bad_request(format!("limit: expected a whole number, got {raw:?}"))
+            })?;
+            if !(1..=BARS_CAP).contains(&n) {
+                return Err(ApiError::bad_request(format!(
+                    "limit {n} is outside 1..={BARS_CAP} (the cap per request; page on with `next`)"
+                )));
+            }
+            n
+        }
+    };
+    if given(&map, "as_of").is_some() {
+        return Err(ApiError::bad_request(
+            "as_of is not supported yet: bar history is not kept by this version",
+        ));
+    }
+
+    let client = client(&state).await?;
+    let cal = calendar_of(&client, &symbol).await?;
+    let range = bars::Range {
+        from,
+        to,
+        // One more than asked tells whether another page follows.
+        limit: Some(if from.is_some() { limit + 1 } else { limit }),
+    };
+    let mut rows = bars::stored(&client, symbol.as_str(), timeframe, range).await?;
+    let mut next = None;
+    if rows.len() as i64 > limit {
+        next = rows.pop().map(|b| b.ts_utc);
+    }
+    if partial && next.is_none() {
+        if let Some(open) =
+            bars::open_bucket(&client, symbol.as_str(), cal, timeframe, Utc::now()).await?
+        {
+            let in_range =
+                from.is_none_or(|f| open.ts_utc >= f) && to.is_none_or(|t| open.ts_utc < t);
+            let after_last = rows.last().is_none_or(|b| b.ts_utc < open.ts_utc);
+            if in_range && after_last {
+                rows.push(open);
+            }
+        }
+    }
+    Ok(Json(BarsPage {
+        symbol: symbol.as_str().to_string(),
+        timeframe,
+        calendar: cal.as_str(),
+        from,
+        to,
+        limit,
+        count: rows.len(),
+        bars: rows,
+        next,
+    }))
+}
+
+const STATUSES: [&str; 4] = ["idle", "running", "hard_failed", "disabled"];
+
+/// `GET /api/tasks?symbol=&timeframe=&status=`.
+pub async fn tasks(
+    State(state): State<Arc<AppState>>,
+    raw: Params,
+) -> ApiResult<Json<Vec<ops::TaskView>>> {
+    let map = params(raw, &["symbol", "timeframe", "status"])?;
+    let symbol = given(&map, "symbol")
+        .map(|s| Symbol::parse(s).map_err(|e| ApiError::bad_request(format!("{e:#}"))))
+        .transpose()?;
+    let timeframe = given(&map, "timeframe")
+        .map(|t| Timeframe::parse_derived(t).map_err(|e| ApiError::bad_request(format!("{e:#}"))))
+        .transpose()?;
+    let status = given(&map, "status")
+        .map(|s| {
+            STATUSES
+                .iter()
+                .find(|known| known.eq_ignore_ascii_case(s))
+                .map(|known| known.to_string())
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "unknown status {s:?}: expected one of {}",
+                        STATUSES.join(", ")
+                    ))
+                })
+        })
+        .transpose()?;
+    let filter = ops::TaskFilter {
+        symbol: symbol.map(|s| s.as_str().to_string()),
+        timeframe: timeframe.map(|t| t.as_str().to_string()),
+        status,
+    };
+    let client = client(&state).await?;
+    Ok(Json(ops::tasks(&client, &filter).await?))
+}
+
+/// `GET /api/alerts`.
+pub async fn alerts(
+    State(state): State<Arc<AppState>>,
+    raw: Params,
+) -> ApiResult<Json<serde_json::Value>> {
+    params(raw, &[])?;
+    let client = client(&state).await?;
+    let alerts = ops::alerts(&client).await?;
+    let worst = alerts.iter().map(|a| a.severity).max();
+    Ok(Json(json!({
+        "status": match worst { None => "ok", Some(ops::Severity::Warning) => "warning", Some(ops::Severity::Critical) => "critical" },
+        "alerts": alerts,
+    })))
+}
+
+/// `GET /api/quality?days=`.
+pub async fn quality(
+    State(state): State<Arc<AppState>>,
+    raw: Params,
+) -> ApiResult<Json<ops::QualityReport>> {
+    let map = params(raw, &["days"])?;
+    let days = match given(&map, "days") {
+        None => 7,
+        Some(raw) => match raw.parse::<i32>() {
+            Ok(d) if (1..=3660).contains(&d) => d,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "days: expected a whole number from 1 to 3660, got {raw:?}"
+                )))
+            }
+        },
+    };
+    let client = client(&state).await?;
+    Ok(Json(ops::quality(&client, days).await?))
+}
+
+/// `GET /api/runs?limit=`: the newest runs of the run log.
+pub async fn runs(
+    State(state): State<Arc<AppState>>,
+    raw: Params,
+) -> ApiResult<Json<Vec<ops::RunView>>> {
+    let map = params(raw, &["limit"])?;
+    let limit = match given(&map, "limit") {
+        None => 50,
+        Some(raw) => match raw.parse::<i64>() {
+            Ok(n) if (1..=1000).contains(&n) => n,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "limit: expected a whole number from 1 to 1000, got {raw:?}"
+                )))
+            }
+        },
+    };
+    let client = client(&state).await?;
+    Ok(Json(ops::runs(&client, limit).await?))
+}
+
+/// `GET /api/quarantine`.
+pub async fn quarantine(
+    State(state): State<Arc<AppState>>,
+    raw: Params,
+) -> ApiResult<Json<ops::QuarantineReport>> {
+    params(raw, &[])?;
+    let client = client(&state).await?;
+    Ok(Json(ops::quarantine(&client).await?))
+}
+
+/// `GET /api/symbols`.
+pub async fn symbols(
+    State(state): State<Arc<AppState>>,
+    raw: Params,
+) -> ApiResult<Json<Vec<ops::SymbolView>>> {
+    params(raw, &[])?;
+    let client = client(&state).await?;
+    Ok(Json(ops::symbols(&client).await?))
+}
+
+/// `GET /api/health`: the database answers as the reader role; task counts
+/// by status and the newest 1m bar.
+pub async fn health(
+    State(state): State<Arc<AppState>>,
+    raw: Params,
+) -> ApiResult<Json<serde_json::Value>> {
+    params(raw, &[])?;
+    let client = client(&state).await?;
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT current_user::text, now(), (SELECT max(latest_1m) FROM ({}) n)",
+                ops::NEWEST_1M
+            ),
+            &[],
+        )
+        .await
+        .map_err(|e| ApiError::internal(anyhow::Error::new(e).context("asking the database")))?;
+    let role: String = row.get(0);
+    let server_time: DateTime<Utc> = row.get(1);
+    let newest: Option<DateTime<Utc>> = row.get(2);
+    let counts = client
+        .query(
+            "SELECT status, count(*) FROM data_agg_state GROUP BY status",
+            &[],
+        )
+        .await
+        .map_err(|e| ApiError::internal(anyhow::Error::new(e).context("counting tasks")))?;
+    let tasks: BTreeMap<String, i64> = counts.iter().map(|r| (r.get(0), r.get(1))).collect();
+    Ok(Json(json!({
+        "status": "ok",
+        "database": "ok",
+        "role": role,
+        "server_time": server_time,
+        "newest_1m": newest,
+        "tasks": tasks,
+    })))
+}
+
+/// `GET /health`: the process answers (no token, no database).
+pub async fn liveness() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Any other path.
+pub async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no such path {}", uri.path()))
+}

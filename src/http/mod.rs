@@ -1,0 +1,167 @@
+//! `barkeep serve`: the dashboard, the JSON API and Prometheus `/metrics`
+//! over one small pool of read-only connections.
+//!
+//! # Layout
+//!
+//! - [`auth`]: the bind rule (loopback, or a token) and the constant-time
+//!   token check on every request but `/health`.
+//! - [`api`]: `/api/bars`, `/api/tasks`, `/api/alerts`, `/api/health` and
+//!   the dashboard's other reads; errors as JSON with a 4xx/5xx status.
+//! - [`ops`]: the task, alert, quality, run-log and quarantine queries the
+//!   dashboard and `/api/alerts` show (one place, to swap for `crate::ops`).
+//! - [`metrics`]: the Prometheus text exposition, computed at scrape time.
+//! - [`assets`]: the page, its script and style, and the vendored
+//!   `lightweight-charts`, all embedded in the binary.
+//!
+//! Every connection of the pool runs `SET ROLE barkeep_reader` and read-only
+//! transactions, so the server can read what the reader role may and write
+//! nothing, whichever user the database URL names.
+
+pub mod api;
+pub mod assets;
+pub mod auth;
+pub mod metrics;
+pub mod ops;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use axum::routing::get;
+use axum::Router;
+use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio::net::TcpListener;
+use tokio_postgres::NoTls;
+
+use crate::db::Database;
+
+/// Most bars one `/api/bars` response holds; `next` pages beyond it.
+pub const BARS_CAP: i64 = 10_000;
+
+/// What `barkeep serve` needs, validated.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    /// Where to listen (port 0: any free port).
+    pub addr: SocketAddr,
+    /// Bearer token every request but `/health` must carry; required for a
+    /// non-loopback address.
+    pub token: Option<String>,
+    /// Connections in the pool.
+    pub pool_size: usize,
+}
+
+impl ServeSettings {
+    /// Settings from raw values: a non-loopback bind without a token, or an
+    /// empty token, is refused here, before anything listens.
+    pub fn new(addr: SocketAddr, token: Option<String>) -> Result<Self> {
+        let token = match token {
+            Some(t) if t.trim().is_empty() => {
+                bail!("the token is empty: give a non-empty --token or BARKEEP_TOKEN")
+            }
+            other => other,
+        };
+        if !addr.ip().is_loopback() && token.is_none() {
+            bail!(
+                "refusing to serve on {addr} without a token: a non-loopback address needs --token or BARKEEP_TOKEN (or bind 127.0.0.1)"
+            );
+        }
+        Ok(Self {
+            addr,
+            token,
+            pool_size: 4,
+        })
+    }
+}
+
+/// Shared by every request.
+pub struct AppState {
+    pub pool: Pool,
+    pub token: Option<auth::Token>,
+}
+
+/// A pool of connections that act as `barkeep_reader`, read-only, with a
+/// statement timeout so no request holds a connection for long.
+pub fn reader_pool(database: &Database, size: usize) -> Result<Pool> {
+    let manager_config = ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
+    let config = database.config().clone();
+    let manager = match database.tls_connector() {
+        Some(tls) => Manager::from_config(config, tls, manager_config),
+        None => Manager::from_config(config, NoTls, manager_config),
+    };
+    Pool::builder(manager)
+        .max_size(size)
+        .post_create(Hook::async_fn(|client, _| {
+            Box::pin(async move {
+                client
+                    .batch_execute(
+                        "SET ROLE barkeep_reader;
+                         SET default_transaction_read_only = on;
+                         SET statement_timeout = '10s';",
+                    )
+                    .await
+                    .map_err(HookError::Backend)
+            })
+        }))
+        .build()
+        .context("building the connection pool")
+}
+
+/// The routes: `/health` open to all, everything else behind the token.
+pub fn router(state: Arc<AppState>) -> Router {
+    let protected = Router::new()
+        .route("/", get(assets::index))
+        .route("/api/bars", get(api::bars))
+        .route("/api/tasks", get(api::tasks))
+        .route("/api/alerts", get(api::alerts))
+        .route("/api/health", get(api::health))
+        .route("/api/quality", get(api::quality))
+        .route("/api/runs", get(api::runs))
+        .route("/api/quarantine", get(api::quarantine))
+        .route("/api/symbols", get(api::symbols))
+        .route("/metrics", get(metrics::metrics))
+        .fallback(api::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .route("/health", get(api::liveness))
+        .merge(protected)
+        .with_state(state)
+}
+
+/// Serve until `shutdown` resolves. `on_listen` is told the bound address
+/// (the real port when the settings asked for port 0).
+pub async fn serve(
+    database: &Database,
+    settings: &ServeSettings,
+    on_listen: impl FnOnce(SocketAddr),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let pool = reader_pool(database, settings.pool_size)?;
+    // Fail at start, not on the first request, when the database or the
+    // reader role cannot be reached.
+    let client = pool.get().await.map_err(|e| {
+        anyhow::anyhow!(
+            "connecting to {} as barkeep_reader: {e} (is the schema migrated with `barkeep db up`, and may this user SET ROLE barkeep_reader?)",
+            database.describe
+        )
+    })?;
+    drop(client);
+    let state = Arc::new(AppState {
+        pool,
+        token: settings.token.as_deref().map(auth::Token::new),
+    });
+    let listener = TcpListener::bind(settings.addr)
+        .await
+        .with_context(|| format!("binding {}", settings.addr))?;
+    let local = listener.local_addr().context("reading the bound address")?;
+    on_listen(local);
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving HTTP")
+}

@@ -1,0 +1,679 @@
+//! `barkeep serve`: the dashboard renders tasks and a drawn chart in
+//! headless Chromium, the JSON API pages bars and refuses bad requests with
+//! a JSON error, the token guards every path but /health, a non-loopback
+//! bind without a token refuses to start, `/metrics` is Prometheus text,
+//! and the open bucket of `/api/bars` and `export --partial` equals the
+//! stored bar once its bucket is final.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+
+use barkeep::assets::AssetClass;
+use barkeep::bars::{open_bucket, BarRecord};
+use barkeep::calendar::{Calendar, Timeframe};
+use barkeep::synth::{generate, SynthBar, SynthSpec};
+use chrono::{DateTime, Duration, Utc};
+use serde_json::Value;
+
+use crate::common::{stderr, stdout, TestDb};
+use crate::engine::{load_bars, register, sample_bars};
+
+/// A running `barkeep serve`, stopped when dropped.
+struct Served {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(db: &TestDb, extra: &[&str]) -> Served {
+    let mut args = vec!["serve", "--addr", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_barkeep"))
+        .args(&args)
+        .env("DATABASE_URL", &db.url)
+        .env_remove("BARKEEP_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting barkeep serve");
+    let out = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(out).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("barkeep serve exited before listening")
+            .expect("reading serve's output");
+        if let Some(a) = line.strip_prefix("barkeep serve: listening on ") {
+            break a.trim().parse().expect("a socket address");
+        }
+    };
+    Served { child, addr }
+}
+
+/// A GET over plain HTTP/1.1: (status, body).
+fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connecting to barkeep serve");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+    let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (status, body)
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").unwrap();
+        let n = usize::from_str_radix(size.trim(), 16).unwrap();
+        if n == 0 {
+            return out;
+        }
+        out.push_str(&rest[..n]);
+        body = &rest[n + 2..];
+    }
+}
+
+fn get_json(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, Value) {
+    let (status, body) = get(addr, path, token);
+    let json =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {body}"));
+    (status, json)
+}
+
+/// The demo's database: the AUDUSD sample loaded and caught up.
+async fn demo_db() -> TestDb {
+    let db = TestDb::migrated().await;
+    let c = db.client().await;
+    register(&c, "AUDUSD", AssetClass::Fx, "2023-05-28T00:00:00Z").await;
+    load_bars(&c, "AUDUSD", &sample_bars()).await;
+    let out = db.cli(&["run", "--once"]);
+    assert!(out.status.success(), "run failed: {}", stderr(&out));
+    db
+}
+
+#[tokio::test]
+async fn a_non_loopback_bind_without_a_token_refuses_to_start() {
+    let db = TestDb::migrated().await;
+    for args in [
+        vec!["serve", "--addr", "0.0.0.0:0"],
+        vec!["serve", "--addr", "0.0.0.0:0", "--token", " "],
+    ] {
+        let out = db.cli(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("token"), "{}", stderr(&out));
+        assert!(
+            stdout(&out).is_empty(),
+            "nothing listened: {}",
+            stdout(&out)
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_token_guards_every_path_but_health() {
+    let db = TestDb::migrated().await;
+    let server = serve(&db, &["--token", "s3cret"]);
+    let (status, body) = get_json(server.addr, "/health", None);
+    assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
+    for path in [
+        "/",
+        "/api/tasks",
+        "/api/bars?symbol=X&timeframe=1h",
+        "/metrics",
+        "/nope",
+    ] {
+        let (status, body) = get_json(server.addr, path, None);
+        assert_eq!(status, 401, "{path}");
+        assert!(body["error"].as_str().unwrap().contains("token"), "{path}");
+        let (status, body) = get_json(server.addr, path, Some("s3cret!"));
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("wrong token")),
+            "{path}"
+        );
+    }
+    let (status, _) = get(server.addr, "/api/tasks", Some("s3cret"));
+    assert_eq!(status, 200);
+    let (status, page) = get(server.addr, "/?token=s3cret", None);
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("LightweightCharts"),
+        "the chart library is inlined"
+    );
+    // The server reads as the reader role, whoever the URL names.
+    let (_, health) = get_json(server.addr, "/api/health", Some("s3cret"));
+    assert_eq!(health["role"], "barkeep_reader");
+}
+
+#[tokio::test]
+async fn bad_requests_get_a_4xx_with_a_json_error() {
+    let db = demo_db().await;
+    let server = serve(&db, &[]);
+    let cases = [
+        ("/api/bars?symbol=NOPE&timeframe=1h", 404, "unknown symbol"),
+        (
+            "/api/bars?symbol=AUDUSD&timeframe=2h",
+            400,
+            "unknown timeframe",
+        ),
+        ("/api/bars?timeframe=1h", 400, "symbol is required"),
+        ("/api/bars?symbol=AUDUSD", 400, "timeframe is required"),
+        ("/api/bars?symbol=AUD%27USD&timeframe=1h", 400, "symbol"),
+        (
+            "/api/bars?symbol=AUDUSD&timeframe=1h&from=2023-06-10&to=2023-06-01",
+            400,
+            "is after",
+        ),
+        (
+            "/api/bars?symbol=AUDUSD&timeframe=1h&from=yesterday",
+            400,
+            "from:",
+        ),
+        (
+            "/api/bars?symbol=AUDUSD&timeframe=1h&to=2023-13-45",
+            400,
+            "to:",
+        ),
+        (
+            "/api/bars?symbol=AUDUSD&timeframe=1h&limit=10001",
+            400,
+            "cap",
+        ),
+        (
+            "/api/bars?symbol=AUDUSD&timeframe=1h&limit=ten",
+            400,
+            "limit",
+        ),
+        (
+            "/api/bars?symbol=AUDUSD&timeframe=1h&partial=maybe",
+            400,
+            "partial",
+        ),
+        (
+            "/api/bars?symbol=AUDUSD&timeframe=1h&form=2023-06-01",
+            400,
+            "unknown parameter",
+        ),
+        (
+            "/api/bars?symbol=AUDUSD&timeframe=1h&as_of=2023-06-10",
+            400,
+            "not supported yet",
+        ),
+        ("/api/tasks?status=sleeping", 400, "unknown status"),
+        ("/api/tasks?timeframe=1m", 400, "timeframe"),
+        ("/api/nothing", 404, "no such path"),
+    ];
+    for (path, want, says) in cases {
+        let (status, body) = get_json(server.addr, path, None);
+        assert_eq!(status, want, "{path}: {body}");
+        let error = body["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{path}: {body}"));
+        assert!(error.contains(says), "{path}: {error}");
+    }
+    // An injection attempt is a value like any other: it matches nothing.
+    let (status, tasks) = get_json(
+        server.addr,
+        "/api/tasks?symbol=AUDUSD%27%20OR%20%271%27%3D%271",
+        None,
+    );
+    assert_eq!(status, 400, "{tasks}");
+    let left = db.count("SELECT count(*) FROM data_agg_state").await;
+    assert_eq!(left, 6);
+}
+
+#[tokio::test]
+async fn bars_are_paged_under_the_cap_and_match_what_is_stored() {
+    let db = demo_db().await;
+    let server = serve(&db, &[]);
+    let stored = db
+        .count(
+            "SELECT count(*) FROM derived_data_bars WHERE timeframe = '5m' AND deleted_at IS NULL",
+        )
+        .await;
+    assert!(stored > 3000, "the sample has weeks of 5m bars");
+    let mut seen = Vec::new();
+    let mut from = "2023-05-01T00:00:00Z".to_string();
+    let mut pages = 0;
+    loop {
+        let (status, page) = get_json(
+            server.addr,
+            &format!("/api/bars?symbol=AUDUSD&timeframe=5m&from={from}&limit=1000"),
+            None,
+        );
+        assert_eq!(status, 200, "{page}");
+        pages += 1;
+        let bars = page["bars"].as_array().unwrap();
+        assert!(bars.len() <= 1000);
+        seen.extend(
+            bars.iter()
+                .map(|b| b["ts_utc"].as_str().unwrap().to_string()),
+        );
+        match page["next"].as_str() {
+            Some(next) => from = next.to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len() as i64, stored);
+    assert!(pages > 2);
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), seen.len(), "no bar twice, none skipped");
+
+    // Without `from`: the newest bars, in time order, ending with the last stored.
+    let (_, page) = get_json(
+        server.addr,
+        "/api/bars?symbol=AUDUSD&timeframe=1h&limit=10",
+        None,
+    );
+    let bars = page["bars"].as_array().unwrap();
+    assert_eq!(bars.len(), 10);
+    let newest: DateTime<Utc> = db
+        .client()
+        .await
+        .query_one(
+            "SELECT max(ts_utc) FROM derived_data_bars WHERE timeframe = '1h'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let last: DateTime<Utc> = bars[9]["ts_utc"].as_str().unwrap().parse().unwrap();
+    assert_eq!(last, newest);
+    // The data stopped in 2023: no bucket of it is open, so no partial bar,
+    // and 1m never has one.
+    for tf in ["1m", "5m", "1h", "1d", "1w"] {
+        let (_, page) = get_json(
+            server.addr,
+            &format!("/api/bars?symbol=AUDUSD&timeframe={tf}&partial=true&limit=5"),
+            None,
+        );
+        let bars = page["bars"].as_array().unwrap();
+        assert!(
+            bars.iter().all(|b| b["is_partial"] == false),
+            "{tf}: {page}"
+        );
+    }
+    let out = db.cli(&[
+        "export",
+        "AUDUSD",
+        "1m",
+        "--partial",
+        "--from",
+        "2023-06-30",
+    ]);
+    assert!(stdout(&out).lines().skip(1).all(|l| l.ends_with(",false")));
+}
+
+/// The fields a stored bar and a partial one share, with the flag dropped.
+fn fields(b: &BarRecord) -> BarRecord {
+    BarRecord {
+        is_partial: false,
+        ..b.clone()
+    }
+}
+
+fn from_json(v: &Value) -> BarRecord {
+    serde_json::from_value::<PlainBar>(v.clone())
+        .unwrap()
+        .into()
+}
+
+#[derive(serde::Deserialize)]
+struct PlainBar {
+    ts_utc: DateTime<Utc>,
+    open: f64,
+    high: f64,
+    low: f64,
+    close: f64,
+    vol: f64,
+    vwap: Option<f64>,
+    trade_count: Option<i64>,
+    source_timeframe: Option<String>,
+    source_candles: Option<i32>,
+    expected_candles: Option<i32>,
+    quality_score: Option<i16>,
+    is_partial: bool,
+}
+
+impl From<PlainBar> for BarRecord {
+    fn from(p: PlainBar) -> Self {
+        BarRecord {
+            ts_utc: p.ts_utc,
+            open: p.open,
+            high: p.high,
+            low: p.low,
+            close: p.close,
+            vol: p.vol,
+            vwap: p.vwap,
+            trade_count: p.trade_count,
+            source_timeframe: p.source_timeframe,
+            source_candles: p.source_candles,
+            expected_candles: p.expected_candles,
+            quality_score: p.quality_score,
+            is_partial: p.is_partial,
+        }
+    }
+}
+
+/// Catch the ladder up with the SQL function as of `now`.
+async fn ladder_at(c: &tokio_postgres::Client, symbol: &str, now: DateTime<Utc>) {
+    for tf in Timeframe::LADDER {
+        loop {
+            let r: Value = c
+                .query_one(
+                    "SELECT catchup_aggregation_range($1, $2, last_agg_bar_ts_utc, 5000, $3, 1, false)
+                     FROM data_agg_state WHERE canonical_symbol = $1 AND timeframe = $2",
+                    &[&symbol, &tf.as_str(), &now],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(r["success"], true, "{symbol} {tf}: {r}");
+            if r["continue"] != true {
+                break;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_open_bucket_equals_the_stored_bar_once_final() {
+    // Two weeks of crypto minutes up to a Monday 00:00 UTC without its very
+    // last minute: every timeframe's last bucket ends there and stays open
+    // (the tasks wait for the feed, with a lateness of years) until a
+    // minute after it arrives.
+    let week_end: DateTime<Utc> = "2025-07-14T00:00:00Z".parse().unwrap();
+    let all: Vec<SynthBar> = generate(&SynthSpec {
+        start: "2025-06-30T00:00:00Z".parse().unwrap(),
+        minutes: 14 * 1440 + 30,
+        fx_weekends: false,
+        with_volume: true,
+        gap_probability: 0.0,
+        seed: 7,
+        ..SynthSpec::default()
+    })
+    .filter(|b| b.ts != week_end - Duration::minutes(1))
+    .collect();
+    let (later, first): (Vec<SynthBar>, Vec<SynthBar>) =
+        all.into_iter().partition(|b| b.ts >= week_end);
+    let db = TestDb::migrated().await;
+    let c = db.client().await;
+    register(&c, "BTCUSD", AssetClass::Crypto, "2025-06-30T00:00:00Z").await;
+    load_bars(&c, "BTCUSD", &first).await;
+    // The ladder as the feed stands at its newest minute: everything before
+    // the last buckets is final and stored.
+    ladder_at(&c, "BTCUSD", week_end - Duration::minutes(1)).await;
+    // From here on the tasks wait for the feed with a lateness of years, so
+    // the last buckets stay open at the real clock too.
+    c.execute(
+        "UPDATE data_agg_state SET aggregation_delay_seconds = 315360000",
+        &[],
+    )
+    .await
+    .unwrap();
+    let server = serve(&db, &[]);
+
+    let now = Utc::now();
+    let mut open = Vec::new();
+    for tf in Timeframe::LADDER {
+        let bar = open_bucket(&c, "BTCUSD", Calendar::Utc, tf, now)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{tf} has an open bucket"));
+        assert!(bar.is_partial);
+        assert_eq!(
+            bar.source_timeframe.as_deref(),
+            tf.source().map(|s| s.as_str())
+        );
+        // The API and the export give the very same bar.
+        let (_, page) = get_json(
+            server.addr,
+            &format!("/api/bars?symbol=BTCUSD&timeframe={tf}&partial=true&limit=3"),
+            None,
+        );
+        let last = page["bars"].as_array().unwrap().last().unwrap();
+        assert_eq!(from_json(last), bar, "{tf}: the API's partial bar");
+        let out = db.cli(&[
+            "export",
+            "BTCUSD",
+            tf.as_str(),
+            "--partial",
+            "--format",
+            "json",
+            "--from",
+            "2025-07-07",
+        ]);
+        let exported: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap();
+        assert_eq!(
+            from_json(exported.last().unwrap()),
+            bar,
+            "{tf}: export --partial"
+        );
+        open.push((tf, bar));
+    }
+    let day = &open.iter().find(|(tf, _)| *tf == Timeframe::D1).unwrap().1;
+    assert_eq!(
+        day.expected_candles,
+        Some(24),
+        "a day is 24 hours, as stored"
+    );
+
+    // The feed moves past the last minute: every open bucket turns final,
+    // and the stored bar is the partial bar, field for field.
+    load_bars(&c, "BTCUSD", &later[..10]).await;
+    c.execute(
+        "UPDATE data_agg_state SET aggregation_delay_seconds = 0",
+        &[],
+    )
+    .await
+    .unwrap();
+    ladder_at(&c, "BTCUSD", week_end + Duration::minutes(10)).await;
+    for (tf, partial) in &open {
+        let stored = barkeep::bars::stored(
+            &c,
+            "BTCUSD",
+            *tf,
+            barkeep::bars::Range {
+                from: Some(partial.ts_utc),
+                to: Some(partial.ts_utc + Duration::seconds(1)),
+                limit: None,
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(stored.len(), 1, "{tf} stored its bar");
+        assert_eq!(fields(&stored[0]), fields(partial), "{tf}");
+        assert!(!stored[0].is_partial);
+    }
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text() {
+    let db = demo_db().await;
+    let server = serve(&db, &[]);
+    let (status, text) = get(server.addr, "/metrics", None);
+    assert_eq!(status, 200);
+    for family in [
+        "barkeep_up",
+        "barkeep_task_lag_seconds",
+        "barkeep_task_status",
+        "barkeep_tasks_due_unclaimed",
+        "barkeep_bars_written_total",
+        "barkeep_run_failures_total",
+        "barkeep_run_duration_seconds",
+        "barkeep_leases_expired",
+        "barkeep_quarantine_rows",
+    ] {
+        assert!(text.contains(&format!("# TYPE {family} ")), "{family}");
+    }
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (name, value) = line.rsplit_once(' ').unwrap();
+        assert!(name.starts_with("barkeep_"), "{line}");
+        value.parse::<f64>().unwrap_or_else(|_| panic!("{line}"));
+    }
+    let five: i64 = db
+        .count("SELECT count(*) FROM derived_data_bars WHERE timeframe = '5m'")
+        .await;
+    assert!(text.contains(&format!(
+        "barkeep_bars_written_total{{timeframe=\"5m\"}} {five}\n"
+    )));
+    let runs = db.count("SELECT count(*) FROM agg_run_log").await;
+    assert!(text.contains(&format!("barkeep_run_duration_seconds_count {runs}\n")));
+    assert!(
+        text.contains("barkeep_task_status{symbol=\"AUDUSD\",timeframe=\"1w\",status=\"idle\"} 1")
+    );
+}
+
+/// Headless Chromium with a fresh profile and nothing that calls home.
+fn chromium(profile: &std::path::Path, extra: &[&str], url: &str) -> std::process::Output {
+    let binary = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .expect(
+            "Chromium is required for the dashboard test: apt-get install chromium (.ci/run does)",
+        );
+    let user_data = format!("--user-data-dir={}", profile.display());
+    let mut args = vec![
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        "--force-device-scale-factor=1",
+        "--window-size=1400,1900",
+        "--virtual-time-budget=20000",
+        user_data.as_str(),
+    ];
+    args.extend_from_slice(extra);
+    args.push(url);
+    Command::new(binary)
+        .args(&args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running chromium")
+}
+
+/// The `data-*` attributes of the page's self-check element.
+fn selfcheck(dom: &str) -> std::collections::HashMap<String, String> {
+    let start = dom
+        .find("id=\"selfcheck\"")
+        .expect("the page has its self-check element");
+    let tag_start = dom[..start].rfind('<').unwrap();
+    let tag = &dom[tag_start..tag_start + dom[tag_start..].find('>').unwrap()];
+    tag.split(" data-")
+        .skip(1)
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once("=\"")?;
+            Some((k.to_string(), v[..v.find('"')?].to_string()))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_dashboard_renders_tasks_and_a_drawn_chart_in_chromium() {
+    let db = demo_db().await;
+    let server = serve(&db, &["--token", "t0ken"]);
+    let profile = tempfile::tempdir().unwrap();
+    let url = format!(
+        "http://{}/?token=t0ken&symbol=AUDUSD&timeframe=1h",
+        server.addr
+    );
+    let out = chromium(profile.path(), &["--dump-dom"], &url);
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let check = selfcheck(&dom);
+    assert_eq!(
+        check.get("errors").map(String::as_str),
+        Some(""),
+        "{check:?}"
+    );
+    assert_eq!(
+        check.get("ready").map(String::as_str),
+        Some("1"),
+        "{check:?}"
+    );
+    assert_eq!(check["task-rows"], "6", "one row per task: {check:?}");
+    let hours = db
+        .count(
+            "SELECT count(*) FROM derived_data_bars WHERE timeframe = '1h' AND deleted_at IS NULL",
+        )
+        .await;
+    assert_eq!(
+        check["bars"],
+        hours.to_string(),
+        "the chart got every 1h bar: {check:?}"
+    );
+    let pixels: usize = check["candle-pixels"].parse().unwrap();
+    assert!(pixels > 2000, "candles are drawn on the canvas: {check:?}");
+    for text in [
+        "AUDUSD",
+        "hard_failed",
+        "Quality per timeframe",
+        "Recent runs",
+    ] {
+        assert!(dom.contains(text), "{text}");
+    }
+    assert!(
+        dom.contains("<td>1w</td>"),
+        "the task table lists the ladder"
+    );
+
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    let _ = std::fs::remove_file(&shot);
+    let flag = format!("--screenshot={}", shot.display());
+    let profile = tempfile::tempdir().unwrap();
+    let out = chromium(profile.path(), &[flag.as_str()], &url);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let png = std::fs::read(&shot).expect("the screenshot was saved");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 20_000,
+        "{} bytes",
+        png.len()
+    );
+    if let Ok(to) = std::env::var("BARKEEP_SAVE_SCREENSHOT") {
+        std::fs::copy(&shot, to).unwrap();
+    }
+}

@@ -51,6 +51,28 @@ pub struct BarRecord {
     pub is_partial: bool,
 }
 
+impl BarRecord {
+    /// A bar from a row of the stored columns followed by `source_timeframe,
+    /// source_candles, expected_candles, quality_score, is_partial`.
+    pub fn from_row(r: &tokio_postgres::Row) -> BarRecord {
+        BarRecord {
+            ts_utc: r.get(0),
+            open: r.get(1),
+            high: r.get(2),
+            low: r.get(3),
+            close: r.get(4),
+            vol: r.get(5),
+            vwap: r.get(6),
+            trade_count: r.get(7),
+            source_timeframe: r.get(8),
+            source_candles: r.get(9),
+            expected_candles: r.get(10),
+            quality_score: r.get(11),
+            is_partial: r.get(12),
+        }
+    }
+}
+
 /// Which stored bars to read.
 #[derive(Debug, Clone, Copy)]
 pub struct Range {
@@ -103,24 +125,7 @@ pub async fn stored(
         )
         .await
         .with_context(|| format!("reading {symbol} {tf} bars"))?;
-    let mut bars: Vec<BarRecord> = rows
-        .iter()
-        .map(|r| BarRecord {
-            ts_utc: r.get(0),
-            open: r.get(1),
-            high: r.get(2),
-            low: r.get(3),
-            close: r.get(4),
-            vol: r.get(5),
-            vwap: r.get(6),
-            trade_count: r.get(7),
-            source_timeframe: r.get(8),
-            source_candles: r.get(9),
-            expected_candles: r.get(10),
-            quality_score: r.get(11),
-            is_partial: r.get(12),
-        })
-        .collect();
+    let mut bars: Vec<BarRecord> = rows.iter().map(BarRecord::from_row).collect();
     if newest_first {
         bars.reverse();
     }

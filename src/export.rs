@@ -124,23 +124,5 @@ async fn bars_as_of(
         .query(sql, &[&symbol, &tf.as_str(), &from, &to, &as_of])
         .await
         .with_context(|| format!("reading {symbol} {tf} bars as of {as_of}"))?;
-    Ok(rows.iter().map(export_bar).collect())
-}
-
-fn export_bar(r: &tokio_postgres::Row) -> ExportBar {
-    ExportBar {
-        ts_utc: r.get(0),
-        open: r.get(1),
-        high: r.get(2),
-        low: r.get(3),
-        close: r.get(4),
-        vol: r.get(5),
-        vwap: r.get(6),
-        trade_count: r.get(7),
-        source_timeframe: r.get(8),
-        source_candles: r.get(9),
-        expected_candles: r.get(10),
-        quality_score: r.get(11),
-        is_partial: r.get(12),
-    }
+    Ok(rows.iter().map(BarRecord::from_row).collect())
 }

@@ -169,6 +169,8 @@ pub const MIGRATIONS: &[Migration] = &[
     // The worker's NOTIFY triggers (sql/functions/50_notify.sql).
     migration!(5, "0005_worker"),
     migration!(8, "0008_managed"),
+    // Lease recoveries per task (sql/functions/55_lease_recoveries.sql).
+    migration!(9, "0009_lease_recoveries"),
 ];
 
 /// One repeatable file of SQL functions.
@@ -196,6 +198,7 @@ pub const FUNCTION_FILES: &[FunctionFile] = &[
     function_file!("40_tasks.sql"),
     function_file!("45_late_data.sql"),
     function_file!("50_notify.sql"),
+    function_file!("55_lease_recoveries.sql"),
 ];
 
 impl FunctionFile {

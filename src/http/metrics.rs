@@ -283,23 +283,24 @@ pub async fn render(client: &Client) -> Result<String> {
         );
     }
 
-    let bounds: Vec<f64> = DURATION_BUCKETS.to_vec();
-    let buckets = client
-        .query(
-            "WITH runs AS (
-               SELECT extract(epoch FROM finished_at - started_at)::float8 AS d
-               FROM agg_run_log WHERE finished_at IS NOT NULL)
-             SELECT b.le, (SELECT count(*) FROM runs WHERE runs.d <= b.le)
-             FROM unnest($1::float8[]) AS b (le) ORDER BY b.le",
-            &[&bounds],
-        )
-        .await
-        .context("reading run durations")?;
+    // One pass over the run log: a FILTER per bucket bound (each bound a
+    // bind parameter), then the count and the sum.
+    let filters: Vec<String> = (1..=DURATION_BUCKETS.len())
+        .map(|i| format!("count(*) FILTER (WHERE d <= ${i})"))
+        .collect();
+    let bounds: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = DURATION_BUCKETS
+        .iter()
+        .map(|b| b as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect();
     let totals = client
         .query_one(
-            "SELECT count(*), coalesce(sum(extract(epoch FROM finished_at - started_at)), 0)::float8
-             FROM agg_run_log WHERE finished_at IS NOT NULL",
-            &[],
+            &format!(
+                "SELECT {}, count(*), coalesce(sum(d), 0)::float8
+                 FROM (SELECT extract(epoch FROM finished_at - started_at)::float8 AS d
+                       FROM agg_run_log WHERE finished_at IS NOT NULL) runs",
+                filters.join(", ")
+            ),
+            &bounds,
         )
         .await
         .context("reading run durations")?;
@@ -309,16 +310,16 @@ pub async fn render(client: &Client) -> Result<String> {
         "histogram",
         "Durations of the runs in the retained run log (agg_run_log).",
     );
-    for r in &buckets {
-        let le: f64 = r.get(0);
-        let n: i64 = r.get(1);
+    for (i, le) in DURATION_BUCKETS.iter().enumerate() {
+        let n: i64 = totals.get(i);
         let _ = writeln!(
             out,
             "barkeep_run_duration_seconds_bucket{{le=\"{le}\"}} {n}"
         );
     }
-    let count: i64 = totals.get(0);
-    let sum: f64 = totals.get(1);
+    let n = DURATION_BUCKETS.len();
+    let count: i64 = totals.get(n);
+    let sum: f64 = totals.get(n + 1);
     let _ = writeln!(
         out,
         "barkeep_run_duration_seconds_bucket{{le=\"+Inf\"}} {count}"

@@ -37,6 +37,7 @@ use crate::engine::fold::{combine, quality, Bar, Folder};
 /// One bar as read by a user: stored (1m or derived) or the open bucket.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct BarRecord {
+    #[serde(serialize_with = "rfc3339")]
     pub ts_utc: DateTime<Utc>,
     pub open: f64,
     pub high: f64,
@@ -50,6 +51,13 @@ pub struct BarRecord {
     pub expected_candles: Option<i32>,
     pub quality_score: Option<i16>,
     pub is_partial: bool,
+}
+
+/// An instant as chrono's own serde form writes it (RFC 3339, UTC as `Z`,
+/// fractions only when present), formatted in one piece: 10,000 bars of
+/// `/api/bars` otherwise go through the JSON writer a character at a time.
+fn rfc3339<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
 }
 
 impl BarRecord {
@@ -360,4 +368,37 @@ async fn read_source_rows(
             trade_count: r.get(7),
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Utc};
+
+    #[test]
+    fn a_bar_start_is_written_as_chrono_writes_an_instant() {
+        for raw in [
+            "2025-07-01T00:00:00Z",
+            "2025-07-01T13:05:00.250Z",
+            "2025-07-01T13:05:00.000001Z",
+        ] {
+            let t: DateTime<Utc> = raw.parse().unwrap();
+            let bar = super::BarRecord {
+                ts_utc: t,
+                open: 1.0,
+                high: 1.0,
+                low: 1.0,
+                close: 1.0,
+                vol: 0.0,
+                vwap: None,
+                trade_count: None,
+                source_timeframe: None,
+                source_candles: None,
+                expected_candles: None,
+                quality_score: None,
+                is_partial: false,
+            };
+            let json = serde_json::to_value(&bar).unwrap();
+            assert_eq!(json["ts_utc"], serde_json::to_value(t).unwrap(), "{raw}");
+        }
+    }
 }

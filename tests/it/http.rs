@@ -961,3 +961,24 @@ async fn the_api_reports_the_alerts_and_tasks_the_command_line_reports() {
     assert_eq!(failed.as_array().unwrap().len(), 1, "{failed}");
     assert_eq!(failed[0]["timeframe"], "1d");
 }
+
+#[tokio::test]
+async fn a_client_hanging_up_mid_response_leaves_the_server_serving() {
+    let db = demo_db().await;
+    let server = serve(&db, &[]);
+    // Megabytes of 1m bars asked for by clients that hang up at once (as a
+    // browser leaving the page, or a load generator stopping): the server's
+    // writes meet a closed socket.
+    let request = format!(
+        "GET /api/bars?symbol=AUDUSD&timeframe=1m&limit=10000 HTTP/1.1\r\nHost: {}\r\n\r\n",
+        server.addr
+    );
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(server.addr).unwrap();
+        s.write_all(request.repeat(3).as_bytes()).unwrap();
+        drop(s);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (status, body) = get_json(server.addr, "/health", None);
+    assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
+}

@@ -169,6 +169,8 @@ pub const MIGRATIONS: &[Migration] = &[
     // The worker's NOTIFY triggers (sql/functions/50_notify.sql).
     migration!(5, "0005_worker"),
     migration!(8, "0008_managed"),
+    // Finding a file's quarantined rows (re-ingest, `quarantine --file`).
+    migration!(9, "0009_quarantine_lookup"),
 ];
 
 /// One repeatable file of SQL functions.

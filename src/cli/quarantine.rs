@@ -37,7 +37,7 @@ pub enum QuarantineCommand {
 
 #[derive(Debug, Args)]
 pub struct FilterArgs {
-    /// Rows of this file, as ingest recorded it.
+    /// Rows of this file (as you name it: relative, absolute or through a link; `-` for standard input).
     #[arg(long)]
     pub file: Option<String>,
     /// Rows of this symbol.

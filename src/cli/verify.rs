@@ -1,5 +1,6 @@
 //! `barkeep verify [--deep]`: the checklist's Steps 2–6, its 12 success
-//! criteria and SPEC §5's security properties as PASS/FAIL/SKIP lines;
+//! criteria and the SQL face's security properties (docs/DESIGN.md) as
+//! PASS/FAIL/SKIP lines;
 //! `--deep` recomputes stored bars from their sources. Exit 0 only when
 //! nothing failed.
 

@@ -319,6 +319,34 @@ async fn a_header_over_headerless_rows_is_one_message_and_mt4_needs_a_zone() {
 }
 
 #[tokio::test]
+async fn the_header_message_is_printed_once_when_the_load_falls_back_to_merging() {
+    let db = TestDb::migrated().await;
+    ok(db.cli(&["assets", "add", "AUDUSD", "--class", "fx"]));
+    let dir = tempfile::tempdir().unwrap();
+    let sample = std::fs::read_to_string(sample_path()).unwrap();
+    // The sample's last bar stored first: the first batch of the file finds
+    // no bar in its range, so the load starts on the new-range path, meets
+    // the stored bar at its end, and reads the file again to merge.
+    let last = sample.lines().last().unwrap();
+    let tail = write(dir.path(), "tail.csv", format!("{last}\n").as_bytes());
+    ok(db.cli(&["ingest", "--symbol", "AUDUSD", &tail]));
+    let headed = write(
+        dir.path(),
+        "headed.csv",
+        format!("DateTime;Open;High;Low;Close;Volume\n{sample}").as_bytes(),
+    );
+    let out = db.cli(&["ingest", "--symbol", "AUDUSD", &headed, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["files"][0]["path"], "merge");
+    assert_eq!(summary["total"]["loaded"], 16_874);
+    assert_eq!(summary["total"]["duplicates"], 1);
+    let err = stderr(&out);
+    assert_eq!(err.matches("is a header").count(), 1, "{err}");
+    assert_eq!(summary["files"][0]["notes"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
 async fn ingest_names_directories_devices_and_a_file_named_for_another_symbol() {
     let db = TestDb::migrated().await;
     ok(db.cli(&["assets", "add", "AUDUSD", "--class", "fx"]));

@@ -341,6 +341,14 @@ impl CsvLayout {
         Ok(layout)
     }
 
+    /// Which optional columns the file has.
+    pub fn carries(&self) -> super::read::Carries {
+        super::read::Carries {
+            vwap: self.vwap.is_some(),
+            trade_count: self.trade_count.is_some(),
+        }
+    }
+
     /// One data record of the file.
     pub fn record(&self, fields: &[&str], now: DateTime<Utc>) -> Result<Bar, String> {
         if fields.len() != self.width {

@@ -403,6 +403,7 @@ async fn merge(
     target: &Target<'_>,
 ) -> Result<Loaded> {
     let format = first.format;
+    let carries = first.carries;
     let source = target.source.unwrap_or(format.name());
     let tx = client
         .transaction()
@@ -463,7 +464,8 @@ async fn merge(
     // Separate UPDATE and anti-join INSERT: ON CONFLICT DO UPDATE would lock
     // (and so write) every identical row. Both see one snapshot, so a bar is
     // either revised or inserted, never both; DO NOTHING covers a concurrent
-    // load of the same bars.
+    // load of the same bars. A stored vwap or trade count stays when the
+    // input has no such column ($5, $6: it has).
     let row = tx
         .query_one(
             "WITH latest AS MATERIALIZED (
@@ -476,14 +478,17 @@ async fn merge(
              ), revised AS (
                UPDATE data_bars d
                  SET open = l.open, high = l.high, low = l.low, close = l.close, vol = l.vol,
-                     vwap = l.vwap, trade_count = l.trade_count,
+                     vwap = CASE WHEN $5 THEN l.vwap ELSE d.vwap END,
+                     trade_count = CASE WHEN $6 THEN l.trade_count ELSE d.trade_count END,
                      source = $2, ingested_at = now()
                FROM latest l
                WHERE d.canonical_symbol = $1 AND d.timeframe = '1m' AND d.ts_utc = l.ts_utc
                  AND d.ts_utc BETWEEN $3 AND $4
                  AND (d.open, d.high, d.low, d.close, d.vol, d.vwap, d.trade_count)
                      IS DISTINCT FROM
-                     (l.open, l.high, l.low, l.close, l.vol, l.vwap, l.trade_count)
+                     (l.open, l.high, l.low, l.close, l.vol,
+                      CASE WHEN $5 THEN l.vwap ELSE d.vwap END,
+                      CASE WHEN $6 THEN l.trade_count ELSE d.trade_count END)
                RETURNING d.ts_utc
              ), inserted AS (
                INSERT INTO data_bars
@@ -499,7 +504,14 @@ async fn merge(
              SELECT (SELECT count(*) FROM latest), (SELECT count(*) FROM inserted),
                     (SELECT count(*) FROM revised), (SELECT min(ts_utc) FROM revised),
                     (SELECT max(ts_utc) FROM revised)",
-            &[&target.symbol.as_str(), &source, &first_ts, &last_ts],
+            &[
+                &target.symbol.as_str(),
+                &source,
+                &first_ts,
+                &last_ts,
+                &carries.vwap,
+                &carries.trade_count,
+            ],
         )
         .await
         .context("merging staged rows into data_bars")?;

@@ -116,7 +116,19 @@ pub struct ReadPlan {
 #[derive(Debug)]
 pub struct Chunk {
     pub format: Format,
+    /// Which optional columns the input has.
+    pub carries: Carries,
     pub rows: Vec<Row>,
+}
+
+/// The optional columns an input has. A revision replaces a stored bar's
+/// vwap and trade count only when its input has the column (a blank field
+/// then clears it): an input without one says nothing about them, and
+/// clearing them would lose data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Carries {
+    pub vwap: bool,
+    pub trade_count: bool,
 }
 
 /// A running reader: batches arrive on `rows`; `finish` tells whether the
@@ -153,6 +165,7 @@ impl Reading {
 /// stopped listening.
 struct Batcher<'a> {
     format: Format,
+    carries: Carries,
     rows: Vec<Row>,
     tx: &'a mpsc::Sender<Chunk>,
 }
@@ -174,6 +187,7 @@ impl Batcher<'_> {
         self.tx
             .blocking_send(Chunk {
                 format: self.format,
+                carries: self.carries,
                 rows,
             })
             .is_ok()
@@ -387,6 +401,7 @@ fn read_body(
     }
     let mut batcher = Batcher {
         format,
+        carries: Carries::default(),
         rows: Vec::with_capacity(BATCH_ROWS),
         tx,
     };
@@ -492,6 +507,7 @@ fn read_csv(
         .map(|f| String::from_utf8_lossy(f).into_owned())
         .collect();
     let layout = CsvLayout::from_header(&header).map_err(|e| anyhow!("line 1: {e}"))?;
+    batcher.carries = layout.carries();
     if !layout.ignored.is_empty() {
         notes.push(format!(
             "columns not loaded (data_bars has no place for them): {}",

@@ -680,6 +680,55 @@ async fn headed_csv_loads_vwap_and_trade_count_and_names_columns_it_leaves() {
             .await,
         1
     );
+
+    // A file without the columns says nothing about them: the same prices
+    // are duplicates, changed prices a revision that keeps the stored values.
+    let plain = write(
+        dir.path(),
+        "plain.csv",
+        b"ts,open,high,low,close,volume
+          2023-06-01T00:00:00Z,1.1,1.2,1.0,1.15,10
+",
+    );
+    let out = ingest(&db, &[plain.to_str().unwrap(), "--json"]);
+    assert_eq!(
+        summary_json(&out)["total"]["duplicates"],
+        1,
+        "{}",
+        stdout(&out)
+    );
+    let moved = write(
+        dir.path(),
+        "moved.csv",
+        b"ts,open,high,low,close,volume
+          2023-06-01T00:00:00Z,1.1,1.2,1.0,1.16,10
+",
+    );
+    let out = ingest(&db, &[moved.to_str().unwrap(), "--json"]);
+    assert_eq!(
+        summary_json(&out)["total"]["revised"],
+        1,
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(vwaps(&db).await[0], (t0, Some(1.13), Some(7)));
+
+    // A blank field of a column the file has clears the stored value.
+    let cleared = write(
+        dir.path(),
+        "cleared.csv",
+        b"ts,open,high,low,close,volume,vwap
+          2023-06-01T00:00:00Z,1.1,1.2,1.0,1.16,10,
+",
+    );
+    let out = ingest(&db, &[cleared.to_str().unwrap(), "--json"]);
+    assert_eq!(
+        summary_json(&out)["total"]["revised"],
+        1,
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(vwaps(&db).await[0], (t0, None, Some(7)));
 }
 
 #[tokio::test]

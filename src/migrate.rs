@@ -169,8 +169,10 @@ pub const MIGRATIONS: &[Migration] = &[
     // The worker's NOTIFY triggers (sql/functions/50_notify.sql).
     migration!(5, "0005_worker"),
     migration!(8, "0008_managed"),
+    // Finding a file's quarantined rows (re-ingest, `quarantine --file`).
+    migration!(9, "0009_quarantine_lookup"),
     // Lease recoveries per task (sql/functions/55_lease_recoveries.sql).
-    migration!(9, "0009_lease_recoveries"),
+    migration!(10, "0010_lease_recoveries"),
 ];
 
 /// One repeatable file of SQL functions.

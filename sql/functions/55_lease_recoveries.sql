@@ -1,11 +1,11 @@
--- requires: 9
+-- requires: 10
 -- Lease recoveries (docs/DESIGN.md, "Task state"). A claim that takes over
 -- a running task whose lease expired (agg_claim_tasks returns it with
 -- `recovered`) gives the row a new lease token while it stays 'running';
 -- this trigger adds one to data_agg_state.lease_recoveries for exactly that
 -- change. It is a trigger on the row rather than a line of agg_claim_tasks
--- so that function (which requires step 2) never names a column of step 9,
--- and `db down --to 8` leaves a working claim.
+-- so that function (which requires step 2) never names a column of step 10,
+-- and `db down --to 9` leaves a working claim.
 CREATE OR REPLACE FUNCTION agg_count_lease_recovery()
 RETURNS trigger
 LANGUAGE plpgsql SET search_path = public, pg_temp AS $$

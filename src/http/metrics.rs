@@ -193,7 +193,7 @@ pub async fn render(client: &Client) -> Result<String> {
     let _ = writeln!(out, "barkeep_leases_expired {}", row.get::<_, i64>(1));
 
     // The counters kept on the tasks, summed per timeframe; lease
-    // recoveries only once migration 9 gave the tasks that column.
+    // recoveries only once migration 10 gave the tasks that column.
     let recoveries_kept: bool = client
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM pg_attribute

@@ -232,7 +232,7 @@ async fn a_database_migrated_with_the_earlier_phase5_text_is_accepted() {
 }
 
 #[tokio::test]
-async fn reverting_step_9_removes_lease_recoveries_and_leaves_a_working_claim() {
+async fn reverting_step_10_removes_lease_recoveries_and_leaves_a_working_claim() {
     let db = TestDb::migrated().await;
     let objects = "SELECT (SELECT count(*) FROM pg_attribute
                            WHERE attrelid = 'data_agg_state'::regclass
@@ -240,9 +240,9 @@ async fn reverting_step_9_removes_lease_recoveries_and_leaves_a_working_claim() 
                         + (SELECT count(*) FROM pg_trigger WHERE tgname = 'agg_count_lease_recovery')
                         + (SELECT count(*) FROM pg_proc WHERE proname = 'agg_count_lease_recovery')";
     assert_eq!(db.count(objects).await, 3, "column, trigger and function");
-    let out = db.cli(&["db", "down", "--to", "8"]);
+    let out = db.cli(&["db", "down", "--to", "9"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(db.count(objects).await, 0, "db down --to 8 removes them");
+    assert_eq!(db.count(objects).await, 0, "db down --to 9 removes them");
 
     // The claim, which requires step 2, still takes over an expired lease.
     let client = db.client().await;
@@ -253,14 +253,14 @@ async fn reverting_step_9_removes_lease_recoveries_and_leaves_a_working_claim() 
              SELECT agg_claim_tasks('prod', 'a', now(), 1, 60);",
         )
         .await
-        .expect("a claim at step 8");
+        .expect("a claim at step 9");
     let recovered: bool = client
         .query_one(
             "SELECT bool_or(recovered) FROM agg_claim_tasks('prod', 'b', now() + interval '1 hour', 10, 60)",
             &[],
         )
         .await
-        .expect("a takeover at step 8")
+        .expect("a takeover at step 9")
         .get(0);
     assert!(recovered);
 

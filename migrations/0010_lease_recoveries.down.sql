@@ -1,4 +1,4 @@
--- Reverts 0009: the counting trigger and the column go; the trigger's
+-- Reverts 0010: the counting trigger and the column go; the trigger's
 -- function (sql/functions/55_lease_recoveries.sql) is dropped by barkeep
 -- right after this script, in the same transaction.
 SET LOCAL client_min_messages = warning;

@@ -560,7 +560,7 @@ async fn a_worker_frozen_mid_copy_is_taken_over_and_changes_nothing_when_it_wake
             "1",
         ],
     );
-    let pattern = format!("barkeep %:{}", a.id());
+    let pattern = format!("barkeep %:{}:%", a.id());
     // Stop the worker at random moments until it is caught inside a COPY
     // of bars (its chunk transaction open, its task row locked).
     let mut frozen = None;

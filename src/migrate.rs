@@ -171,6 +171,8 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(8, "0008_managed"),
     // Finding a file's quarantined rows (re-ingest, `quarantine --file`).
     migration!(9, "0009_quarantine_lookup"),
+    // Lease recoveries per task (sql/functions/55_lease_recoveries.sql).
+    migration!(10, "0010_lease_recoveries"),
 ];
 
 /// One repeatable file of SQL functions.
@@ -198,6 +200,7 @@ pub const FUNCTION_FILES: &[FunctionFile] = &[
     function_file!("40_tasks.sql"),
     function_file!("45_late_data.sql"),
     function_file!("50_notify.sql"),
+    function_file!("55_lease_recoveries.sql"),
 ];
 
 impl FunctionFile {

@@ -21,20 +21,23 @@ const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "
 const time = (t) => (t ? t.replace("T", " ").replace(/:\d\d(\.\d+)?(Z|\+00:00)$/, "") : "—");
 function dur(s) {
   if (s == null) return "—";
+  if (s === 0) return "0";
   if (s < 1) return (s * 1000).toFixed(0) + " ms";
   if (s < 120) return s.toFixed(s < 10 ? 1 : 0) + " s";
   if (s < 7200) return (s / 60).toFixed(0) + " min";
   if (s < 172800) return (s / 3600).toFixed(1) + " h";
   return (s / 86400).toFixed(1) + " d";
 }
-const TF_SECONDS = { "5m": 300, "15m": 900, "1h": 3600, "4h": 14400, "1d": 86400, "1w": 604800 };
+// Minutes as seconds; a cursor ahead of the newest 1m bar is no lag.
+const min = (m) => (m == null ? null : Math.max(0, m) * 60);
 
-// A task's trouble: "bad" (hard_failed, a streak, no success for an hour),
-// "warn" (behind by more than a bucket plus an hour, transient retries), or "".
+// A task's trouble, by the thresholds `barkeep alerts` uses by default:
+// "bad" (hard_failed, a streak, no success for an hour), "warn" (a complete
+// bucket left unaggregated for an hour, transient retries), or "".
 function trouble(t) {
   if (t.status === "hard_failed" || t.hard_fail_streak > 0) return "bad";
-  if (t.is_mandatory && t.enabled && t.seconds_since_success > 3600) return "bad";
-  if (t.lag_seconds != null && t.lag_seconds > (TF_SECONDS[t.timeframe] || 0) + 3600) return "warn";
+  if (t.is_mandatory && t.enabled && t.minutes_since_success > 60) return "bad";
+  if (t.enabled && t.behind_minutes > 60) return "warn";
   if (t.transient_fail_streak > 0) return "warn";
   return "";
 }
@@ -49,11 +52,11 @@ function renderTasks() {
   const html = rows.map((t) => {
     const k = trouble(t);
     return `<tr class="${k}"><td>${esc(t.symbol)}</td><td>${t.timeframe}</td><td><span class="status ${esc(t.status)}">${esc(t.status)}${t.enabled ? "" : " (off)"}</span></td>` +
-      `<td>${time(t.cursor)}</td><td>${dur(t.lag_seconds)}</td><td>${dur(t.seconds_since_success)}</td>` +
+      `<td>${time(t.cursor)}</td><td>${dur(min(t.lag_minutes))}</td><td>${dur(min(t.behind_minutes))}</td><td>${dur(min(t.minutes_since_success))}</td>` +
       `<td>${t.hard_fail_streak}${t.transient_fail_streak ? " / " + t.transient_fail_streak + "t" : ""}</td><td>${t.total_runs}</td><td>${t.total_bars_created}</td>` +
       `<td>${time(t.next_run_at)}</td><td class="err">${esc(t.last_error)}</td></tr>`;
   }).join("");
-  $("tasks").tBodies[0].innerHTML = html || `<tr><td colspan="11" class="muted">no task matches</td></tr>`;
+  $("tasks").tBodies[0].innerHTML = html || `<tr><td colspan="12" class="muted">no task matches</td></tr>`;
   check.tasks = rows.length;
 }
 
@@ -64,31 +67,46 @@ function renderTiles(health, alerts, quarantine) {
     ["tasks", total, ""],
     ["running", st.running || 0, ""],
     ["hard_failed", st.hard_failed || 0, st.hard_failed ? "bad" : ""],
-    ["alerts", alerts.alerts.length, alerts.status === "critical" ? "bad" : alerts.status === "warning" ? "warn" : ""],
-    ["quarantined rows", quarantine.total, quarantine.total ? "warn" : ""],
+    ["alerts", alerts.alerts.length, alerts.severity === "critical" ? "bad" : alerts.severity === "warning" ? "warn" : ""],
+    ["quarantined rows", quarantine.rows, quarantine.rows ? "warn" : ""],
     ["newest 1m bar", time(health.newest_1m), ""],
   ];
   $("tiles").innerHTML = tiles.map(([name, v, k]) => `<div class="tile ${k}"><b>${esc(v)}</b><span>${esc(name)}</span></div>`).join("");
   const pill = $("overall");
-  pill.className = "pill " + alerts.status;
-  pill.textContent = alerts.status === "ok" ? "all good" : alerts.status;
+  pill.className = "pill " + alerts.severity;
+  pill.textContent = alerts.severity === "ok" ? "all good" : alerts.severity;
 }
 
 function renderAlerts(a) {
   $("alert-count").textContent = a.alerts.length;
   $("alerts").innerHTML = a.alerts.length
-    ? a.alerts.slice(0, 200).map((x) => `<li class="${x.severity}"><b>${esc(x.condition)}</b> ${esc(x.symbol)} ${esc(x.timeframe)} — ${esc(x.detail)}</li>`).join("")
+    ? a.alerts.slice(0, 200).map((x) => `<li class="${x.severity}"><b>${esc(x.kind)}</b> ${esc(x.symbol)} ${esc(x.timeframe)} — ${esc(x.message)}</li>`).join("")
     : `<li class="none">no alert condition is met</li>`;
 }
 
+// The quality report has one line per symbol and timeframe; the card sums
+// them per timeframe.
 function renderQuality(q) {
-  $("quality-window").textContent = q.since ? `(${q.days} days before the newest bar, from ${time(q.since)})` : "";
-  $("quality").tBodies[0].innerHTML = q.timeframes.map((t) => {
-    const pct = t.quality_pct;
-    const cls = pct == null ? "" : pct >= 90 ? "" : pct >= 60 ? "low" : "bad";
-    const bar = pct == null ? "—" : `<span class="bar ${cls}" style="width:${Math.max(2, pct)}px"></span>${pct}%`;
-    return `<tr class="${pct != null && pct < 90 ? "warn" : ""}"><td>${t.timeframe}</td><td>${t.bars}</td><td>${t.good}</td><td>${t.poor}</td><td>${bar}</td></tr>`;
-  }).join("") || `<tr><td colspan="5" class="muted">no bars yet</td></tr>`;
+  $("quality-window").textContent = q.from ? `(since ${time(q.from)})` : "";
+  const byTf = new Map();
+  for (const l of q.lines) {
+    const t = byTf.get(l.timeframe) || { timeframe: l.timeframe, bars: 0, good: 0, poor: 0, present: 0, expected: 0 };
+    t.bars += l.total_bars; t.good += l.good_bars; t.poor += l.poor_bars;
+    t.present += l.minutes_present; t.expected += l.minutes_expected;
+    byTf.set(l.timeframe, t);
+  }
+  const pctOf = (a, b) => (b ? Math.round((1000 * a) / b) / 10 : null);
+  const cell = (pct) => {
+    if (pct == null) return "—";
+    const cls = pct >= q.threshold_pct ? "" : pct >= 60 ? "low" : "bad";
+    return `<span class="bar ${cls}" style="width:${Math.max(2, pct)}px"></span>${pct}%`;
+  };
+  $("quality").tBodies[0].innerHTML = [...byTf.values()].map((t) => {
+    const pct = pctOf(t.good, t.bars);
+    const cov = pctOf(t.present, t.expected);
+    const low = (pct != null && pct < q.threshold_pct) || (cov != null && cov < q.threshold_pct);
+    return `<tr class="${low ? "warn" : ""}"><td>${t.timeframe}</td><td>${t.bars}</td><td>${t.good}</td><td>${t.poor}</td><td>${cell(pct)}</td><td>${cell(cov)}</td></tr>`;
+  }).join("") || `<tr><td colspan="6" class="muted">no bars yet</td></tr>`;
 }
 
 function renderRuns(runs) {
@@ -100,10 +118,9 @@ function renderRuns(runs) {
 }
 
 function renderQuarantine(q) {
-  $("quarantine-count").textContent = q.total;
-  $("quarantine").tBodies[0].innerHTML = q.by_symbol.map((c) => `<tr class="warn"><td>${esc(c.symbol ?? "(none)")}</td><td>${c.rows}</td><td>${time(c.newest)}</td></tr>`).join("") ||
-    `<tr><td colspan="3" class="muted">the quarantine is empty</td></tr>`;
-  $("quarantine-newest").innerHTML = q.newest.map((e) => `<li>${esc(e.file)}:${e.line} ${esc(e.symbol ?? "")} — ${esc(e.reason)}</li>`).join("");
+  $("quarantine-count").textContent = q.rows;
+  $("quarantine-files").textContent = q.rows ? `${q.rows} rows from ${q.files} file${q.files === 1 ? "" : "s"}; newest:` : "the quarantine is empty";
+  $("quarantine-newest").innerHTML = q.newest.map((e) => `<li>${time(e.quarantined_at)} ${esc(e.file)}:${e.line} ${esc(e.symbol ?? "")} — ${esc(e.reason)}</li>`).join("");
 }
 
 // The chart.

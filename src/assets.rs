@@ -309,7 +309,10 @@ pub async fn set_flags(
     test_active: Option<bool>,
 ) -> Result<()> {
     if active.is_none() && test_active.is_none() {
-        bail!("nothing to set: give --active and/or --test-active");
+        return Err(crate::ops::UsageError(
+            "nothing to set: give --active and/or --test-active".into(),
+        )
+        .into());
     }
     class_of(client, symbol).await?;
     client

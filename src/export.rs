@@ -65,6 +65,11 @@ pub fn write_csv(bars: &[ExportBar], mut out: impl Write) -> Result<()> {
 
 /// The bars `req` asks for, in time order.
 pub async fn export(client: &Client, req: &ExportRequest) -> Result<Vec<ExportBar>> {
+    if req.partial && req.as_of.is_some() {
+        anyhow::bail!(
+            "the open bucket is live only: ask for partial bars or for bars as of an instant, not both"
+        );
+    }
     let class = assets::class_of(client, &req.symbol).await?;
     let cal = Calendar::for_asset_class(&class);
     let symbol = req.symbol.as_str();
@@ -74,7 +79,7 @@ pub async fn export(client: &Client, req: &ExportRequest) -> Result<Vec<ExportBa
         limit: None,
     };
     let mut rows = match req.as_of {
-        Some(as_of) => bars_as_of(client, symbol, req.timeframe, req.from, req.to, as_of).await?,
+        Some(as_of) => bars::as_of(client, symbol, req.timeframe, range, as_of).await?,
         None => bars::stored(client, symbol, req.timeframe, range).await?,
     };
     if req.partial {
@@ -85,44 +90,4 @@ pub async fn export(client: &Client, req: &ExportRequest) -> Result<Vec<ExportBa
         }
     }
     Ok(rows)
-}
-
-/// Stored bars of `symbol` `tf` with start in [from, to) as they stood at
-/// `as_of`: 1m revisions from `data_bars_history`, derived versions from
-/// retired rows (docs/DESIGN.md, "Versions of a bar").
-async fn bars_as_of(
-    client: &Client,
-    symbol: &str,
-    tf: Timeframe,
-    from: Option<DateTime<Utc>>,
-    to: Option<DateTime<Utc>>,
-    as_of: DateTime<Utc>,
-) -> Result<Vec<ExportBar>> {
-    let sql = if tf == Timeframe::M1 {
-        "SELECT ts_utc, open, high, low, close, vol, vwap, trade_count,
-                NULL::text, NULL::int, NULL::int, NULL::smallint, false
-         FROM (
-           SELECT ts_utc, open, high, low, close, vol, vwap, trade_count FROM data_bars
-           WHERE canonical_symbol = $1 AND timeframe = $2 AND ingested_at <= $5
-             AND ($3::timestamptz IS NULL OR ts_utc >= $3) AND ($4::timestamptz IS NULL OR ts_utc < $4)
-           UNION ALL
-           SELECT ts_utc, open, high, low, close, vol, vwap, trade_count FROM data_bars_history
-           WHERE canonical_symbol = $1 AND timeframe = $2 AND valid_from <= $5 AND valid_to > $5
-             AND ($3::timestamptz IS NULL OR ts_utc >= $3) AND ($4::timestamptz IS NULL OR ts_utc < $4)
-         ) v
-         ORDER BY ts_utc"
-    } else {
-        "SELECT ts_utc, open, high, low, close, vol, vwap, trade_count,
-                source_timeframe, source_candles, expected_candles, quality_score, is_partial
-         FROM derived_data_bars
-         WHERE canonical_symbol = $1 AND timeframe = $2
-           AND created_at <= $5 AND (deleted_at IS NULL OR deleted_at > $5)
-           AND ($3::timestamptz IS NULL OR ts_utc >= $3) AND ($4::timestamptz IS NULL OR ts_utc < $4)
-         ORDER BY ts_utc"
-    };
-    let rows = client
-        .query(sql, &[&symbol, &tf.as_str(), &from, &to, &as_of])
-        .await
-        .with_context(|| format!("reading {symbol} {tf} bars as of {as_of}"))?;
-    Ok(rows.iter().map(BarRecord::from_row).collect())
 }

@@ -169,6 +169,10 @@ pub const MIGRATIONS: &[Migration] = &[
     // The worker's NOTIFY triggers (sql/functions/50_notify.sql).
     migration!(5, "0005_worker"),
     migration!(8, "0008_managed"),
+    // Finding a file's quarantined rows (re-ingest, `quarantine --file`).
+    migration!(9, "0009_quarantine_lookup"),
+    // Lease recoveries per task (sql/functions/55_lease_recoveries.sql).
+    migration!(10, "0010_lease_recoveries"),
 ];
 
 /// One repeatable file of SQL functions.
@@ -197,6 +201,7 @@ pub const FUNCTION_FILES: &[FunctionFile] = &[
     function_file!("45_late_data.sql"),
     function_file!("47_live.sql"),
     function_file!("50_notify.sql"),
+    function_file!("55_lease_recoveries.sql"),
 ];
 
 impl FunctionFile {

@@ -36,6 +36,7 @@ pub enum AssetsCommand {
     },
     /// Change an instrument's flags.
     Set {
+        /// Registered symbol, e.g. EURUSD.
         symbol: Symbol,
         /// Active in prod.
         #[arg(long)]

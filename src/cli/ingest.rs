@@ -102,8 +102,16 @@ fn print_summary(summary: &IngestSummary) {
         "loaded"
     };
     let line = |name: &str, c: &Counts, extra: String| {
+        let already = if c.already_quarantined > 0 {
+            format!(
+                " ({} already in quarantine from an earlier load)",
+                c.already_quarantined
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "{name}: read {}, {verb} {}, revised {}, duplicates {}, superseded {}, quarantined {}{extra}",
+            "{name}: read {}, {verb} {}, revised {}, duplicates {}, superseded {}, quarantined {}{already}{extra}",
             c.rows_read, c.loaded, c.revised, c.duplicates, c.superseded, c.quarantined
         );
     };

@@ -42,8 +42,9 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Options every command takes.
+/// Options every command takes (listed apart in each command's help).
 #[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Global options")]
 pub struct Global {
     /// PostgreSQL URL; without it barkeep uses its embedded cluster.
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
@@ -135,7 +136,10 @@ pub enum Command {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    let mut cli = Cli::parse();
+    let mut cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     let on_command_line = std::env::args_os().any(|a| {
         let a = a.to_string_lossy();
         a == "--database-url" || a.starts_with("--database-url=")
@@ -166,6 +170,44 @@ pub fn main() -> ExitCode {
 }
 
 pub use crate::ops::UsageError;
+
+/// Print a command-line mistake as one line (what is wrong, and a similar
+/// name when clap knows one) and exit 2; help and version print as usual.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    eprintln!("{}", one_line(&e.render().to_string()));
+    ExitCode::from(2)
+}
+
+/// clap's error text on one line: its first paragraph joined, plus a
+/// "similar name" tip.
+fn one_line(rendered: &str) -> String {
+    let head = rendered
+        .split("\n\n")
+        .next()
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let similar = rendered
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("tip: "))
+        .find(|t| t.starts_with("a similar"));
+    match similar {
+        Some(tip) => format!("{head} ({tip})"),
+        None => head,
+    }
+}
 
 /// Refuse a symbol the registry does not hold, as a usage error.
 pub async fn require_registered(
@@ -249,4 +291,30 @@ pub(crate) fn print_json(value: &impl serde::Serialize) -> Result<()> {
         serde_json::to_string_pretty(value).context("writing JSON")?
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{one_line, Cli};
+
+    fn message(args: &[&str]) -> String {
+        let e = Cli::try_parse_from(args).expect_err("a usage error");
+        one_line(&e.render().to_string())
+    }
+
+    #[test]
+    fn command_line_mistakes_are_one_line() {
+        let typo = message(&["barkeep", "statsu"]);
+        assert_eq!(
+            typo,
+            "error: unrecognized subcommand 'statsu' (a similar subcommand exists: 'status')"
+        );
+        let missing = message(&["barkeep", "ingest", "x.csv"]);
+        assert!(!missing.contains('\n'), "{missing}");
+        assert!(missing.contains("--symbol <SYMBOL>"), "{missing}");
+        let flag = message(&["barkeep", "alerts", "--no-such-flag"]);
+        assert_eq!(flag, "error: unexpected argument '--no-such-flag' found");
+    }
 }

@@ -37,7 +37,7 @@ pub enum QuarantineCommand {
 
 #[derive(Debug, Args)]
 pub struct FilterArgs {
-    /// Rows of this file, as ingest recorded it.
+    /// Rows of this file (as you name it: relative, absolute or through a link; `-` for standard input).
     #[arg(long)]
     pub file: Option<String>,
     /// Rows of this symbol.
@@ -58,9 +58,28 @@ impl FilterArgs {
     }
 }
 
+/// Longest raw line a text listing shows (`--json` has it whole).
+const RAW_CHARS: usize = 200;
+
 /// Run `barkeep quarantine …`.
 pub async fn run(global: &Global, cmd: QuarantineCommand) -> Result<ExitCode> {
     let client = global.database().await?.connect().await?;
+    let symbol = match &cmd {
+        QuarantineCommand::List { filter, .. } | QuarantineCommand::Purge { filter, .. } => {
+            filter.symbol.clone()
+        }
+    };
+    if let Some(symbol) = symbol {
+        // A typo lists nothing and purges nothing: say so, unless rows of
+        // the symbol are there (its asset may be gone from the registry).
+        let only_symbol = QuarantineFilter {
+            symbol: Some(symbol.clone()),
+            ..QuarantineFilter::default()
+        };
+        if quarantine::count(&client, &only_symbol).await? == 0 {
+            super::require_registered(&client, &symbol).await?;
+        }
+    }
     match cmd {
         QuarantineCommand::List {
             filter,
@@ -83,7 +102,7 @@ pub async fn run(global: &Global, cmd: QuarantineCommand) -> Result<ExitCode> {
                         e.line,
                         e.symbol.as_deref().unwrap_or("-"),
                         e.reason,
-                        e.raw_line
+                        crate::ops::shorten(&e.raw_line, RAW_CHARS)
                     );
                 }
                 if (rows.len() as i64) < total {

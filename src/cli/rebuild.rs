@@ -6,19 +6,20 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
+use super::Global;
 use crate::assets::Symbol;
 use crate::calendar::Timeframe;
-use crate::cli::Global;
 use crate::rebuild::{rebuild, RebuildSettings};
 
 /// Arguments of `barkeep rebuild`.
 #[derive(Debug, clap::Args)]
 pub struct RebuildArgs {
     /// Registered symbol, e.g. EURUSD.
-    pub symbol: String,
+    pub symbol: Symbol,
     /// Lowest timeframe to rebuild, 5m (default) to 1w; every timeframe
     /// built from it follows.
-    pub timeframe: Option<String>,
+    #[arg(value_parser = Timeframe::parse_derived)]
+    pub timeframe: Option<Timeframe>,
     /// First instant (default: the symbol's first 1m bar); earlier than the
     /// task's start moves the start back.
     #[arg(long, value_parser = crate::calendar::parse_instant)]
@@ -33,18 +34,14 @@ pub struct RebuildArgs {
 
 /// Run `barkeep rebuild`.
 pub async fn run(global: &Global, args: RebuildArgs) -> Result<ExitCode> {
-    let symbol = Symbol::parse(&args.symbol)?;
-    let timeframe = match &args.timeframe {
-        Some(tf) => Timeframe::parse_derived(tf)?,
-        None => Timeframe::M5,
-    };
     let settings = RebuildSettings {
-        symbol,
-        timeframe,
+        symbol: args.symbol,
+        timeframe: args.timeframe.unwrap_or(Timeframe::M5),
         from: args.from,
         to: args.to,
     };
     let client = global.database().await?.connect().await?;
+    super::require_registered(&client, &settings.symbol).await?;
     let report = rebuild(&client, &settings).await?;
     if args.json {
         println!(

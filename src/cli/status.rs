@@ -36,8 +36,25 @@ const RED: &str = "\x1b[31;1m";
 const YELLOW: &str = "\x1b[33m";
 const RESET: &str = "\x1b[0m";
 
-fn minutes(m: Option<f64>) -> String {
-    m.map(|m| format!("{m:.1}")).unwrap_or_else(|| "-".into())
+/// A duration in minutes as a person reads it: `42m`, `5h07m`, `3d04h`,
+/// `812d`; `-` when unknown. Below zero is shown as `0m`: a cursor past the
+/// newest 1m bar (the data stopped, the task finalized the empty buckets
+/// since) is not behind at all; `--json` keeps the checklist's signed value.
+fn duration(m: Option<f64>) -> String {
+    let Some(m) = m else {
+        return "-".into();
+    };
+    let total = m.max(0.0).round() as i64;
+    let (days, hours, mins) = (total / 1440, total / 60 % 24, total % 60);
+    if total < 60 {
+        format!("{mins}m")
+    } else if total < 2 * 1440 {
+        format!("{}h{mins:02}m", total / 60)
+    } else if days < 100 {
+        format!("{days}d{hours:02}h")
+    } else {
+        format!("{days}d")
+    }
 }
 
 /// Run `barkeep status`.
@@ -68,7 +85,7 @@ pub async fn run(global: &Global, args: StatusArgs) -> Result<ExitCode> {
         let color = std::io::stdout().is_terminal();
         println!(
             "{:<10} {:<4} {:<11} {:<17} {:>9} {:>9} {:>10} {:>6}  LAST ERROR",
-            "SYMBOL", "TF", "STATUS", "CURSOR", "LAG MIN", "BEHIND", "SINCE OK", "STREAK"
+            "SYMBOL", "TF", "STATUS", "CURSOR", "LAG", "BEHIND", "SINCE OK", "STREAK"
         );
         for t in &report.tasks {
             let status = if t.enabled || t.status == "disabled" {
@@ -84,9 +101,9 @@ pub async fn run(global: &Global, args: StatusArgs) -> Result<ExitCode> {
                 t.cursor
                     .map(|c| c.format("%Y-%m-%d %H:%M").to_string())
                     .unwrap_or_else(|| "-".into()),
-                minutes(t.lag_minutes),
-                minutes(t.behind_minutes),
-                minutes(t.minutes_since_success),
+                duration(t.lag_minutes),
+                duration(t.behind_minutes),
+                duration(t.minutes_since_success),
                 t.hard_fail_streak,
                 t.last_error.as_deref().unwrap_or("")
             );
@@ -125,4 +142,20 @@ pub async fn run(global: &Global, args: StatusArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::duration;
+
+    #[test]
+    fn durations_read_as_minutes_hours_and_days_and_never_below_zero() {
+        assert_eq!(duration(None), "-");
+        assert_eq!(duration(Some(-1_808_447.0)), "0m");
+        assert_eq!(duration(Some(0.4)), "0m");
+        assert_eq!(duration(Some(42.0)), "42m");
+        assert_eq!(duration(Some(307.0)), "5h07m");
+        assert_eq!(duration(Some(4_560.0)), "3d04h");
+        assert_eq!(duration(Some(1_169_280.0)), "812d");
+    }
 }

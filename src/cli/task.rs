@@ -64,7 +64,7 @@ pub async fn run(global: &Global, cmd: TaskCommand) -> Result<ExitCode> {
         TaskCommand::Delay { target, seconds } => (target, TaskAction::Delay(seconds)),
     };
     let client = global.database().await?.connect().await?;
-    crate::ops::require_migrated(&client).await?;
+    super::require_registered(&client, &target.symbol).await?;
     let changed = tasks::apply(&client, &target.into(), action).await?;
     println!("{changed} task(s) updated");
     Ok(ExitCode::SUCCESS)

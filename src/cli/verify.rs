@@ -1,5 +1,6 @@
 //! `barkeep verify [--deep]`: the checklist's Steps 2–6, its 12 success
-//! criteria and SPEC §5's security properties as PASS/FAIL/SKIP lines;
+//! criteria and the SQL face's security properties (docs/DESIGN.md) as
+//! PASS/FAIL/SKIP lines;
 //! `--deep` recomputes stored bars from their sources. Exit 0 only when
 //! nothing failed.
 
@@ -86,16 +87,18 @@ pub async fn run(global: &Global, args: VerifyArgs) -> Result<ExitCode> {
                 println!("      … {} more (see --json)", deep.differences.len() - 50);
             }
         }
-        let failed = report
-            .checks
-            .iter()
-            .filter(|c| c.outcome == Outcome::Fail)
-            .count();
+        let count = |o: Outcome| report.checks.iter().filter(|c| c.outcome == o).count();
+        let deep_failed = report
+            .deep
+            .as_ref()
+            .map(|d| usize::from(!d.differences.is_empty()));
+        let failed = count(Outcome::Fail) + deep_failed.unwrap_or(0);
+        let passed = count(Outcome::Pass) + deep_failed.map_or(0, |f| 1 - f);
+        let skipped = count(Outcome::Skip);
         println!();
         println!(
-            "{}: {} checks, {failed} failed",
+            "{}: {passed} passed, {failed} failed, {skipped} skipped",
             if report.passed { "PASSED" } else { "FAILED" },
-            report.checks.len() + usize::from(report.deep.is_some())
         );
     }
     Ok(if report.passed {

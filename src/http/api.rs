@@ -8,7 +8,10 @@
 //! `limit` bars at or after it, and `next` (the `from` of the next page)
 //! when more remain; without `from`, the newest `limit` bars before `to`.
 //! `partial=true` appends the open bucket ([`crate::bars::open_bucket`]) on
-//! the last page when it falls in the range.
+//! the last page when it falls in the range. `as_of=` reads the bars as they
+//! stood at that instant ([`crate::bars::as_of`], as `export --as-of` does);
+//! it cannot be combined with `partial=true` (the open bucket is live only),
+//! as `export` refuses `--partial` with `--as-of`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -22,10 +25,17 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Object;
 use serde_json::json;
 
-use super::{ops, AppState, BARS_CAP};
+use super::{reads, AppState, BARS_CAP};
 use crate::assets::Symbol;
 use crate::bars::{self, BarRecord};
 use crate::calendar::{parse_instant, Calendar, Timeframe};
+use crate::ops::{
+    self,
+    alerts::{AlertReport, AlertSettings},
+    quality::{QualityReport, QualitySettings, Since},
+    quarantine::QuarantineSummary,
+    status::{self, StatusSettings, TaskState, TaskStatus},
+};
 
 /// A failed request: its status and a one-line message, sent as JSON.
 #[derive(Debug)]
@@ -160,6 +170,8 @@ pub struct BarsPage {
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
     pub limit: i64,
+    /// The instant the bars are read as of; null for the live bars.
+    pub as_of: Option<DateTime<Utc>>,
     pub count: usize,
     pub bars: Vec<BarRecord>,
     /// `from` of the next page; null on the last one.
@@ -167,7 +179,7 @@ pub struct BarsPage {
 }
 
 /// `GET /api/bars`.
-pub async fn bars(State(state): State<Arc<AppState>>, raw: Params) -> ApiResult<Json<BarsPage>> {
+pub async fn bars(State(state): State<Arc<AppState>>, raw: Params) -> ApiResult<Response> {
     let map = params(
         raw,
         &[
@@ -211,9 +223,10 @@ pub async fn bars(State(state): State<Arc<AppState>>, raw: Params) -> ApiResult<
             n
         }
     };
-    if given(&map, "as_of").is_some() {
+    let as_of = instant(&map, "as_of")?;
+    if partial && as_of.is_some() {
         return Err(ApiError::bad_request(
-            "as_of is not supported yet: bar history is not kept by this version",
+            "partial=true asks for the live open bucket, which has no earlier version: drop partial or as_of",
         ));
     }
 
@@ -225,7 +238,10 @@ pub async fn bars(State(state): State<Arc<AppState>>, raw: Params) -> ApiResult<
         // One more than asked tells whether another page follows.
         limit: Some(if from.is_some() { limit + 1 } else { limit }),
     };
-    let mut rows = bars::stored(&client, symbol.as_str(), timeframe, range).await?;
+    let mut rows = match as_of {
+        Some(t) => bars::as_of(&client, symbol.as_str(), timeframe, range, t).await?,
+        None => bars::stored(&client, symbol.as_str(), timeframe, range).await?,
+    };
     let mut next = None;
     if rows.len() as i64 > limit {
         next = rows.pop().map(|b| b.ts_utc);
@@ -242,26 +258,39 @@ pub async fn bars(State(state): State<Arc<AppState>>, raw: Params) -> ApiResult<
             }
         }
     }
-    Ok(Json(BarsPage {
+    let page = BarsPage {
         symbol: symbol.as_str().to_string(),
         timeframe,
         calendar: cal.as_str(),
         from,
         to,
         limit,
+        as_of,
         count: rows.len(),
         bars: rows,
         next,
-    }))
+    };
+    // Written once into a buffer of about the right size (a bar is about
+    // 300 bytes of JSON) instead of one grown by doubling.
+    let mut body = Vec::with_capacity(512 + page.bars.len() * 320);
+    serde_json::to_writer(&mut body, &page)
+        .map_err(|e| ApiError::internal(anyhow::Error::new(e).context("encoding the bars")))?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response())
 }
 
-const STATUSES: [&str; 4] = ["idle", "running", "hard_failed", "disabled"];
-
-/// `GET /api/tasks?symbol=&timeframe=&status=`.
+/// `GET /api/tasks?symbol=&timeframe=&status=`: the tasks as `barkeep
+/// status` reports them.
 pub async fn tasks(
     State(state): State<Arc<AppState>>,
     raw: Params,
-) -> ApiResult<Json<Vec<ops::TaskView>>> {
+) -> ApiResult<Json<Vec<TaskStatus>>> {
     let map = params(raw, &["symbol", "timeframe", "status"])?;
     let symbol = given(&map, "symbol")
         .map(|s| Symbol::parse(s).map_err(|e| ApiError::bad_request(format!("{e:#}"))))
@@ -270,52 +299,43 @@ pub async fn tasks(
         .map(|t| Timeframe::parse_derived(t).map_err(|e| ApiError::bad_request(format!("{e:#}"))))
         .transpose()?;
     let status = given(&map, "status")
-        .map(|s| {
-            STATUSES
-                .iter()
-                .find(|known| known.eq_ignore_ascii_case(s))
-                .map(|known| known.to_string())
-                .ok_or_else(|| {
-                    ApiError::bad_request(format!(
-                        "unknown status {s:?}: expected one of {}",
-                        STATUSES.join(", ")
-                    ))
-                })
-        })
+        .map(|s| TaskState::parse(s).map_err(|e| ApiError::bad_request(format!("{e:#}"))))
         .transpose()?;
-    let filter = ops::TaskFilter {
-        symbol: symbol.map(|s| s.as_str().to_string()),
-        timeframe: timeframe.map(|t| t.as_str().to_string()),
+    let settings = StatusSettings {
+        symbol,
+        timeframe,
         status,
+        quarantine_newest: 0,
     };
     let client = client(&state).await?;
-    Ok(Json(ops::tasks(&client, &filter).await?))
+    let (_, tasks) = status::tasks(&client, &settings).await?;
+    Ok(Json(tasks))
 }
 
-/// `GET /api/alerts`.
+/// `GET /api/alerts`: the report of `barkeep alerts --json`, with its
+/// default thresholds.
 pub async fn alerts(
     State(state): State<Arc<AppState>>,
     raw: Params,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<AlertReport>> {
     params(raw, &[])?;
     let client = client(&state).await?;
-    let alerts = ops::alerts(&client).await?;
-    let worst = alerts.iter().map(|a| a.severity).max();
-    Ok(Json(json!({
-        "status": match worst { None => "ok", Some(ops::Severity::Warning) => "warning", Some(ops::Severity::Critical) => "critical" },
-        "alerts": alerts,
-    })))
+    Ok(Json(
+        ops::alerts::alerts(&client, &AlertSettings::default()).await?,
+    ))
 }
 
-/// `GET /api/quality?days=`.
+/// `GET /api/quality?days=`: the report of `barkeep quality --json` over
+/// the `days` days before the newest 1m bar (so a database fed from history
+/// reads as well as a live one); every line, one per symbol and timeframe.
 pub async fn quality(
     State(state): State<Arc<AppState>>,
     raw: Params,
-) -> ApiResult<Json<ops::QualityReport>> {
+) -> ApiResult<Json<QualityReport>> {
     let map = params(raw, &["days"])?;
     let days = match given(&map, "days") {
         None => 7,
-        Some(raw) => match raw.parse::<i32>() {
+        Some(raw) => match raw.parse::<i64>() {
             Ok(d) if (1..=3660).contains(&d) => d,
             _ => {
                 return Err(ApiError::bad_request(format!(
@@ -325,14 +345,23 @@ pub async fn quality(
         },
     };
     let client = client(&state).await?;
-    Ok(Json(ops::quality(&client, days).await?))
+    let since = match reads::newest_1m(&client).await? {
+        Some(newest) => Since::At(newest - chrono::Duration::days(days)),
+        // No bar yet: nothing to measure, whatever the window.
+        None => Since::All,
+    };
+    let settings = QualitySettings {
+        since,
+        ..QualitySettings::default()
+    };
+    Ok(Json(ops::quality::quality(&client, &settings).await?))
 }
 
 /// `GET /api/runs?limit=`: the newest runs of the run log.
 pub async fn runs(
     State(state): State<Arc<AppState>>,
     raw: Params,
-) -> ApiResult<Json<Vec<ops::RunView>>> {
+) -> ApiResult<Json<Vec<reads::RunView>>> {
     let map = params(raw, &["limit"])?;
     let limit = match given(&map, "limit") {
         None => 50,
@@ -346,27 +375,28 @@ pub async fn runs(
         },
     };
     let client = client(&state).await?;
-    Ok(Json(ops::runs(&client, limit).await?))
+    Ok(Json(reads::runs(&client, limit).await?))
 }
 
-/// `GET /api/quarantine`.
+/// `GET /api/quarantine`: its size and newest entries, as `barkeep
+/// status` reports them.
 pub async fn quarantine(
     State(state): State<Arc<AppState>>,
     raw: Params,
-) -> ApiResult<Json<ops::QuarantineReport>> {
+) -> ApiResult<Json<QuarantineSummary>> {
     params(raw, &[])?;
     let client = client(&state).await?;
-    Ok(Json(ops::quarantine(&client).await?))
+    Ok(Json(ops::quarantine::summary(&client, 10).await?))
 }
 
 /// `GET /api/symbols`.
 pub async fn symbols(
     State(state): State<Arc<AppState>>,
     raw: Params,
-) -> ApiResult<Json<Vec<ops::SymbolView>>> {
+) -> ApiResult<Json<Vec<reads::SymbolView>>> {
     params(raw, &[])?;
     let client = client(&state).await?;
-    Ok(Json(ops::symbols(&client).await?))
+    Ok(Json(reads::symbols(&client).await?))
 }
 
 /// `GET /api/health`: the database answers as the reader role; task counts
@@ -381,7 +411,7 @@ pub async fn health(
         .query_one(
             &format!(
                 "SELECT current_user::text, now(), (SELECT max(latest_1m) FROM ({}) n)",
-                ops::NEWEST_1M
+                reads::NEWEST_1M
             ),
             &[],
         )

@@ -17,7 +17,8 @@ use axum::response::{IntoResponse, Response};
 use tokio_postgres::Client;
 
 use super::api::ApiError;
-use super::{ops, AppState};
+use super::AppState;
+use crate::ops::status::{self, StatusSettings};
 
 /// Upper bounds of the run-duration histogram, in seconds.
 pub const DURATION_BUCKETS: [f64; 14] = [
@@ -60,6 +61,11 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
+/// Minutes as seconds, to the millisecond.
+fn seconds(minutes: f64) -> f64 {
+    (minutes * 60_000.0).round() / 1000.0
+}
+
 /// Escape a label value (backslash, double quote, newline).
 fn label(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -75,7 +81,7 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 /// Every metric family, as text.
 pub async fn render(client: &Client) -> Result<String> {
     let mut out = String::with_capacity(64 * 1024);
-    let tasks = ops::tasks(client, &ops::TaskFilter::default()).await?;
+    let (_, tasks) = status::tasks(client, &StatusSettings::default()).await?;
 
     family(
         &mut out,
@@ -89,15 +95,16 @@ pub async fn render(client: &Client) -> Result<String> {
         &mut out,
         "barkeep_task_lag_seconds",
         "gauge",
-        "Newest 1m bar of the symbol minus the task's cursor (start of the next bucket to finalize).",
+        "Newest 1m bar of the symbol minus the task's cursor (start of the next bucket to finalize), never negative.",
     );
     for t in &tasks {
-        if let Some(lag) = t.lag_seconds {
+        if let Some(lag) = t.lag_minutes {
             let _ = writeln!(
                 out,
-                "barkeep_task_lag_seconds{{symbol=\"{}\",timeframe=\"{}\"}} {lag}",
+                "barkeep_task_lag_seconds{{symbol=\"{}\",timeframe=\"{}\"}} {}",
                 label(&t.symbol),
-                t.timeframe
+                t.timeframe,
+                seconds(lag.max(0.0))
             );
         }
     }
@@ -108,12 +115,13 @@ pub async fn render(client: &Client) -> Result<String> {
         "Seconds since the task's last successful run.",
     );
     for t in &tasks {
-        if let Some(s) = t.seconds_since_success {
+        if let Some(m) = t.minutes_since_success {
             let _ = writeln!(
                 out,
-                "barkeep_task_seconds_since_success{{symbol=\"{}\",timeframe=\"{}\"}} {s}",
+                "barkeep_task_seconds_since_success{{symbol=\"{}\",timeframe=\"{}\"}} {}",
                 label(&t.symbol),
-                t.timeframe
+                t.timeframe,
+                seconds(m)
             );
         }
     }
@@ -184,45 +192,68 @@ pub async fn render(client: &Client) -> Result<String> {
     );
     let _ = writeln!(out, "barkeep_leases_expired {}", row.get::<_, i64>(1));
 
-    family(
+    // The counters kept on the tasks, summed per timeframe; lease
+    // recoveries only once migration 10 gave the tasks that column.
+    let recoveries_kept: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_attribute
+                            WHERE attrelid = to_regclass('data_agg_state')
+                              AND attname = 'lease_recoveries' AND NOT attisdropped)",
+            &[],
+        )
+        .await
+        .context("looking for data_agg_state.lease_recoveries")?
+        .get(0);
+    let counters = client
+        .query(
+            &format!(
+                "SELECT timeframe, sum(total_bars_created)::bigint,
+                        sum(total_bars_quality_poor)::bigint, sum(total_runs)::bigint, {}
+                 FROM data_agg_state GROUP BY timeframe
+                 ORDER BY array_position(ARRAY['5m','15m','1h','4h','1d','1w'], timeframe)",
+                if recoveries_kept {
+                    "sum(lease_recoveries)::bigint"
+                } else {
+                    "NULL::bigint"
+                }
+            ),
+            &[],
+        )
+        .await
+        .context("summing the task counters")?;
+    let counter = |out: &mut String, name: &str, help: &str, column: usize| {
+        family(out, name, "counter", help);
+        for r in &counters {
+            let tf: String = r.get(0);
+            let n: i64 = r.get::<_, Option<i64>>(column).unwrap_or(0);
+            let _ = writeln!(out, "{name}{{timeframe=\"{}\"}} {n}", label(&tf));
+        }
+    };
+    counter(
         &mut out,
         "barkeep_bars_written_total",
-        "counter",
         "Derived bars written by all runs, by timeframe (data_agg_state.total_bars_created).",
+        1,
     );
-    let mut written = std::collections::BTreeMap::<&str, (i64, i64, i64)>::new();
-    for t in &tasks {
-        let e = written.entry(t.timeframe.as_str()).or_default();
-        e.0 += t.total_bars_created;
-        e.1 += t.total_bars_quality_poor;
-        e.2 += t.total_runs;
-    }
-    for (tf, (bars, _, _)) in &written {
-        let _ = writeln!(
-            out,
-            "barkeep_bars_written_total{{timeframe=\"{tf}\"}} {bars}"
-        );
-    }
-    family(
+    counter(
         &mut out,
         "barkeep_bars_quality_poor_total",
-        "counter",
         "Derived bars written with quality_score <= 0, by timeframe.",
+        2,
     );
-    for (tf, (_, poor, _)) in &written {
-        let _ = writeln!(
-            out,
-            "barkeep_bars_quality_poor_total{{timeframe=\"{tf}\"}} {poor}"
-        );
-    }
-    family(
+    counter(
         &mut out,
         "barkeep_task_runs_total",
-        "counter",
         "Finished task runs, by timeframe (data_agg_state.total_runs).",
+        3,
     );
-    for (tf, (_, _, runs)) in &written {
-        let _ = writeln!(out, "barkeep_task_runs_total{{timeframe=\"{tf}\"}} {runs}");
+    if recoveries_kept {
+        counter(
+            &mut out,
+            "barkeep_lease_recoveries_total",
+            "Tasks taken over from a worker whose lease had expired, by timeframe (data_agg_state.lease_recoveries).",
+            4,
+        );
     }
 
     let failures = client
@@ -252,23 +283,26 @@ pub async fn render(client: &Client) -> Result<String> {
         );
     }
 
-    let bounds: Vec<f64> = DURATION_BUCKETS.to_vec();
-    let buckets = client
-        .query(
-            "WITH runs AS (
-               SELECT extract(epoch FROM finished_at - started_at)::float8 AS d
-               FROM agg_run_log WHERE finished_at IS NOT NULL)
-             SELECT b.le, (SELECT count(*) FROM runs WHERE runs.d <= b.le)
-             FROM unnest($1::float8[]) AS b (le) ORDER BY b.le",
-            &[&bounds],
-        )
-        .await
-        .context("reading run durations")?;
+    // One pass over the run log: a FILTER per bucket bound (each bound a
+    // bind parameter), then the count and the sum. `OFFSET 0` keeps the
+    // duration computed once per run rather than inlined into every FILTER,
+    // and date_part is float8 where extract would be numeric.
+    let filters: Vec<String> = (1..=DURATION_BUCKETS.len())
+        .map(|i| format!("count(*) FILTER (WHERE d <= ${i})"))
+        .collect();
+    let bounds: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = DURATION_BUCKETS
+        .iter()
+        .map(|b| b as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect();
     let totals = client
         .query_one(
-            "SELECT count(*), coalesce(sum(extract(epoch FROM finished_at - started_at)), 0)::float8
-             FROM agg_run_log WHERE finished_at IS NOT NULL",
-            &[],
+            &format!(
+                "SELECT {}, count(*), coalesce(sum(d), 0)::float8
+                 FROM (SELECT date_part('epoch', finished_at - started_at) AS d
+                       FROM agg_run_log WHERE finished_at IS NOT NULL OFFSET 0) runs",
+                filters.join(", ")
+            ),
+            &bounds,
         )
         .await
         .context("reading run durations")?;
@@ -278,16 +312,16 @@ pub async fn render(client: &Client) -> Result<String> {
         "histogram",
         "Durations of the runs in the retained run log (agg_run_log).",
     );
-    for r in &buckets {
-        let le: f64 = r.get(0);
-        let n: i64 = r.get(1);
+    for (i, le) in DURATION_BUCKETS.iter().enumerate() {
+        let n: i64 = totals.get(i);
         let _ = writeln!(
             out,
             "barkeep_run_duration_seconds_bucket{{le=\"{le}\"}} {n}"
         );
     }
-    let count: i64 = totals.get(0);
-    let sum: f64 = totals.get(1);
+    let n = DURATION_BUCKETS.len();
+    let count: i64 = totals.get(n);
+    let sum: f64 = totals.get(n + 1);
     let _ = writeln!(
         out,
         "barkeep_run_duration_seconds_bucket{{le=\"+Inf\"}} {count}"

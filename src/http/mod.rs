@@ -7,8 +7,9 @@
 //!   token check on every request but `/health`.
 //! - [`api`]: `/api/bars`, `/api/tasks`, `/api/alerts`, `/api/health` and
 //!   the dashboard's other reads; errors as JSON with a 4xx/5xx status.
-//! - [`ops`]: the task, alert, quality, run-log and quarantine queries the
-//!   dashboard and `/api/alerts` show (one place, to swap for `crate::ops`).
+//! - [`reads`]: the run log, the registry and the newest 1m bar; tasks,
+//!   alerts, quality and the quarantine come from the [`crate::ops`]
+//!   services the command line prints.
 //! - [`metrics`]: the Prometheus text exposition, computed at scrape time.
 //! - [`assets`]: the page, its script and style, and the vendored
 //!   `lightweight-charts`, all embedded in the binary.
@@ -21,7 +22,7 @@ pub mod api;
 pub mod assets;
 pub mod auth;
 pub mod metrics;
-pub mod ops;
+pub mod reads;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -15,6 +15,18 @@ pub trait Encode {
     fn bad(&mut self, buf: &mut CopyBuf, line: u64, raw: &str, reason: &str) -> bool;
 }
 
+/// The columns [`Direct`] writes, in its order.
+pub const DIRECT_COLUMNS: &str =
+    "canonical_symbol, timeframe, ts_utc, open, high, low, close, vol, vwap, trade_count, source";
+
+/// The staging table [`Staged`] writes, in its column order.
+pub const STAGE_TABLE: &str = "CREATE TEMP TABLE ingest_stage (
+       line bigint, ts_utc timestamptz,
+       open float8, high float8, low float8, close float8, vol float8,
+       vwap float8, trade_count bigint,
+       raw_line text, reason text
+     ) ON COMMIT DROP";
+
 /// Direct COPY into `data_bars`, bad rows held in memory.
 pub struct Direct<'a> {
     pub symbol: &'a str,
@@ -24,13 +36,15 @@ pub struct Direct<'a> {
 
 impl Encode for Direct<'_> {
     fn good(&mut self, buf: &mut CopyBuf, _line: u64, bar: &Bar) {
-        buf.tuple(9);
+        buf.tuple(11);
         buf.text(self.symbol);
         buf.text("1m");
         buf.timestamp(bar.ts);
         for v in [bar.open, bar.high, bar.low, bar.close, bar.vol] {
             buf.float(v);
         }
+        buf.opt_float(bar.vwap);
+        buf.opt_int(bar.trade_count);
         buf.text(self.source);
     }
     fn bad(&mut self, _buf: &mut CopyBuf, line: u64, raw: &str, reason: &str) -> bool {
@@ -48,19 +62,21 @@ pub struct Staged;
 
 impl Encode for Staged {
     fn good(&mut self, buf: &mut CopyBuf, line: u64, bar: &Bar) {
-        buf.tuple(9);
+        buf.tuple(11);
         buf.int(line as i64);
         buf.timestamp(bar.ts);
         for v in [bar.open, bar.high, bar.low, bar.close, bar.vol] {
             buf.float(v);
         }
+        buf.opt_float(bar.vwap);
+        buf.opt_int(bar.trade_count);
         buf.null();
         buf.null();
     }
     fn bad(&mut self, buf: &mut CopyBuf, line: u64, raw: &str, reason: &str) -> bool {
-        buf.tuple(9);
+        buf.tuple(11);
         buf.int(line as i64);
-        for _ in 0..6 {
+        for _ in 0..8 {
             buf.null();
         }
         buf.text(raw);

@@ -24,7 +24,8 @@ pub enum Format {
     Histdata,
     /// MetaTrader 4 export: `YYYY.MM.DD,HH:MM,O,H,L,C,V`, zone from `--tz`.
     Mt4,
-    /// Headed CSV: `ts,open,high,low,close[,volume]`, ISO-8601 or epoch seconds.
+    /// Headed CSV: `ts,open,high,low,close[,volume][,vwap][,trade_count]`, ISO-8601
+    /// or epoch seconds.
     Csv,
 }
 
@@ -200,10 +201,18 @@ fn field_count_error(expected: usize, sep: char, found: usize) -> String {
     format!("expected {expected} fields separated by {sep:?}, found {found}")
 }
 
+/// The optional fields of a bar, as text.
+#[derive(Debug, Clone, Copy, Default)]
+struct Extras<'a> {
+    vol: Option<&'a str>,
+    vwap: Option<&'a str>,
+    trade_count: Option<&'a str>,
+}
+
 fn bar_from(
     ts: DateTime<Utc>,
     [o, h, l, c]: [&str; 4],
-    v: Option<&str>,
+    extras: Extras<'_>,
     now: DateTime<Utc>,
 ) -> Result<Bar, String> {
     let bar = Bar {
@@ -212,7 +221,13 @@ fn bar_from(
         high: validate::price(h, "high")?,
         low: validate::price(l, "low")?,
         close: validate::price(c, "close")?,
-        vol: v.map(validate::volume).transpose()?.unwrap_or(0.0),
+        vol: extras.vol.map(validate::volume).transpose()?.unwrap_or(0.0),
+        vwap: extras.vwap.map(validate::vwap).transpose()?.flatten(),
+        trade_count: extras
+            .trade_count
+            .map(validate::trade_count)
+            .transpose()?
+            .flatten(),
     };
     validate::check(&bar, now)?;
     Ok(bar)
@@ -231,7 +246,11 @@ pub fn histdata_line(line: &str, now: DateTime<Utc>) -> Result<Bar, String> {
     let local = NaiveDateTime::parse_from_str(stamp, "%Y%m%d %H%M%S")
         .map_err(|_| format!("unparseable timestamp {stamp:?} (expected YYYYMMDD HHMMSS)"))?;
     let ts = local.and_utc() + Duration::hours(HISTDATA_OFFSET_HOURS);
-    bar_from(ts, [o, h, l, c], Some(v), now)
+    let extras = Extras {
+        vol: Some(v),
+        ..Extras::default()
+    };
+    bar_from(ts, [o, h, l, c], extras, now)
 }
 
 /// One MT4 line: `YYYY.MM.DD,HH:MM,O,H,L,C,V`, stamped in `zone`.
@@ -253,7 +272,11 @@ pub fn mt4_line(
         .or_else(|_| NaiveTime::parse_from_str(time, "%H:%M:%S"))
         .map_err(|_| format!("unparseable time {time:?} (expected HH:MM)"))?;
     let ts = zone.to_utc(day.and_time(clock), previous, pass)?;
-    bar_from(ts, [o, h, l, c], Some(v), now)
+    let extras = Extras {
+        vol: Some(v),
+        ..Extras::default()
+    };
+    bar_from(ts, [o, h, l, c], extras, now)
 }
 
 /// Where each column of a headed CSV file is.
@@ -262,7 +285,11 @@ pub struct CsvLayout {
     ts: usize,
     prices: [usize; 4],
     volume: Option<usize>,
+    vwap: Option<usize>,
+    trade_count: Option<usize>,
     width: usize,
+    /// Named columns barkeep has no place for (said once per file).
+    pub ignored: Vec<String>,
 }
 
 impl CsvLayout {
@@ -277,14 +304,14 @@ impl CsvLayout {
         let need = |names: &[&str]| {
             find(names).ok_or_else(|| {
                 format!(
-                    "the header must name the columns ts,open,high,low,close[,volume]; \
+                    "the header must name the columns ts,open,high,low,close[,volume,vwap,trade_count]; \
                      {:?} is missing from {:?}",
                     names[0],
                     header.join(",")
                 )
             })
         };
-        let layout = CsvLayout {
+        let mut layout = CsvLayout {
             ts: need(&["ts", "ts_utc", "timestamp", "time"])?,
             prices: [
                 need(&["open"])?,
@@ -293,9 +320,33 @@ impl CsvLayout {
                 need(&["close"])?,
             ],
             volume: find(&["volume", "vol"]),
+            vwap: find(&["vwap", "vw"]),
+            trade_count: find(&["trade_count", "trades", "num_trades"]),
             width: header.len(),
+            ignored: Vec::new(),
         };
+        let used = [layout.ts]
+            .into_iter()
+            .chain(layout.prices)
+            .chain(layout.volume)
+            .chain(layout.vwap)
+            .chain(layout.trade_count)
+            .collect::<Vec<_>>();
+        layout.ignored = header
+            .iter()
+            .enumerate()
+            .filter(|(i, h)| !used.contains(i) && !h.trim().is_empty())
+            .map(|(_, h)| h.trim().to_string())
+            .collect();
         Ok(layout)
+    }
+
+    /// Which optional columns the file has.
+    pub fn carries(&self) -> super::read::Carries {
+        super::read::Carries {
+            vwap: self.vwap.is_some(),
+            trade_count: self.trade_count.is_some(),
+        }
     }
 
     /// One data record of the file.
@@ -305,7 +356,12 @@ impl CsvLayout {
         }
         let ts = csv_time(fields[self.ts].trim())?;
         let [o, h, l, c] = self.prices.map(|i| fields[i]);
-        bar_from(ts, [o, h, l, c], self.volume.map(|i| fields[i]), now)
+        let extras = Extras {
+            vol: self.volume.map(|i| fields[i]),
+            vwap: self.vwap.map(|i| fields[i]),
+            trade_count: self.trade_count.map(|i| fields[i]),
+        };
+        bar_from(ts, [o, h, l, c], extras, now)
     }
 }
 
@@ -408,6 +464,40 @@ mod tests {
         let gap =
             NaiveDateTime::parse_from_str("2023-03-12 02:30:00", "%Y-%m-%d %H:%M:%S").unwrap();
         assert!(ny.to_utc(gap, None, None).is_err());
+    }
+
+    #[test]
+    fn csv_layouts_find_vwap_and_trade_count_and_name_what_they_leave() {
+        let header: Vec<String> = "time,open,high,low,close,volume,VWAP,trades,spread"
+            .split(',')
+            .map(String::from)
+            .collect();
+        let layout = CsvLayout::from_header(&header).unwrap();
+        assert_eq!(layout.ignored, vec!["spread".to_string()]);
+        let bar = layout
+            .record(
+                &[
+                    "1685577600",
+                    "1",
+                    "2",
+                    "0.5",
+                    "1.5",
+                    "10",
+                    "1.2",
+                    "7",
+                    "0.1",
+                ],
+                Utc::now(),
+            )
+            .unwrap();
+        assert_eq!((bar.vwap, bar.trade_count), (Some(1.2), Some(7)));
+        let blank = layout
+            .record(
+                &["1685577600", "1", "2", "0.5", "1.5", "10", "", "", ""],
+                Utc::now(),
+            )
+            .unwrap();
+        assert_eq!((blank.vwap, blank.trade_count), (None, None));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use indicatif::ProgressBar;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, CopyInSink, Transaction};
 
-use super::copy::{CopyBuf, Direct, Encode, Staged};
+use super::copy::{CopyBuf, Direct, Encode, Staged, DIRECT_COLUMNS, STAGE_TABLE};
 use super::format::Format;
 use super::read::{Chunk, Input, ReadPlan, Reading};
 use super::validate::Row;
@@ -42,6 +42,9 @@ pub struct Counts {
     pub superseded: u64,
     /// Bad rows, kept in `ingest_quarantine`.
     pub quarantined: u64,
+    /// Of the bad rows, those an earlier load of the same file had already
+    /// put in `ingest_quarantine` (same file, line and text): not added again.
+    pub already_quarantined: u64,
 }
 
 impl std::ops::AddAssign for Counts {
@@ -52,6 +55,7 @@ impl std::ops::AddAssign for Counts {
         self.duplicates += o.duplicates;
         self.superseded += o.superseded;
         self.quarantined += o.quarantined;
+        self.already_quarantined += o.already_quarantined;
     }
 }
 
@@ -82,6 +86,8 @@ pub struct Loaded {
     pub span: Option<(DateTime<Utc>, DateTime<Utc>)>,
     /// Earliest and latest stamp of the revised bars.
     pub revised_span: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    /// File-level messages of the reader (a header skipped, columns not loaded).
+    pub notes: Vec<String>,
 }
 
 /// Where the rows go and how bad rows are treated.
@@ -103,21 +109,34 @@ pub async fn load(
     target: &Target<'_>,
     progress: Option<&ProgressBar>,
 ) -> Result<Loaded> {
-    let label = input.label();
+    let names = Names {
+        label: input.label(),
+        quarantine: input.quarantine_name(),
+    };
     let (reading, first) = start(input, plan, progress).await?;
     if target.dry_run || !input.rereadable() || overlaps(client, target.symbol, &first.rows).await?
     {
-        return merge(client, &label, reading, first, target).await;
+        return merge(client, &names, reading, first, target).await;
     }
-    if let Some(done) = new_range(client, &label, reading, first, target).await? {
+    if let Some(done) = new_range(client, &names, reading, first, target).await? {
         return Ok(done);
     }
-    tracing::info!("{label}: bars already stored in its range; merging instead");
+    tracing::info!(
+        "{}: bars already stored in its range; merging instead",
+        names.label
+    );
     if let Some(p) = progress {
         p.set_position(0);
     }
     let (reading, first) = start(input, plan, progress).await?;
-    merge(client, &label, reading, first, target).await
+    merge(client, &names, reading, first, target).await
+}
+
+/// The two names of an input: as the user gave it (messages) and as the
+/// quarantine records it (canonical).
+struct Names {
+    label: String,
+    quarantine: String,
 }
 
 async fn start(
@@ -255,7 +274,7 @@ fn strict_rejection(label: &str, tally: &Tally) -> anyhow::Error {
 /// The new-range path. None when the input must go the merge path.
 async fn new_range(
     client: &mut Client,
-    label: &str,
+    names: &Names,
     mut reading: Reading,
     first: Chunk,
     target: &Target<'_>,
@@ -267,10 +286,9 @@ async fn new_range(
         .await
         .context("opening a transaction")?;
     let sink = tx
-        .copy_in(
-            "COPY data_bars (canonical_symbol, timeframe, ts_utc, open, high, low, close, vol, source)
-             FROM STDIN (FORMAT binary)",
-        )
+        .copy_in(&format!(
+            "COPY data_bars ({DIRECT_COLUMNS}) FROM STDIN (FORMAT binary)"
+        ))
         .await
         .context("starting COPY into data_bars")?;
     let mut sink = Box::pin(sink);
@@ -295,11 +313,11 @@ async fn new_range(
         reading.finish().await?;
         return Ok(None);
     }
-    reading.finish().await?;
+    let notes = reading.finish().await?;
     if target.strict && tally.bad > 0 {
         drop(sink);
         tx.rollback().await.context("rolling back")?;
-        return Err(strict_rejection(label, &tally));
+        return Err(strict_rejection(&names.label, &tally));
     }
     match sink.as_mut().finish().await {
         Ok(_) => {}
@@ -309,7 +327,7 @@ async fn new_range(
         }
         Err(e) => return Err(e).context("copying rows into data_bars"),
     }
-    let quarantined = quarantine_held(&tx, label, target.symbol, &direct.held).await?;
+    let added = quarantine_held(&tx, &names.quarantine, target.symbol, &direct.held).await?;
     tx.commit().await.context("committing the load")?;
     Ok(Some(Loaded {
         format,
@@ -317,18 +335,42 @@ async fn new_range(
         counts: Counts {
             rows_read: tally.read,
             loaded: tally.good,
-            quarantined,
+            quarantined: tally.bad,
+            already_quarantined: tally.bad - added,
             ..Counts::default()
         },
         bad_rows: tally.examples,
         span: tally.span,
         revised_span: None,
+        notes,
     }))
 }
 
+/// The statement that writes the bad rows `bad` (an SQL query of line,
+/// raw_line, reason) of file `$1` and symbol `$2` to `ingest_quarantine`,
+/// leaving out those already there from an earlier load of the same file
+/// (same file, symbol, line and text; the reason is left out of the
+/// identity, as it may name the time of the load), and counts the rows added.
+fn quarantine_sql(bad: &str) -> String {
+    format!(
+        "WITH bad AS ({bad}), added AS (
+           INSERT INTO ingest_quarantine (file, line, canonical_symbol, raw_line, reason)
+           SELECT $1, b.line, $2, b.raw_line, b.reason FROM bad b
+           WHERE NOT EXISTS (
+             SELECT 1 FROM ingest_quarantine q
+             WHERE q.file = $1 AND q.line = b.line
+               AND q.canonical_symbol = $2 AND q.raw_line = b.raw_line)
+           ORDER BY b.line
+           RETURNING 1)
+         SELECT count(*) FROM added"
+    )
+}
+
+/// Quarantine the bad rows held on the new-range path; returns how many
+/// were added.
 async fn quarantine_held(
     tx: &Transaction<'_>,
-    label: &str,
+    file: &str,
     symbol: &Symbol,
     held: &[(i64, String, String)],
 ) -> Result<u64> {
@@ -338,39 +380,38 @@ async fn quarantine_held(
     let lines: Vec<i64> = held.iter().map(|h| h.0).collect();
     let raws: Vec<&str> = held.iter().map(|h| h.1.as_str()).collect();
     let reasons: Vec<&str> = held.iter().map(|h| h.2.as_str()).collect();
-    tx.execute(
-        "INSERT INTO ingest_quarantine (file, line, canonical_symbol, raw_line, reason)
-         SELECT $1, q.line, $2, q.raw_line, q.reason
-         FROM unnest($3::bigint[], $4::text[], $5::text[]) AS q(line, raw_line, reason)",
-        &[&label, &symbol.as_str(), &lines, &raws, &reasons],
-    )
-    .await
-    .context("writing bad rows to ingest_quarantine")
+    let added: i64 = tx
+        .query_one(
+            &quarantine_sql(
+                "SELECT * FROM unnest($3::bigint[], $4::text[], $5::text[])
+                   AS q(line, raw_line, reason)",
+            ),
+            &[&file, &symbol.as_str(), &lines, &raws, &reasons],
+        )
+        .await
+        .context("writing bad rows to ingest_quarantine")?
+        .get(0);
+    Ok(added as u64)
 }
 
 /// The merge path.
 async fn merge(
     client: &mut Client,
-    label: &str,
+    names: &Names,
     mut reading: Reading,
     first: Chunk,
     target: &Target<'_>,
 ) -> Result<Loaded> {
     let format = first.format;
+    let carries = first.carries;
     let source = target.source.unwrap_or(format.name());
     let tx = client
         .transaction()
         .await
         .context("opening a transaction")?;
-    tx.batch_execute(
-        "CREATE TEMP TABLE ingest_stage (
-           line bigint, ts_utc timestamptz,
-           open float8, high float8, low float8, close float8, vol float8,
-           raw_line text, reason text
-         ) ON COMMIT DROP",
-    )
-    .await
-    .context("creating the staging table")?;
+    tx.batch_execute(STAGE_TABLE)
+        .await
+        .context("creating the staging table")?;
     let sink = tx
         .copy_in("COPY ingest_stage FROM STDIN (FORMAT binary)")
         .await
@@ -386,25 +427,26 @@ async fn merge(
         target.strict,
     )
     .await?;
-    reading.finish().await?;
+    let notes = reading.finish().await?;
     if target.strict && tally.bad > 0 {
         drop(sink);
         tx.rollback().await.context("rolling back")?;
-        return Err(strict_rejection(label, &tally));
+        return Err(strict_rejection(&names.label, &tally));
     }
     sink.as_mut()
         .finish()
         .await
         .context("copying rows into the staging table")?;
-    let quarantined = tx
-        .execute(
-            "INSERT INTO ingest_quarantine (file, line, canonical_symbol, raw_line, reason)
-             SELECT $1, line, $2, raw_line, reason FROM ingest_stage
-             WHERE reason IS NOT NULL ORDER BY line",
-            &[&label, &target.symbol.as_str()],
+    let added: i64 = tx
+        .query_one(
+            &quarantine_sql(
+                "SELECT line, raw_line, reason FROM ingest_stage WHERE reason IS NOT NULL",
+            ),
+            &[&names.quarantine, &target.symbol.as_str()],
         )
         .await
-        .context("writing bad rows to ingest_quarantine")?;
+        .context("writing bad rows to ingest_quarantine")?
+        .get(0);
     // Statistics and sort memory let the planner hash-join a big staging
     // table instead of probing the index a million times.
     tx.batch_execute("ANALYZE ingest_stage; SET LOCAL work_mem = '256MB'")
@@ -422,30 +464,38 @@ async fn merge(
     // Separate UPDATE and anti-join INSERT: ON CONFLICT DO UPDATE would lock
     // (and so write) every identical row. Both see one snapshot, so a bar is
     // either revised or inserted, never both; DO NOTHING covers a concurrent
-    // load of the same bars.
+    // load of the same bars. A stored vwap or trade count stays when the
+    // input has no such column ($5, $6: it has).
     let row = tx
         .query_one(
             "WITH latest AS MATERIALIZED (
-               SELECT DISTINCT ON (ts_utc) ts_utc, open, high, low, close, vol
+               SELECT DISTINCT ON (ts_utc) ts_utc, open, high, low, close, vol, vwap, trade_count
                FROM ingest_stage WHERE reason IS NULL
                ORDER BY ts_utc, line DESC
              ), stored AS (
-               SELECT ts_utc, open, high, low, close, vol FROM data_bars
+               SELECT ts_utc FROM data_bars
                WHERE canonical_symbol = $1 AND timeframe = '1m' AND ts_utc BETWEEN $3 AND $4
              ), revised AS (
                UPDATE data_bars d
                  SET open = l.open, high = l.high, low = l.low, close = l.close, vol = l.vol,
+                     vwap = CASE WHEN $5 THEN l.vwap ELSE d.vwap END,
+                     trade_count = CASE WHEN $6 THEN l.trade_count ELSE d.trade_count END,
                      source = $2, ingested_at = now()
                FROM latest l
                WHERE d.canonical_symbol = $1 AND d.timeframe = '1m' AND d.ts_utc = l.ts_utc
                  AND d.ts_utc BETWEEN $3 AND $4
-                 AND (d.open, d.high, d.low, d.close, d.vol)
-                     IS DISTINCT FROM (l.open, l.high, l.low, l.close, l.vol)
+                 AND (d.open, d.high, d.low, d.close, d.vol, d.vwap, d.trade_count)
+                     IS DISTINCT FROM
+                     (l.open, l.high, l.low, l.close, l.vol,
+                      CASE WHEN $5 THEN l.vwap ELSE d.vwap END,
+                      CASE WHEN $6 THEN l.trade_count ELSE d.trade_count END)
                RETURNING d.ts_utc
              ), inserted AS (
                INSERT INTO data_bars
-                 (canonical_symbol, timeframe, ts_utc, open, high, low, close, vol, source)
-               SELECT $1, '1m', l.ts_utc, l.open, l.high, l.low, l.close, l.vol, $2
+                 (canonical_symbol, timeframe, ts_utc, open, high, low, close, vol,
+                  vwap, trade_count, source)
+               SELECT $1, '1m', l.ts_utc, l.open, l.high, l.low, l.close, l.vol,
+                      l.vwap, l.trade_count, $2
                FROM latest l
                WHERE NOT EXISTS (SELECT 1 FROM stored s WHERE s.ts_utc = l.ts_utc)
                ON CONFLICT (canonical_symbol, timeframe, ts_utc) DO NOTHING
@@ -454,7 +504,14 @@ async fn merge(
              SELECT (SELECT count(*) FROM latest), (SELECT count(*) FROM inserted),
                     (SELECT count(*) FROM revised), (SELECT min(ts_utc) FROM revised),
                     (SELECT max(ts_utc) FROM revised)",
-            &[&target.symbol.as_str(), &source, &first_ts, &last_ts],
+            &[
+                &target.symbol.as_str(),
+                &source,
+                &first_ts,
+                &last_ts,
+                &carries.vwap,
+                &carries.trade_count,
+            ],
         )
         .await
         .context("merging staged rows into data_bars")?;
@@ -478,10 +535,12 @@ async fn merge(
             revised,
             duplicates: distinct - loaded - revised,
             superseded: tally.good - distinct,
-            quarantined,
+            quarantined: tally.bad,
+            already_quarantined: tally.bad - added as u64,
         },
         bad_rows: tally.examples,
         span: tally.span,
         revised_span,
+        notes,
     })
 }

@@ -70,6 +70,8 @@ pub struct FileSummary {
     pub counts: Counts,
     /// The first bad rows (all are in `ingest_quarantine`).
     pub bad_rows: Vec<BadRow>,
+    /// File-level messages: a header line skipped, columns not loaded.
+    pub notes: Vec<String>,
     /// Earliest and latest stamp of the good rows.
     pub first_ts: Option<DateTime<Utc>>,
     pub last_ts: Option<DateTime<Utc>>,
@@ -162,6 +164,9 @@ pub async fn ingest_files(
                 format!("loading {label} ({done} earlier file(s) were loaded and committed)")
             }
         })?;
+        for note in &loaded.notes {
+            tracing::warn!("{note}");
+        }
         summary.total += loaded.counts;
         summary.files.push(FileSummary {
             file: label,
@@ -169,6 +174,7 @@ pub async fn ingest_files(
             path: loaded.path,
             counts: loaded.counts,
             bad_rows: loaded.bad_rows,
+            notes: loaded.notes,
             first_ts: loaded.span.map(|s| s.0),
             last_ts: loaded.span.map(|s| s.1),
             revised_from: loaded.revised_span.map(|s| s.0),

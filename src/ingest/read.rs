@@ -2,10 +2,14 @@
 //! the format, parse and validate every line, and hand rows to the loader
 //! in bounded batches, so memory stays flat whatever the file's size.
 //! Lines are read as bytes: one line of bad bytes is one bad row, never the
-//! end of the file.
+//! end of the file, and a line longer than [`LINE_CAP`] is one bad row read
+//! past without being held in memory.
 
-use std::io::{BufRead, BufReader, Cursor, Read};
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
+use std::rc::Rc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
@@ -37,11 +41,22 @@ impl Input {
         }
     }
 
-    /// How messages and the quarantine table name this input.
+    /// How messages name this input: the path as the user gave it.
     pub fn label(&self) -> String {
         match self {
             Input::Stdin => "<stdin>".to_string(),
             Input::File(p) => p.display().to_string(),
+        }
+    }
+
+    /// How `ingest_quarantine.file` names this input: the absolute path with
+    /// symbolic links resolved, so the same file is one name whatever folder
+    /// ingest ran in (a re-ingest finds its earlier rows, and `quarantine
+    /// list --file` finds them from anywhere).
+    pub fn quarantine_name(&self) -> String {
+        match self {
+            Input::Stdin => "<stdin>".to_string(),
+            Input::File(p) => canonical_path(p),
         }
     }
 
@@ -74,6 +89,16 @@ impl Input {
     }
 }
 
+/// `path` made absolute with symbolic links resolved; as absolute as it
+/// can be made when the file is gone.
+pub fn canonical_path(path: &std::path::Path) -> String {
+    std::fs::canonicalize(path)
+        .or_else(|_| std::path::absolute(path))
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
+}
+
 /// How to read an input.
 #[derive(Debug, Clone, Copy)]
 pub struct ReadPlan {
@@ -91,14 +116,27 @@ pub struct ReadPlan {
 #[derive(Debug)]
 pub struct Chunk {
     pub format: Format,
+    /// Which optional columns the input has.
+    pub carries: Carries,
     pub rows: Vec<Row>,
 }
 
+/// The optional columns an input has. A revision replaces a stored bar's
+/// vwap and trade count only when its input has the column (a blank field
+/// then clears it): an input without one says nothing about them, and
+/// clearing them would lose data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Carries {
+    pub vwap: bool,
+    pub trade_count: bool,
+}
+
 /// A running reader: batches arrive on `rows`; `finish` tells whether the
-/// input was read to its end without an error.
+/// input was read to its end without an error, and hands back the
+/// file-level notes (a header skipped, columns not loaded).
 pub struct Reading {
     pub rows: mpsc::Receiver<Chunk>,
-    thread: tokio::task::JoinHandle<Result<()>>,
+    thread: tokio::task::JoinHandle<Result<Vec<String>>>,
 }
 
 impl Reading {
@@ -107,15 +145,17 @@ impl Reading {
         let (tx, rows) = mpsc::channel(BATCHES_IN_FLIGHT);
         let thread = tokio::task::spawn_blocking(move || {
             let label = input.label();
-            read_all(&input, plan, &tx, progress.as_ref())
-                .with_context(|| format!("reading {label}"))
+            let mut notes = Vec::new();
+            read_all(&input, plan, &tx, progress.as_ref(), &mut notes)
+                .with_context(|| format!("reading {label}"))?;
+            Ok(notes.into_iter().map(|n| format!("{label}: {n}")).collect())
         });
         Reading { rows, thread }
     }
 
-    /// Wait for the reader to end and report its error, if any. Dropping
-    /// the receiver first stops a reader that is still going.
-    pub async fn finish(self) -> Result<()> {
+    /// Wait for the reader to end and report its error, if any, or its
+    /// notes. Dropping the receiver first stops a reader that is still going.
+    pub async fn finish(self) -> Result<Vec<String>> {
         drop(self.rows);
         self.thread.await.context("the reader thread failed")?
     }
@@ -125,6 +165,7 @@ impl Reading {
 /// stopped listening.
 struct Batcher<'a> {
     format: Format,
+    carries: Carries,
     rows: Vec<Row>,
     tx: &'a mpsc::Sender<Chunk>,
 }
@@ -146,9 +187,127 @@ impl Batcher<'_> {
         self.tx
             .blocking_send(Chunk {
                 format: self.format,
+                carries: self.carries,
                 rows,
             })
             .is_ok()
+    }
+}
+
+/// Longest line read whole. A bar line is well under 200 bytes; past this a
+/// "line" is binary data or a file without line breaks, and is refused as
+/// one bad row without holding it in memory.
+pub const LINE_CAP: usize = 64 * 1024;
+
+/// One line as read: its bytes (with the line ending), at most
+/// [`LINE_CAP`] + 1 of them kept.
+#[derive(Debug, Default)]
+struct Line {
+    bytes: Vec<u8>,
+    /// Bytes the line took in the input (0 at the end of the input).
+    consumed: usize,
+    /// Bytes before the line's `\n`.
+    length: usize,
+    /// Whether the line is longer than [`LINE_CAP`]; `bytes` then holds its start.
+    overlong: bool,
+}
+
+impl Line {
+    /// The reason an overlong line is refused.
+    fn overlong_reason(&self) -> String {
+        format!(
+            "line is {} bytes long, longer than any bar line (at most {LINE_CAP} bytes are read); \
+             its start is kept here",
+            self.length
+        )
+    }
+}
+
+/// Read one line, keeping at most [`LINE_CAP`] + 1 bytes of it: the rest
+/// of an overlong line is read past, never held.
+fn read_line(reader: &mut impl BufRead, line: &mut Line) -> std::io::Result<()> {
+    line.bytes.clear();
+    line.consumed = 0;
+    let mut ended = false;
+    while !ended {
+        let available = match reader.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            break;
+        }
+        let n = match available.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                ended = true;
+                i + 1
+            }
+            None => available.len(),
+        };
+        let room = (LINE_CAP + 1).saturating_sub(line.bytes.len());
+        line.bytes.extend_from_slice(&available[..n.min(room)]);
+        line.consumed += n;
+        reader.consume(n);
+    }
+    line.length = line.consumed - usize::from(ended);
+    line.overlong = line.length > LINE_CAP;
+    Ok(())
+}
+
+/// Lines already read (the first ones, while the format was worked out),
+/// then the rest of the input.
+struct Lines<R> {
+    pending: std::collections::VecDeque<Line>,
+    rest: R,
+}
+
+impl<R: BufRead> Lines<R> {
+    /// The next line into `line`; `line.consumed` is 0 at the end.
+    fn next_into(&mut self, line: &mut Line) -> std::io::Result<()> {
+        match self.pending.pop_front() {
+            Some(l) => {
+                *line = l;
+                Ok(())
+            }
+            None => read_line(&mut self.rest, line),
+        }
+    }
+}
+
+/// A reader of CSV bytes that hands on lines up to [`LINE_CAP`] and
+/// replaces a longer one by an empty line (which the CSV reader skips, so
+/// line numbers stay right), noting it for [`read_csv`] to quarantine.
+struct CappedLines<R> {
+    lines: Lines<R>,
+    line: Line,
+    at: usize,
+    number: u64,
+    overlong: Rc<RefCell<VecDeque<(u64, Line)>>>,
+}
+
+impl<R: BufRead> Read for CappedLines<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.at >= self.line.bytes.len() {
+            let mut line = Line::default();
+            self.lines.next_into(&mut line)?;
+            if line.consumed == 0 {
+                return Ok(0);
+            }
+            self.number += 1;
+            self.at = 0;
+            if line.overlong {
+                self.overlong.borrow_mut().push_back((self.number, line));
+                self.line.bytes = b"\n".to_vec();
+            } else {
+                self.line = line;
+            }
+        }
+        let rest = &self.line.bytes[self.at..];
+        let n = rest.len().min(out.len());
+        out[..n].copy_from_slice(&rest[..n]);
+        self.at += n;
+        Ok(n)
     }
 }
 
@@ -157,65 +316,82 @@ fn read_all(
     plan: ReadPlan,
     tx: &mpsc::Sender<Chunk>,
     progress: Option<&ProgressBar>,
+    notes: &mut Vec<String>,
 ) -> Result<()> {
     let mut reader = BufReader::with_capacity(1 << 18, input.open()?);
-    let mut first = Vec::new();
-    reader
-        .read_until(b'\n', &mut first)
-        .context("reading the first line")?;
-    if first.is_empty() {
+    let mut first = Line::default();
+    read_line(&mut reader, &mut first).context("reading the first line")?;
+    if first.consumed == 0 {
         return Ok(()); // the loader reports the empty input
     }
-    if let Some(rest) = first.strip_prefix(b"\xEF\xBB\xBF") {
-        first = rest.to_vec();
+    if let Some(rest) = first.bytes.strip_prefix(b"\xEF\xBB\xBF") {
+        first.bytes = rest.to_vec();
     }
     let mut format = match plan.format {
-        Format::Auto => Format::sniff(&first).ok_or_else(|| {
+        Format::Auto => Format::sniff(&first.bytes).ok_or_else(|| {
             anyhow!(
                 "cannot tell the format from the first line {:?}; give --format histdata, mt4 or csv",
-                validate::raw_text(&first)
+                validate::raw_text(&first.bytes)
             )
         })?,
         given => given,
     };
+    if format == Format::Csv && first.overlong {
+        bail!(
+            "line 1 is {} bytes long: not the header of a bar file (at most {LINE_CAP} bytes)",
+            first.length
+        );
+    }
     // A header over the rows of a format that has none (HistData, MT4): one
     // message for the file, not one quarantined row per line.
-    if (first.first().is_some_and(u8::is_ascii_alphabetic) && format != Format::Csv)
+    if (first.bytes.first().is_some_and(u8::is_ascii_alphabetic) && format != Format::Csv)
         || (format == Format::Csv && plan.format == Format::Auto)
     {
-        let mut second = Vec::new();
-        reader
-            .read_until(b'\n', &mut second)
-            .context("reading the second line")?;
+        let mut second = Line::default();
+        read_line(&mut reader, &mut second).context("reading the second line")?;
         let rows_format = match format {
-            Format::Csv => Format::sniff(&second).filter(|f| *f != Format::Csv),
+            Format::Csv if !second.overlong => {
+                Format::sniff(&second.bytes).filter(|f| *f != Format::Csv)
+            }
+            Format::Csv => None,
             headerless => Some(headerless),
         };
         if let Some(rows_format) = rows_format {
-            tracing::warn!(
-                "{}: line 1 {:?} is a header, but {} files have none: line 1 skipped",
-                input.label(),
-                validate::raw_text(&first),
+            notes.push(format!(
+                "line 1 {:?} is a header, but {} files have none: line 1 skipped",
+                validate::raw_text(&first.bytes),
                 rows_format.name()
-            );
+            ));
             format = rows_format;
             // A blank line keeps the numbering of the lines below.
-            first = b"\n".to_vec();
+            first = Line {
+                bytes: b"\n".to_vec(),
+                consumed: 1,
+                length: 0,
+                overlong: false,
+            };
         }
-        let rest: Box<dyn BufRead> = Box::new(Cursor::new(second).chain(reader));
-        return read_body(first, rest, format, plan, tx, progress);
+        let lines = Lines {
+            pending: VecDeque::from([first, second]),
+            rest: reader,
+        };
+        return read_body(lines, format, plan, tx, progress, notes);
     }
-    read_body(first, Box::new(reader), format, plan, tx, progress)
+    let lines = Lines {
+        pending: VecDeque::from([first]),
+        rest: reader,
+    };
+    read_body(lines, format, plan, tx, progress, notes)
 }
 
 /// Read the lines after the format is known.
 fn read_body(
-    first: Vec<u8>,
-    reader: Box<dyn BufRead + '_>,
+    lines: Lines<impl BufRead>,
     format: Format,
     plan: ReadPlan,
     tx: &mpsc::Sender<Chunk>,
     progress: Option<&ProgressBar>,
+    notes: &mut Vec<String>,
 ) -> Result<()> {
     if format == Format::Mt4 && plan.zone.is_none() {
         bail!(
@@ -225,18 +401,14 @@ fn read_body(
     }
     let mut batcher = Batcher {
         format,
+        carries: Carries::default(),
         rows: Vec::with_capacity(BATCH_ROWS),
         tx,
     };
     if format == Format::Csv {
-        read_csv(
-            Cursor::new(first).chain(reader),
-            plan,
-            &mut batcher,
-            progress,
-        )?;
+        read_csv(lines, plan, &mut batcher, progress, notes)?;
     } else {
-        read_lines(first, reader, plan, &mut batcher, progress)?;
+        read_lines(lines, plan, &mut batcher, progress)?;
     }
     batcher.flush();
     Ok(())
@@ -244,53 +416,57 @@ fn read_body(
 
 /// HistData and MT4: one bar per line.
 fn read_lines(
-    first: Vec<u8>,
-    mut reader: impl BufRead,
+    mut lines: Lines<impl BufRead>,
     plan: ReadPlan,
     batcher: &mut Batcher<'_>,
     progress: Option<&ProgressBar>,
 ) -> Result<()> {
-    let mut buf = first;
+    let mut buf = Line::default();
     let mut line = 0u64;
     let mut previous = None;
     loop {
-        if line > 0 {
-            buf.clear();
-            let n = reader
-                .read_until(b'\n', &mut buf)
-                .with_context(|| format!("reading line {}", line + 1))?;
-            if n == 0 {
-                return Ok(());
-            }
+        lines
+            .next_into(&mut buf)
+            .with_context(|| format!("reading line {}", line + 1))?;
+        if buf.consumed == 0 {
+            return Ok(());
         }
         line += 1;
         if let Some(p) = progress {
-            p.inc(buf.len() as u64);
+            p.inc(buf.consumed as u64);
         }
-        let text = buf.trim_ascii();
-        if text.is_empty() {
-            continue;
-        }
-        let parsed = validate::utf8(text).and_then(|s| match batcher.format {
-            Format::Mt4 => format::mt4_line(
-                s,
-                &plan.zone.unwrap_or_default(),
-                previous,
-                plan.ambiguous,
-                plan.now,
-            ),
-            _ => format::histdata_line(s, plan.now),
-        });
-        let row = match parsed {
-            Ok(bar) => {
-                previous = Some(bar.ts);
-                Row::Good { line, bar }
-            }
-            Err(reason) => Row::Bad {
+        let row = if buf.overlong {
+            Row::Bad {
                 line,
-                raw: validate::raw_text(&buf),
-                reason,
-            },
+                raw: validate::raw_text(&buf.bytes),
+                reason: buf.overlong_reason(),
+            }
+        } else {
+            let text = buf.bytes.trim_ascii();
+            if text.is_empty() {
+                continue;
+            }
+            let parsed = validate::utf8(text).and_then(|s| match batcher.format {
+                Format::Mt4 => format::mt4_line(
+                    s,
+                    &plan.zone.unwrap_or_default(),
+                    previous,
+                    plan.ambiguous,
+                    plan.now,
+                ),
+                _ => format::histdata_line(s, plan.now),
+            });
+            match parsed {
+                Ok(bar) => {
+                    previous = Some(bar.ts);
+                    Row::Good { line, bar }
+                }
+                Err(reason) => Row::Bad {
+                    line,
+                    raw: validate::raw_text(&buf.bytes),
+                    reason,
+                },
+            }
         };
         if !batcher.push(row) {
             return Ok(());
@@ -298,17 +474,27 @@ fn read_lines(
     }
 }
 
-/// Headed CSV through the `csv` crate (quoting, CRLF), as raw bytes.
+/// Headed CSV through the `csv` crate (quoting, CRLF), as raw bytes, with
+/// lines longer than [`LINE_CAP`] taken out before it sees them.
 fn read_csv(
-    source: impl Read,
+    lines: Lines<impl BufRead>,
     plan: ReadPlan,
     batcher: &mut Batcher<'_>,
     progress: Option<&ProgressBar>,
+    notes: &mut Vec<String>,
 ) -> Result<()> {
+    let overlong: Rc<RefCell<VecDeque<(u64, Line)>>> = Rc::default();
+    let capped = CappedLines {
+        lines,
+        line: Line::default(),
+        at: 0,
+        number: 0,
+        overlong: Rc::clone(&overlong),
+    };
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
-        .from_reader(source);
+        .from_reader(capped);
     let mut record = csv::ByteRecord::new();
     if !reader
         .read_byte_record(&mut record)
@@ -321,6 +507,36 @@ fn read_csv(
         .map(|f| String::from_utf8_lossy(f).into_owned())
         .collect();
     let layout = CsvLayout::from_header(&header).map_err(|e| anyhow!("line 1: {e}"))?;
+    batcher.carries = layout.carries();
+    if !layout.ignored.is_empty() {
+        notes.push(format!(
+            "columns not loaded (data_bars has no place for them): {}",
+            layout.ignored.join(", ")
+        ));
+    }
+    // Overlong lines noted by the capped reader before `line`, as bad rows.
+    let drain = |before: u64, batcher: &mut Batcher<'_>| -> bool {
+        loop {
+            let next = {
+                let mut queue = overlong.borrow_mut();
+                match queue.front() {
+                    Some((n, _)) if *n < before => queue.pop_front(),
+                    _ => None,
+                }
+            };
+            let Some((line, long)) = next else {
+                return true;
+            };
+            let row = Row::Bad {
+                line,
+                raw: validate::raw_text(&long.bytes),
+                reason: long.overlong_reason(),
+            };
+            if !batcher.push(row) {
+                return false;
+            }
+        }
+    };
     while reader
         .read_byte_record(&mut record)
         .context("reading a CSV record")?
@@ -329,6 +545,9 @@ fn read_csv(
         let line = position.map_or(0, |p| p.line());
         if let (Some(p), Some(at)) = (progress, position) {
             p.set_position(at.byte());
+        }
+        if !drain(line, batcher) {
+            return Ok(());
         }
         let parsed = record
             .iter()
@@ -347,6 +566,7 @@ fn read_csv(
             return Ok(());
         }
     }
+    drain(u64::MAX, batcher);
     Ok(())
 }
 
@@ -361,4 +581,51 @@ fn joined(record: &csv::ByteRecord) -> Vec<u8> {
         out.extend_from_slice(field);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines_of(bytes: &[u8]) -> Vec<Line> {
+        let mut reader = BufReader::with_capacity(1024, bytes);
+        let mut out = Vec::new();
+        loop {
+            let mut line = Line::default();
+            read_line(&mut reader, &mut line).unwrap();
+            if line.consumed == 0 {
+                return out;
+            }
+            out.push(line);
+        }
+    }
+
+    #[test]
+    fn a_line_past_the_cap_is_read_past_and_the_next_line_is_whole() {
+        let mut input = vec![b'x'; LINE_CAP * 3];
+        input.extend_from_slice(b"\nnext\n");
+        input.extend(std::iter::repeat_n(b'y', LINE_CAP));
+        input.extend_from_slice(b"\r\n");
+        input.extend(std::iter::repeat_n(b'z', LINE_CAP + 1));
+        let lines = lines_of(&input);
+        assert_eq!(lines.len(), 4);
+        assert!(lines[0].overlong);
+        assert_eq!(lines[0].consumed, LINE_CAP * 3 + 1);
+        assert!(
+            lines[0].bytes.len() <= LINE_CAP + 1,
+            "the long line was held"
+        );
+        assert_eq!(
+            (lines[1].bytes.as_slice(), lines[1].overlong),
+            (&b"next\n"[..], false)
+        );
+        // The cap counts the line's bytes before its `\n` (a `\r` included).
+        assert!(lines[2].overlong);
+        assert!(
+            lines[3].overlong,
+            "a last line without a newline counts whole"
+        );
+        let exact = lines_of(&[vec![b'a'; LINE_CAP], b"\n".to_vec()].concat());
+        assert!(!exact[0].overlong);
+    }
 }

@@ -13,6 +13,10 @@ pub struct Bar {
     pub low: f64,
     pub close: f64,
     pub vol: f64,
+    /// Volume-weighted average price, when the input has the column.
+    pub vwap: Option<f64>,
+    /// Number of trades, when the input has the column.
+    pub trade_count: Option<i64>,
 }
 
 /// One input row after parsing and validation.
@@ -63,32 +67,72 @@ pub fn utf8(bytes: &[u8]) -> Result<&str, String> {
     })
 }
 
-/// Parse one price field: a finite number above zero.
+/// Highest price taken. No instrument trades near it, and far below it the
+/// sums a derived bar takes (volume-weighted prices over a week of minutes)
+/// stay finite: a value like `1e308` would turn them into infinity.
+pub const MAX_PRICE: f64 = 1e15;
+/// Highest volume of one minute taken, for the same reason.
+pub const MAX_VOLUME: f64 = 1e18;
+/// Highest trade count of one minute taken: the counts of a derived bar are
+/// summed in 64-bit integers, which this keeps far from overflowing.
+pub const MAX_TRADES: i64 = 1_000_000_000_000;
+
+/// Parse one price field: a finite number above zero, at most [`MAX_PRICE`].
 pub fn price(field: &str, name: &str) -> Result<f64, String> {
-    let value = number(field, name)?;
+    let value = number(field, name, MAX_PRICE)?;
     if value <= 0.0 {
-        return Err(format!("{name} must be above 0, got {field:?}"));
+        return Err(format!("{name} must be above 0, got {:?}", field.trim()));
     }
     Ok(value)
 }
 
-/// Parse a volume field: a finite number, zero or more.
+/// Parse a volume field: a finite number, zero or more, at most [`MAX_VOLUME`].
 pub fn volume(field: &str) -> Result<f64, String> {
-    let value = number(field, "volume")?;
+    let value = number(field, "volume", MAX_VOLUME)?;
     if value < 0.0 {
-        return Err(format!("volume must be 0 or more, got {field:?}"));
+        return Err(format!("volume must be 0 or more, got {:?}", field.trim()));
     }
     // Normalise -0 so an identical re-load compares equal.
     Ok(value + 0.0)
 }
 
-fn number(field: &str, name: &str) -> Result<f64, String> {
+/// Parse an optional VWAP field: empty means none; otherwise a price.
+pub fn vwap(field: &str) -> Result<Option<f64>, String> {
+    if field.trim().is_empty() {
+        return Ok(None);
+    }
+    price(field, "vwap").map(Some)
+}
+
+/// Parse an optional trade-count field: empty means none; otherwise a whole
+/// number from 0 to [`MAX_TRADES`] (`12.0`, as spreadsheets write it, is 12).
+pub fn trade_count(field: &str) -> Result<Option<i64>, String> {
+    let field = field.trim();
+    if field.is_empty() {
+        return Ok(None);
+    }
+    let value = number(field, "trade_count", MAX_TRADES as f64)?;
+    if value < 0.0 || value.fract() != 0.0 {
+        return Err(format!(
+            "trade_count must be a whole number, 0 or more, got {field:?}"
+        ));
+    }
+    Ok(Some(value as i64))
+}
+
+/// A finite number of at most `max` in magnitude.
+fn number(field: &str, name: &str, max: f64) -> Result<f64, String> {
     let field = field.trim();
     let value: f64 = field
         .parse()
         .map_err(|_| format!("{name} is not a number: {field:?}"))?;
     if !value.is_finite() {
         return Err(format!("{name} is not a finite number: {field:?}"));
+    }
+    if value.abs() > max {
+        return Err(format!(
+            "{name} {field} is out of range (at most {max:e}): sums of such values overflow"
+        ));
     }
     Ok(value)
 }
@@ -138,6 +182,25 @@ mod tests {
         }
         assert_eq!(volume("0"), Ok(0.0));
         assert!(volume("-0.5").is_err());
+    }
+
+    #[test]
+    fn values_whose_sums_overflow_are_out_of_range() {
+        for bad in ["1e308", "1.7976931348623157e308", "1e16"] {
+            let err = price(bad, "high").unwrap_err();
+            assert!(err.contains("out of range"), "{bad}: {err}");
+        }
+        assert!(price("1e15", "high").is_ok());
+        assert!(volume("1e19").unwrap_err().contains("out of range"));
+        assert!(volume("1e309").unwrap_err().contains("not a finite number"));
+        assert_eq!(vwap(" "), Ok(None));
+        assert_eq!(vwap("1.5"), Ok(Some(1.5)));
+        assert!(vwap("NaN").is_err());
+        assert_eq!(trade_count("12.0"), Ok(Some(12)));
+        assert_eq!(trade_count(""), Ok(None));
+        for bad in ["1.5", "-1", "1e13", "inf", "x"] {
+            assert!(trade_count(bad).is_err(), "{bad} accepted");
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //!   tasks far behind their data, with a severity each.
 //! - [`quality`]: the checklist's daily quality query and minute coverage.
 //! - [`quarantine`]: listing and purging `ingest_quarantine`.
-//! - [`verify`]: Steps 2–6, the 12 success criteria, SPEC §5 security and
+//! - [`verify`]: Steps 2–6, the 12 success criteria, the SQL face's security and
 //!   the deep recomputation of stored bars.
 //! - [`backup`]: task state and registry to a JSON file and back.
 

@@ -7,6 +7,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
 use crate::assets::Symbol;
+use crate::ingest::read::canonical_path;
 
 /// One quarantined row.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -32,7 +33,10 @@ pub struct QuarantineSummary {
 /// means every row.
 #[derive(Debug, Clone, Default)]
 pub struct QuarantineFilter {
-    /// The file name as ingest recorded it.
+    /// The file as the user names it: a path relative to the current
+    /// folder, an absolute one, or through a symbolic link; it matches the
+    /// canonical path ingest records, and the path itself for rows recorded
+    /// before ingest recorded canonical paths.
     pub file: Option<String>,
     pub symbol: Option<Symbol>,
     /// Rows quarantined before this instant.
@@ -49,8 +53,8 @@ impl QuarantineFilter {
         let mut clauses = Vec::new();
         let mut params: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
         if let Some(f) = &self.file {
-            params.push(Box::new(f.clone()));
-            clauses.push(format!("file = ${}", params.len()));
+            params.push(Box::new(file_names(f)));
+            clauses.push(format!("file = ANY(${})", params.len()));
         }
         if let Some(s) = &self.symbol {
             params.push(Box::new(s.as_str().to_string()));
@@ -86,6 +90,21 @@ impl QuarantineFilter {
             parts.join(", ")
         }
     }
+}
+
+/// The names under which `ingest_quarantine.file` may hold the file the user
+/// typed: as typed, and its canonical path.
+fn file_names(typed: &str) -> Vec<String> {
+    let mut names = vec![typed.to_string()];
+    if typed != "-" && typed != "<stdin>" {
+        let canonical = canonical_path(std::path::Path::new(typed));
+        if canonical != typed {
+            names.push(canonical);
+        }
+    } else {
+        names.push("<stdin>".to_string());
+    }
+    names
 }
 
 fn entry(r: &tokio_postgres::Row) -> QuarantineEntry {

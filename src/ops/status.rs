@@ -126,19 +126,27 @@ pub async fn tasks(
         .await
         .context("reading the database clock")?
         .get(0);
-    // One backward index probe per task finds the symbol's newest 1m bar.
+    // One backward index probe per symbol (not per task: six times fewer)
+    // finds the symbol's newest 1m bar.
     let rows = client
         .query(
-            "SELECT s.canonical_symbol, s.timeframe, coalesce(r.asset_class, 'crypto'), s.status,
+            "WITH symbols AS MATERIALIZED (
+               SELECT DISTINCT canonical_symbol FROM data_agg_state
+               WHERE ($1::text IS NULL OR canonical_symbol = $1)),
+             newest AS MATERIALIZED (
+               SELECT y.canonical_symbol,
+                      (SELECT b.ts_utc FROM data_bars b
+                       WHERE b.canonical_symbol = y.canonical_symbol AND b.timeframe = '1m'
+                       ORDER BY b.ts_utc DESC LIMIT 1) AS latest_1m
+               FROM symbols y)
+             SELECT s.canonical_symbol, s.timeframe, coalesce(r.asset_class, 'crypto'), s.status,
                     s.enabled, s.is_mandatory, s.task_priority, s.agg_start_utc,
                     s.last_agg_bar_ts_utc, s.next_run_at, s.last_successful_at_utc,
                     s.hard_fail_streak, s.transient_fail_streak, s.last_error, s.total_runs,
-                    s.total_bars_created,
-                    (SELECT b.ts_utc FROM data_bars b
-                     WHERE b.canonical_symbol = s.canonical_symbol AND b.timeframe = '1m'
-                     ORDER BY b.ts_utc DESC LIMIT 1)
+                    s.total_bars_created, n.latest_1m
              FROM data_agg_state s
              LEFT JOIN core_asset_registry_all r ON r.canonical_symbol = s.canonical_symbol
+             JOIN newest n ON n.canonical_symbol = s.canonical_symbol
              WHERE ($1::text IS NULL OR s.canonical_symbol = $1)
                AND ($2::text IS NULL OR s.timeframe = $2)
                AND ($3::text IS NULL OR s.status = $3)",

@@ -1,5 +1,5 @@
 //! `barkeep verify` as a service: the checklist's Steps 2–6 and its 12
-//! success criteria, the security properties of SPEC §5, and (`--deep`) a
+//! success criteria, the security properties of the SQL face (docs/DESIGN.md), and (`--deep`) a
 //! recomputation of stored bars from their sources. Each check is PASS,
 //! FAIL or SKIP with the value observed. Criteria the checklist ties to its
 //! own constants (start 2025-07-01, priority 100) are judged against how
@@ -80,8 +80,8 @@ pub const CHECKLIST_FUNCTIONS: [(&str, &str); 5] = [
     ("sync_agg_state_from_registry", "text, timestamp with time zone"),
 ];
 
-/// Functions that write task state besides the five: SPEC §5's security
-/// properties hold for them too.
+/// Functions that write task state besides the five: the security
+/// properties of the SQL face (docs/DESIGN.md) hold for them too.
 const OTHER_DEFINER_FUNCTIONS: [&str; 2] = ["agg_claim_tasks", "agg_heartbeat"];
 
 struct Checks(Vec<Check>);
@@ -776,7 +776,8 @@ async fn criterion12(client: &Client, c: &mut Checks) -> Result<()> {
     Ok(())
 }
 
-/// SPEC §5: SECURITY DEFINER, a pinned search_path, no EXECUTE for PUBLIC,
+/// docs/DESIGN.md, "Security of the SQL face": SECURITY DEFINER, a pinned
+/// search_path, no EXECUTE for PUBLIC,
 /// exactly one function of each name.
 fn security(funcs: &[Function], c: &mut Checks) {
     let names: Vec<&str> = CHECKLIST_FUNCTIONS
@@ -797,7 +798,7 @@ fn security(funcs: &[Function], c: &mut Checks) {
         .collect();
     c.push(
         "security.definer",
-        "SPEC 5: every task function is SECURITY DEFINER",
+        "SQL face security (docs/DESIGN.md): every task function is SECURITY DEFINER",
         not_definer.is_empty(),
         if not_definer.is_empty() {
             format!("{} functions", present.len())
@@ -816,7 +817,7 @@ fn security(funcs: &[Function], c: &mut Checks) {
         .collect();
     c.push(
         "security.search_path",
-        "SPEC 5: search_path pinned on each",
+        "SQL face security (docs/DESIGN.md): search_path pinned on each",
         unpinned.is_empty(),
         if unpinned.is_empty() {
             format!("{} functions", present.len())
@@ -831,7 +832,7 @@ fn security(funcs: &[Function], c: &mut Checks) {
         .collect();
     c.push(
         "security.public_execute",
-        "SPEC 5: no EXECUTE for PUBLIC",
+        "SQL face security (docs/DESIGN.md): no EXECUTE for PUBLIC",
         public.is_empty(),
         if public.is_empty() {
             format!("{} functions", present.len())
@@ -852,7 +853,7 @@ fn security(funcs: &[Function], c: &mut Checks) {
         .collect();
     c.push(
         "security.one_each",
-        "SPEC 5: exactly one function of each name",
+        "SQL face security (docs/DESIGN.md): exactly one function of each name",
         off.is_empty(),
         if off.is_empty() {
             format!("{} names", counts.len())

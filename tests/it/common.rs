@@ -194,18 +194,8 @@ impl TestDb {
     /// Run the barkeep binary with bytes on standard input.
     pub fn cli_with_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
         use std::io::Write;
-        use std::process::Stdio;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_barkeep"))
-            .args(args)
-            .env("DATABASE_URL", &self.url)
-            .env_remove("BARKEEP_HOME")
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+        let mut child = self
+            .command(args, stdin.is_some())
             .spawn()
             .expect("starting barkeep");
         if let Some(bytes) = stdin {
@@ -213,6 +203,71 @@ impl TestDb {
             pipe.write_all(bytes).expect("writing stdin");
         }
         child.wait_with_output().expect("waiting for barkeep")
+    }
+
+    /// Run the barkeep binary in the folder `dir` (for relative paths).
+    pub fn cli_in(&self, dir: &std::path::Path, args: &[&str]) -> Output {
+        self.command(args, false)
+            .current_dir(dir)
+            .output()
+            .expect("running barkeep")
+    }
+
+    /// Run the barkeep binary and watch its peak resident memory (VmHWM,
+    /// in KiB) until it exits; a peak reached just before the exit may be
+    /// missed, never overstated.
+    pub fn cli_peak_memory(&self, args: &[&str]) -> (Output, u64) {
+        use std::io::Read;
+        let mut child = self.command(args, false).spawn().expect("starting barkeep");
+        let status_file = format!("/proc/{}/status", child.id());
+        // Drain the pipes on threads so a chatty child never blocks.
+        let mut out_pipe = child.stdout.take().expect("stdout pipe");
+        let mut err_pipe = child.stderr.take().expect("stderr pipe");
+        let out_thread = std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = out_pipe.read_to_end(&mut v);
+            v
+        });
+        let err_thread = std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = err_pipe.read_to_end(&mut v);
+            v
+        });
+        let mut peak = 0u64;
+        let status = loop {
+            if let Ok(text) = std::fs::read_to_string(&status_file) {
+                let hwm = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+                if let Some(kb) = hwm {
+                    peak = peak.max(kb);
+                }
+            }
+            if let Some(status) = child.try_wait().expect("waiting for barkeep") {
+                break status;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        let output = Output {
+            status,
+            stdout: out_thread.join().expect("stdout reader"),
+            stderr: err_thread.join().expect("stderr reader"),
+        };
+        (output, peak)
+    }
+
+    fn command(&self, args: &[&str], stdin: bool) -> Command {
+        use std::process::Stdio;
+        let mut command = Command::new(env!("CARGO_BIN_EXE_barkeep"));
+        command
+            .args(args)
+            .env("DATABASE_URL", &self.url)
+            .env_remove("BARKEEP_HOME")
+            .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
     }
 
     /// Count rows of an SQL query returning one bigint.

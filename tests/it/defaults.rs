@@ -152,6 +152,13 @@ async fn demo_refuses_a_database_named_only_by_the_environment() {
             .await,
         1
     );
+
+    // verify passes everything on the demo's database, deep included.
+    let out = db.cli(&["verify", "--deep"]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    assert!(!text.contains("FAIL"), "{text}");
+    assert!(text.contains("PASS  deep"), "{text}");
 }
 
 #[test]
@@ -193,25 +200,78 @@ async fn bad_timeframes_symbols_and_flags_are_usage_errors() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
         assert!(stderr(&out).contains(message), "{args:?}: {}", stderr(&out));
     }
-    for cmd in [
-        "status",
-        "alerts",
-        "quality",
-        "verify",
-        "backup",
-        "restore",
-        "quarantine",
-        "sync",
-        "db",
+    for (args, message) in [
+        (&["task", "disable", "NOPE"][..], "unknown symbol NOPE"),
+        (&["rebuild", "NOPE"], "unknown symbol NOPE"),
+        (&["rebuild", "AUDUSD", "7m"], "unknown task timeframe"),
+        (
+            &["quarantine", "list", "--symbol", "NOPE"],
+            "unknown symbol NOPE",
+        ),
+        (&["export", "AUDUSD", "7m"], "unknown timeframe"),
+        (&["statsu"], "unrecognized subcommand"),
     ] {
-        let out = db.cli(&[cmd, "--help"]);
-        assert!(out.status.success(), "{cmd} --help");
+        let out = db.cli(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        let first = err.lines().next().unwrap_or_default();
         assert!(
-            stdout(&out).contains("Usage: barkeep"),
-            "{cmd}: {}",
-            stdout(&out)
+            first.starts_with("error: ") && first.contains(message),
+            "{args:?}: {err}"
         );
+        assert_eq!(err.matches("error:").count(), 1, "{args:?}: {err}");
     }
+}
+
+/// Every command and subcommand, as the words that name it.
+fn every_command(cmd: &clap::Command, path: Vec<String>, out: &mut Vec<Vec<String>>) {
+    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+        let mut p = path.clone();
+        p.push(sub.get_name().to_string());
+        out.push(p.clone());
+        every_command(sub, p, out);
+    }
+}
+
+#[test]
+fn every_command_prints_usable_help() {
+    use clap::CommandFactory;
+    let root = barkeep::cli::Cli::command();
+    let mut commands = Vec::new();
+    every_command(&root, Vec::new(), &mut commands);
+    assert!(commands.len() > 30, "{commands:?}");
+    let mut undocumented = Vec::new();
+    let mut sub = root.clone();
+    sub.build();
+    for path in &commands {
+        let mut cmd = &sub;
+        for word in path {
+            cmd = cmd.find_subcommand(word).expect("a listed subcommand");
+        }
+        if cmd.get_about().is_none() {
+            undocumented.push(format!("barkeep {}", path.join(" ")));
+        }
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id != "help" && id != "version" && arg.get_help().is_none() && !arg.is_hide_set() {
+                undocumented.push(format!("barkeep {} {id}", path.join(" ")));
+            }
+        }
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_barkeep"))
+            .args(&args)
+            .env_remove("DATABASE_URL")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        let usage = format!("Usage: barkeep {}", path.join(" "));
+        assert!(stdout(&out).contains(&usage), "{args:?}: {}", stdout(&out));
+    }
+    assert!(
+        undocumented.is_empty(),
+        "without help text: {undocumented:?}"
+    );
 }
 
 fn write(dir: &std::path::Path, name: &str, bytes: &[u8]) -> String {
@@ -316,6 +376,34 @@ async fn a_header_over_headerless_rows_is_one_message_and_mt4_needs_a_zone() {
         1,
         "00:00 in Athens summer time is 21:00Z"
     );
+}
+
+#[tokio::test]
+async fn the_header_message_is_printed_once_when_the_load_falls_back_to_merging() {
+    let db = TestDb::migrated().await;
+    ok(db.cli(&["assets", "add", "AUDUSD", "--class", "fx"]));
+    let dir = tempfile::tempdir().unwrap();
+    let sample = std::fs::read_to_string(sample_path()).unwrap();
+    // The sample's last bar stored first: the first batch of the file finds
+    // no bar in its range, so the load starts on the new-range path, meets
+    // the stored bar at its end, and reads the file again to merge.
+    let last = sample.lines().last().unwrap();
+    let tail = write(dir.path(), "tail.csv", format!("{last}\n").as_bytes());
+    ok(db.cli(&["ingest", "--symbol", "AUDUSD", &tail]));
+    let headed = write(
+        dir.path(),
+        "headed.csv",
+        format!("DateTime;Open;High;Low;Close;Volume\n{sample}").as_bytes(),
+    );
+    let out = db.cli(&["ingest", "--symbol", "AUDUSD", &headed, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["files"][0]["path"], "merge");
+    assert_eq!(summary["total"]["loaded"], 16_874);
+    assert_eq!(summary["total"]["duplicates"], 1);
+    let err = stderr(&out);
+    assert_eq!(err.matches("is a header").count(), 1, "{err}");
+    assert_eq!(summary["files"][0]["notes"].as_array().unwrap().len(), 1);
 }
 
 #[tokio::test]

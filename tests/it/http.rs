@@ -2,8 +2,10 @@
 //! headless Chromium, the JSON API pages bars and refuses bad requests with
 //! a JSON error, the token guards every path but /health, a non-loopback
 //! bind without a token refuses to start, `/metrics` is Prometheus text,
-//! and the open bucket of `/api/bars` and `export --partial` equals the
-//! stored bar once its bucket is final.
+//! the open bucket of `/api/bars` and `export --partial` equals the stored
+//! bar once its bucket is final, `as_of` reads what `export --as-of` reads,
+//! `/api/alerts` and `/api/tasks` say what `barkeep alerts` and `status`
+//! say, and lease recoveries are counted on `/metrics`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -219,11 +221,16 @@ async fn bad_requests_get_a_4xx_with_a_json_error() {
             "unknown parameter",
         ),
         (
-            "/api/bars?symbol=AUDUSD&timeframe=1h&as_of=2023-06-10",
+            "/api/bars?symbol=AUDUSD&timeframe=1h&as_of=last%20week",
             400,
-            "not supported yet",
+            "as_of:",
         ),
-        ("/api/tasks?status=sleeping", 400, "unknown status"),
+        (
+            "/api/bars?symbol=AUDUSD&timeframe=1h&as_of=2023-06-10&partial=true",
+            400,
+            "drop partial or as_of",
+        ),
+        ("/api/tasks?status=sleeping", 400, "unknown task status"),
         ("/api/tasks?timeframe=1m", 400, "timeframe"),
         ("/api/nothing", 404, "no such path"),
     ];
@@ -676,4 +683,302 @@ async fn the_dashboard_renders_tasks_and_a_drawn_chart_in_chromium() {
     if let Ok(to) = std::env::var("BARKEEP_SAVE_SCREENSHOT") {
         std::fs::copy(&shot, to).unwrap();
     }
+}
+
+/// Bars of `export … --format json` in [from, to), optionally as of an instant.
+fn export_json(db: &TestDb, tf: &str, from: &str, to: &str, as_of: Option<&str>) -> Value {
+    let mut args = vec![
+        "export", "AUDUSD", tf, "--format", "json", "--from", from, "--to", to,
+    ];
+    if let Some(t) = as_of {
+        args.extend(["--as-of", t]);
+    }
+    let out = db.cli(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn bars_as_of_an_instant_are_the_bars_export_as_of_reads() {
+    let db = demo_db().await;
+    let c = db.client().await;
+    // A stored hour in the middle of the sample and its first minute.
+    let hour: DateTime<Utc> = c
+        .query_one(
+            "SELECT ts_utc FROM derived_data_bars WHERE canonical_symbol = 'AUDUSD'
+               AND timeframe = '1h' AND deleted_at IS NULL ORDER BY ts_utc OFFSET 40 LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let minute: DateTime<Utc> = c
+        .query_one(
+            "SELECT min(ts_utc) FROM data_bars
+             WHERE canonical_symbol = 'AUDUSD' AND timeframe = '1m' AND ts_utc >= $1",
+            &[&hour],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(minute < hour + Duration::hours(1));
+    let before: DateTime<Utc> = c.query_one("SELECT now()", &[]).await.unwrap().get(0);
+    // A correction after `before`: that minute's high, which the 1m bar and
+    // its hour take on, re-aggregated by the worker.
+    let fixed = c
+        .execute(
+            "UPDATE data_bars SET high = high + 1
+             WHERE canonical_symbol = 'AUDUSD' AND timeframe = '1m' AND ts_utc = $1",
+            &[&minute],
+        )
+        .await
+        .unwrap();
+    assert_eq!(fixed, 1);
+    let corrected: f64 = c
+        .query_one(
+            "SELECT high FROM data_bars
+             WHERE canonical_symbol = 'AUDUSD' AND timeframe = '1m' AND ts_utc = $1",
+            &[&minute],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let out = db.cli(&["run", "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let server = serve(&db, &[]);
+    let stamp = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let from = stamp(minute - Duration::hours(3));
+    let to = stamp(minute + Duration::hours(3));
+    let as_of = stamp(before);
+    for (tf, start) in [("1m", minute), ("1h", hour)] {
+        let query = format!("/api/bars?symbol=AUDUSD&timeframe={tf}&from={from}&to={to}");
+        let (status, old) = get_json(server.addr, &format!("{query}&as_of={as_of}"), None);
+        assert_eq!(status, 200, "{old}");
+        let (status, new) = get_json(server.addr, &query, None);
+        assert_eq!(status, 200, "{new}");
+        let at = |page: &Value| -> f64 {
+            page["bars"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|b| {
+                    b["ts_utc"]
+                        .as_str()
+                        .unwrap()
+                        .parse::<DateTime<Utc>>()
+                        .unwrap()
+                        == start
+                })
+                .unwrap_or_else(|| panic!("{tf}: no bar at {start}: {page}"))["high"]
+                .as_f64()
+                .unwrap()
+        };
+        assert_eq!(
+            at(&new),
+            corrected,
+            "{tf}: the live bar has the corrected high"
+        );
+        assert!(
+            at(&old) < corrected,
+            "{tf}: the bar as of before has the old one"
+        );
+        assert_eq!(
+            old["as_of"]
+                .as_str()
+                .map(|s| s.parse::<DateTime<Utc>>().unwrap()),
+            Some(before)
+        );
+        assert_eq!(new["as_of"], Value::Null);
+        assert_eq!(
+            old["bars"],
+            export_json(&db, tf, &from, &to, Some(&as_of)),
+            "{tf}: the API and export --as-of read the same bars"
+        );
+        assert_eq!(new["bars"], export_json(&db, tf, &from, &to, None), "{tf}");
+    }
+}
+
+/// The sum over timeframes of a counter family of `/metrics`.
+fn metric_sum(text: &str, family: &str) -> Option<i64> {
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")))
+        .collect();
+    (!lines.is_empty()).then(|| {
+        lines
+            .iter()
+            .map(|l| l.rsplit_once(' ').unwrap().1.parse::<i64>().unwrap())
+            .sum()
+    })
+}
+
+#[tokio::test]
+async fn a_task_taken_over_from_an_expired_lease_counts_as_a_lease_recovery() {
+    let db = demo_db().await;
+    let c = db.client().await;
+    let server = serve(&db, &[]);
+    let (_, text) = get(server.addr, "/metrics", None);
+    assert!(
+        text.contains("# TYPE barkeep_lease_recoveries_total counter"),
+        "{text}"
+    );
+    assert_eq!(metric_sum(&text, "barkeep_lease_recoveries_total"), Some(0));
+
+    // A worker claims two tasks in a day's time with a one-minute lease and
+    // is never heard of again; the next day a second worker claims
+    // everything due, taking those two over.
+    let claim = |worker: &'static str, days: i32, max: i32| {
+        let c = &c;
+        async move {
+            c.query(
+                "SELECT c.timeframe, c.recovered FROM agg_claim_tasks('prod', $1,
+                   now() + make_interval(days => $2), $3, 60) c",
+                &[&worker, &days, &max],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, bool>(1)))
+            .collect::<Vec<_>>()
+        }
+    };
+    let first = claim("frozen", 1, 2).await;
+    assert_eq!(first.len(), 2, "{first:?}");
+    assert!(first.iter().all(|(_, recovered)| !recovered));
+    let (_, text) = get(server.addr, "/metrics", None);
+    assert_eq!(
+        metric_sum(&text, "barkeep_lease_recoveries_total"),
+        Some(0),
+        "a claim of idle tasks recovers nothing"
+    );
+    let second = claim("rescuer", 2, 10).await;
+    let recovered: Vec<&String> = second
+        .iter()
+        .filter(|(_, r)| *r)
+        .map(|(tf, _)| tf)
+        .collect();
+    assert_eq!(recovered.len(), 2, "{second:?}");
+    // Renewing the rescuer's leases is no recovery either.
+    c.execute(
+        "SELECT agg_heartbeat(canonical_symbol, timeframe, lease_token, now() + interval '2 days', 60)
+         FROM data_agg_state WHERE status = 'running'",
+        &[],
+    )
+    .await
+    .unwrap();
+
+    let (_, text) = get(server.addr, "/metrics", None);
+    assert_eq!(
+        metric_sum(&text, "barkeep_lease_recoveries_total"),
+        Some(2),
+        "{text}"
+    );
+    for tf in recovered {
+        assert!(
+            text.contains(&format!(
+                "barkeep_lease_recoveries_total{{timeframe=\"{tf}\"}} 1\n"
+            )),
+            "{tf}: {text}"
+        );
+    }
+    assert_eq!(
+        db.count("SELECT sum(lease_recoveries)::bigint FROM data_agg_state")
+            .await,
+        2
+    );
+}
+
+/// An alert report with the parts that move with the clock taken out: the
+/// report's time, and the digits of the messages (minutes elapsed).
+fn steady(mut report: Value) -> Value {
+    report.as_object_mut().unwrap().remove("now");
+    for alert in report["alerts"].as_array_mut().unwrap() {
+        let message: String = alert["message"]
+            .as_str()
+            .unwrap()
+            .chars()
+            .filter(|c| !c.is_ascii_digit())
+            .collect();
+        alert["message"] = Value::String(message);
+    }
+    report
+}
+
+#[tokio::test]
+async fn the_api_reports_the_alerts_and_tasks_the_command_line_reports() {
+    let db = demo_db().await;
+    let c = db.client().await;
+    // Three problems: a hard_failed task, a failure streak, a mandatory task
+    // without a success for two hours.
+    c.batch_execute(
+        "UPDATE data_agg_state SET status = 'hard_failed', hard_fail_streak = 3,
+           last_error = 'bad source bar' WHERE timeframe = '1d';
+         UPDATE data_agg_state SET hard_fail_streak = 1, last_error = 'timeout'
+           WHERE timeframe = '4h';
+         UPDATE data_agg_state SET last_successful_at_utc = now() - interval '2 hours'
+           WHERE timeframe = '15m';",
+    )
+    .await
+    .unwrap();
+    let server = serve(&db, &[]);
+    let (status, api) = get_json(server.addr, "/api/alerts", None);
+    assert_eq!(status, 200, "{api}");
+    let out = db.cli(&["alerts", "--json"]);
+    assert_eq!(out.status.code(), Some(2), "critical: {}", stderr(&out));
+    let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kinds: Vec<&str> = api["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    for kind in ["hard_failed", "fail_streak", "lag"] {
+        assert!(kinds.contains(&kind), "{kind}: {api}");
+    }
+    assert_eq!(api["severity"], "critical");
+    assert_eq!(steady(api), steady(cli));
+
+    let (status, tasks) = get_json(server.addr, "/api/tasks", None);
+    assert_eq!(status, 200, "{tasks}");
+    let out = db.cli(&["status", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let keyed = |tasks: &Value| -> Vec<Value> {
+        tasks
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                let mut t = t.clone();
+                t.as_object_mut().unwrap().remove("minutes_since_success");
+                t
+            })
+            .collect()
+    };
+    assert_eq!(keyed(&tasks), keyed(&report["tasks"]));
+    let (_, failed) = get_json(server.addr, "/api/tasks?status=hard-failed", None);
+    assert_eq!(failed.as_array().unwrap().len(), 1, "{failed}");
+    assert_eq!(failed[0]["timeframe"], "1d");
+}
+
+#[tokio::test]
+async fn a_client_hanging_up_mid_response_leaves_the_server_serving() {
+    let db = demo_db().await;
+    let server = serve(&db, &[]);
+    // Megabytes of 1m bars asked for by clients that hang up at once (as a
+    // browser leaving the page, or a load generator stopping): the server's
+    // writes meet a closed socket.
+    let request = format!(
+        "GET /api/bars?symbol=AUDUSD&timeframe=1m&limit=10000 HTTP/1.1\r\nHost: {}\r\n\r\n",
+        server.addr
+    );
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(server.addr).unwrap();
+        s.write_all(request.repeat(3).as_bytes()).unwrap();
+        drop(s);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (status, body) = get_json(server.addr, "/health", None);
+    assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
 }

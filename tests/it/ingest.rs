@@ -594,3 +594,245 @@ async fn quarantine_rows_carry_file_line_and_reason_for_each_format() {
     assert_eq!(got[1].1, 3);
     assert!(got[1].2.contains("expected 5 fields"), "{got:?}");
 }
+
+#[tokio::test]
+async fn a_price_whose_sums_overflow_is_bad() {
+    bad_middle_row_is_quarantined_or_rejected(
+        b"20230601 000100;0.65125;1e308;0.65114;0.65118;0",
+        "high 1e308 is out of range",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_volume_whose_sums_overflow_is_bad() {
+    bad_middle_row_is_quarantined_or_rejected(
+        b"20230601 000100;0.65125;0.65127;0.65114;0.65118;1.7e308",
+        "volume 1.7e308 is out of range",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_value_beyond_double_precision_is_bad() {
+    bad_middle_row_is_quarantined_or_rejected(
+        b"20230601 000100;1e400;0.65127;0.65114;0.65118;0",
+        "open is not a finite number",
+    )
+    .await;
+}
+
+/// Bars of the headed CSV below: ts, vwap, trade_count as stored.
+async fn vwaps(db: &TestDb) -> Vec<(DateTime<Utc>, Option<f64>, Option<i64>)> {
+    db.client()
+        .await
+        .query(
+            "SELECT ts_utc, vwap, trade_count FROM data_bars ORDER BY ts_utc",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
+#[tokio::test]
+async fn headed_csv_loads_vwap_and_trade_count_and_names_columns_it_leaves() {
+    let db = audusd_db().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "bars.csv",
+        b"ts,open,high,low,close,volume,vwap,trades,spread\n\
+          2023-06-01T00:00:00Z,1.1,1.2,1.0,1.15,10,1.12,7,0.1\n\
+          2023-06-01T00:01:00Z,1.15,1.2,1.1,1.12,5,,,0.1\n",
+    );
+    let name = file.to_str().unwrap();
+    let out = ingest(&db, &[name, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("columns not loaded"), "{err}");
+    assert!(err.contains("spread"), "{err}");
+    let t0: DateTime<Utc> = "2023-06-01T00:00:00Z".parse().unwrap();
+    let t1: DateTime<Utc> = "2023-06-01T00:01:00Z".parse().unwrap();
+    assert_eq!(
+        vwaps(&db).await,
+        vec![(t0, Some(1.12), Some(7)), (t1, None, None)]
+    );
+
+    // A changed vwap or trade count is a revision, kept in the history.
+    let fix = write(
+        dir.path(),
+        "fix.csv",
+        b"ts,open,high,low,close,volume,vwap,trade_count\n\
+          2023-06-01T00:00:00Z,1.1,1.2,1.0,1.15,10,1.13,7\n\
+          2023-06-01T00:01:00Z,1.15,1.2,1.1,1.12,5,,\n",
+    );
+    let out = ingest(&db, &[fix.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = summary_json(&out);
+    assert_eq!(s["total"]["revised"], 1);
+    assert_eq!(s["total"]["duplicates"], 1);
+    assert_eq!(vwaps(&db).await[0], (t0, Some(1.13), Some(7)));
+    assert_eq!(
+        db.count("SELECT count(*) FROM data_bars_history WHERE vwap = 1.12")
+            .await,
+        1
+    );
+
+    // A file without the columns says nothing about them: the same prices
+    // are duplicates, changed prices a revision that keeps the stored values.
+    let plain = write(
+        dir.path(),
+        "plain.csv",
+        b"ts,open,high,low,close,volume
+          2023-06-01T00:00:00Z,1.1,1.2,1.0,1.15,10
+",
+    );
+    let out = ingest(&db, &[plain.to_str().unwrap(), "--json"]);
+    assert_eq!(
+        summary_json(&out)["total"]["duplicates"],
+        1,
+        "{}",
+        stdout(&out)
+    );
+    let moved = write(
+        dir.path(),
+        "moved.csv",
+        b"ts,open,high,low,close,volume
+          2023-06-01T00:00:00Z,1.1,1.2,1.0,1.16,10
+",
+    );
+    let out = ingest(&db, &[moved.to_str().unwrap(), "--json"]);
+    assert_eq!(
+        summary_json(&out)["total"]["revised"],
+        1,
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(vwaps(&db).await[0], (t0, Some(1.13), Some(7)));
+
+    // A blank field of a column the file has clears the stored value.
+    let cleared = write(
+        dir.path(),
+        "cleared.csv",
+        b"ts,open,high,low,close,volume,vwap
+          2023-06-01T00:00:00Z,1.1,1.2,1.0,1.16,10,
+",
+    );
+    let out = ingest(&db, &[cleared.to_str().unwrap(), "--json"]);
+    assert_eq!(
+        summary_json(&out)["total"]["revised"],
+        1,
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(vwaps(&db).await[0], (t0, None, Some(7)));
+}
+
+#[tokio::test]
+async fn a_vwap_or_trade_count_out_of_range_is_bad() {
+    let db = audusd_db().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "bars.csv",
+        b"ts,open,high,low,close,volume,vwap,trade_count\n\
+          2023-06-01T00:00:00Z,1.1,1.2,1.0,1.15,10,1e308,7\n\
+          2023-06-01T00:01:00Z,1.15,1.2,1.1,1.12,5,1.15,1e300\n\
+          2023-06-01T00:02:00Z,1.15,1.2,1.1,1.12,5,NaN,1\n\
+          2023-06-01T00:03:00Z,1.15,1.2,1.1,1.12,5,1.15,2.5\n\
+          2023-06-01T00:04:00Z,1.15,1.2,1.1,1.12,5,1.15,3\n",
+    );
+    let name = file.to_str().unwrap();
+    let out = ingest(&db, &[name, "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    for expected in [
+        format!("{name}:2: vwap 1e308 is out of range"),
+        format!("{name}:3: trade_count 1e300 is out of range"),
+        format!("{name}:4: vwap is not a finite number"),
+        format!("{name}:5: trade_count must be a whole number"),
+    ] {
+        assert!(err.contains(&expected), "no {expected:?} in {err}");
+    }
+    assert_eq!(summary_json(&out)["total"]["loaded"], 1);
+    assert_eq!(quarantined(&db).await, 4);
+}
+
+/// A line of `len` bytes that no format reads as a bar.
+fn overlong(len: usize) -> Vec<u8> {
+    let mut line = b"20230601 000100;".to_vec();
+    line.resize(len, b'7');
+    line
+}
+
+#[tokio::test]
+async fn an_overlong_line_is_one_bad_row_read_past_without_holding_it() {
+    let db = audusd_db().await;
+    let dir = tempfile::tempdir().unwrap();
+    let long = 64 << 20;
+    let mut content = format!("{GOOD_FIRST}\n").into_bytes();
+    content.extend_from_slice(&overlong(long));
+    content.extend_from_slice(format!("\n{GOOD_LAST}\n").as_bytes());
+    let file = write(dir.path(), "long.csv", &content);
+    drop(content);
+    let name = file.to_str().unwrap();
+    let (out, peak_kib) = db.cli_peak_memory(&["ingest", "--symbol", "AUDUSD", name, "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("{name}:2: line is {long} bytes long")),
+        "{err}"
+    );
+    let s = summary_json(&out);
+    assert_eq!(s["total"]["loaded"], 2, "the rows after it were not loaded");
+    assert_eq!(s["total"]["quarantined"], 1);
+    assert!(bar_at(&db, "2023-06-01T05:02:00Z").await.is_some());
+    let raw_len = db
+        .count("SELECT length(raw_line)::bigint FROM ingest_quarantine")
+        .await;
+    assert!(raw_len < 5_000, "{raw_len} characters of the line kept");
+    assert!(
+        peak_kib < 48 * 1024,
+        "ingest of a 64 MiB line peaked at {peak_kib} KiB: the line was held"
+    );
+}
+
+#[tokio::test]
+async fn an_overlong_line_in_headed_csv_is_one_bad_row_between_good_ones() {
+    let db = audusd_db().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut content = b"ts,open,high,low,close\n2023-06-01T00:00:00Z,1.1,1.2,1.0,1.15\n".to_vec();
+    content.extend_from_slice(&overlong(200_000));
+    content.extend_from_slice(b"\n2023-06-01T00:01:00Z,1.1,1.2,1.0,1.15\n");
+    content.extend_from_slice(&overlong(70_000));
+    content.extend_from_slice(b"\n\"2023-06-01T00:02:00Z\",1.1,1.2,1.0,1.15\n");
+    let file = write(dir.path(), "long.csv", &content);
+    let name = file.to_str().unwrap();
+    let out = ingest(&db, &[name, "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("{name}:3: line is 200000 bytes long")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{name}:5: line is 70000 bytes long")),
+        "{err}"
+    );
+    let s = summary_json(&out);
+    assert_eq!(s["total"]["loaded"], 3);
+    assert_eq!(s["total"]["quarantined"], 2);
+    let lines: Vec<i64> = db
+        .client()
+        .await
+        .query("SELECT line FROM ingest_quarantine ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(lines, vec![3, 5], "bad rows in file order");
+}

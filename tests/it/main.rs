@@ -20,6 +20,7 @@ mod migrations;
 mod ops;
 mod own_cluster;
 mod privileges;
+mod quarantine;
 mod reference;
 mod running;
 mod sql_functions;

@@ -230,3 +230,47 @@ async fn a_database_migrated_with_the_earlier_phase5_text_is_accepted() {
         .get(0);
     assert_eq!(files as usize, migrate::FUNCTION_FILES.len());
 }
+
+#[tokio::test]
+async fn reverting_step_10_removes_lease_recoveries_and_leaves_a_working_claim() {
+    let db = TestDb::migrated().await;
+    let objects = "SELECT (SELECT count(*) FROM pg_attribute
+                           WHERE attrelid = 'data_agg_state'::regclass
+                             AND attname = 'lease_recoveries' AND NOT attisdropped)
+                        + (SELECT count(*) FROM pg_trigger WHERE tgname = 'agg_count_lease_recovery')
+                        + (SELECT count(*) FROM pg_proc WHERE proname = 'agg_count_lease_recovery')";
+    assert_eq!(db.count(objects).await, 3, "column, trigger and function");
+    let out = db.cli(&["db", "down", "--to", "9"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(db.count(objects).await, 0, "db down --to 9 removes them");
+
+    // The claim, which requires step 2, still takes over an expired lease.
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "INSERT INTO core_asset_registry_all (canonical_symbol, asset_class) VALUES ('DOWN9', 'fx');
+             SELECT sync_agg_state_from_registry('prod', '2025-07-01');
+             SELECT agg_claim_tasks('prod', 'a', now(), 1, 60);",
+        )
+        .await
+        .expect("a claim at step 9");
+    let recovered: bool = client
+        .query_one(
+            "SELECT bool_or(recovered) FROM agg_claim_tasks('prod', 'b', now() + interval '1 hour', 10, 60)",
+            &[],
+        )
+        .await
+        .expect("a takeover at step 9")
+        .get(0);
+    assert!(recovered);
+
+    let out = db.cli(&["db", "up"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(db.count(objects).await, 3, "db up brings them back");
+    assert_eq!(
+        db.count("SELECT sum(lease_recoveries)::bigint FROM data_agg_state")
+            .await,
+        0,
+        "the count starts at 0"
+    );
+}

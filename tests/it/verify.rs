@@ -53,6 +53,17 @@ async fn verify_passes_everything_on_a_demo_like_database() {
             "{id}: {text}"
         );
     }
+    // The security lines point at a document users have.
+    let security: Vec<&str> = text.lines().filter(|l| l.contains(" security.")).collect();
+    assert_eq!(security.len(), 4, "{text}");
+    for line in security {
+        assert!(line.contains("(docs/DESIGN.md)"), "{line}");
+    }
+    let design = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/DESIGN.md");
+    assert!(std::fs::read_to_string(design)
+        .unwrap()
+        .contains("## Security of the SQL face"));
+    assert!(!text.contains("SPEC"), "{text}");
     // Step 6's sync runs in a rolled-back transaction: nothing changed.
     assert_eq!(
         db.count("SELECT count(*) FROM data_agg_state WHERE agg_start_utc = '2025-07-01'")

@@ -199,6 +199,7 @@ pub const FUNCTION_FILES: &[FunctionFile] = &[
     function_file!("30_catchup.sql"),
     function_file!("40_tasks.sql"),
     function_file!("45_late_data.sql"),
+    function_file!("47_live.sql"),
     function_file!("50_notify.sql"),
     function_file!("55_lease_recoveries.sql"),
 ];

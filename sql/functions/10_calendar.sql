@@ -54,12 +54,15 @@ $$;
 -- PostgreSQL resolves an ambiguous New York time (the repeated hour of the
 -- fall-back night) to the later, standard-time instant; the contract wants
 -- the earlier one, so step back an hour when that hour shows the same wall time.
+-- (The hour is subtracted in UTC wall time: immutable operators only.)
 CREATE OR REPLACE FUNCTION agg_fxt_key_start(fxt_key timestamp) RETURNS timestamptz
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
   SELECT CASE
-    WHEN (((($1 - interval '7 hours') AT TIME ZONE 'America/New_York') - interval '1 hour')
-            AT TIME ZONE 'America/New_York') = $1 - interval '7 hours'
-    THEN (($1 - interval '7 hours') AT TIME ZONE 'America/New_York') - interval '1 hour'
+    WHEN ((((($1 - interval '7 hours') AT TIME ZONE 'America/New_York') AT TIME ZONE 'UTC'
+             - interval '1 hour') AT TIME ZONE 'UTC') AT TIME ZONE 'America/New_York')
+         = $1 - interval '7 hours'
+    THEN ((($1 - interval '7 hours') AT TIME ZONE 'America/New_York') AT TIME ZONE 'UTC'
+          - interval '1 hour') AT TIME ZONE 'UTC'
     ELSE ($1 - interval '7 hours') AT TIME ZONE 'America/New_York'
   END
 $$;
@@ -74,13 +77,17 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
   END
 $$;
 
--- End (exclusive) of the bucket that starts at `bucket_start`.
+-- End (exclusive) of the bucket that starts at `bucket_start`. UTC buckets
+-- have a fixed length, added in UTC wall time: the same whatever the
+-- session's TimeZone, and immutable operators only (timestamptz + interval
+-- is merely stable), so the planner inlines this function into its callers
+-- instead of planning its body on every call.
 CREATE OR REPLACE FUNCTION agg_bucket_end(calendar text, timeframe text, bucket_start timestamptz) RETURNS timestamptz
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
   SELECT CASE
     WHEN $1 = 'fx' AND $2 IN ('4h', '1d', '1w')
       THEN agg_fxt_key_start(agg_fxt_key($2, $3) + agg_timeframe_interval($2))
-    ELSE $3 + agg_timeframe_interval($2)
+    ELSE (($3 AT TIME ZONE 'UTC') + agg_timeframe_interval($2)) AT TIME ZONE 'UTC'
   END
 $$;
 

@@ -3,11 +3,17 @@
 -- and argument checks shared by the functions below.
 ------------------------------------------------------------------------------
 -- The calendar of a registered symbol; unregistered symbols use utc.
+-- PL/pgSQL, so its lookup is planned once per session: a SQL function with
+-- a sub-select is not inlined and would be planned again on every call
+-- from a PL/pgSQL statement.
 CREATE OR REPLACE FUNCTION agg_symbol_calendar(symbol text) RETURNS text
-LANGUAGE sql STABLE PARALLEL SAFE AS $$
-  SELECT agg_calendar(coalesce(
-    (SELECT asset_class FROM core_asset_registry_all WHERE canonical_symbol = $1), 'crypto'))
-$$;
+LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
+DECLARE
+  v_class text;
+BEGIN
+  SELECT r.asset_class INTO v_class FROM core_asset_registry_all r WHERE r.canonical_symbol = $1;
+  RETURN agg_calendar(coalesce(v_class, 'crypto'));
+END $$;
 
 -- Final source bars of a symbol in [from_ts, to_ts): raw 1m bars, or live
 -- stored derived bars. One of the two branches is pruned at plan time.

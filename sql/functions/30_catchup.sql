@@ -89,8 +89,11 @@ LANGUAGE sql STABLE AS $$
            sum(b.trade_count)::bigint,
            count(*)::integer AS source_candles,
            agg_expected_candles($3, $2, bucket) AS expected_candles
-    FROM agg_source_bars($1, agg_source_timeframe($2), $4, $5) b
-    CROSS JOIN LATERAL (SELECT agg_bucket_start($3, $2, b.ts_utc) AS bucket) k
+    -- OFFSET 0 keeps `bucket` a plain column above, so the planner inlines
+    -- agg_expected_candles (which reads it several times) instead of
+    -- calling it per bucket.
+    FROM (SELECT s.*, agg_bucket_start($3, $2, s.ts_utc) AS bucket
+          FROM agg_source_bars($1, agg_source_timeframe($2), $4, $5) s OFFSET 0) b
     GROUP BY bucket
   ) g
 $$;

@@ -5,18 +5,22 @@
 //! process and lets it catch up. Then, for M minutes of wall time, it feeds
 //! every symbol's bar of the minute that just ended, `--feed-lag-seconds`
 //! after the minute's end, in one statement, as a live feed would. It
-//! reports, per timeframe, the latency of each bar's appearance (its
-//! `created_at`) after the 1m bar that completed it landed (5m), or after
-//! its last source bar appeared (15m, 1h, ...), as p50/p99/max; and the
-//! worker process's CPU and memory while idle and under the feed.
+//! reports, per timeframe, the latency of each bar's appearance after the
+//! 1m bar that completed it landed (5m), or after its last source bar
+//! appeared (15m, 1h, ...), as p50/p99/max; and the worker process's CPU
+//! and memory while idle and under the feed. A bar has appeared when
+//! another session can read it: a watcher polls every 100 ms and notes when
+//! each bar is first seen (an upper bound: a bar's `created_at` is the start
+//! of the transaction that wrote it, which can be earlier than its commit).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::process::{Child, Stdio};
 use std::time::{Duration as StdDuration, Instant};
 
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use tokio_postgres::Client;
+use tokio_util::sync::CancellationToken;
 
 use crate::db::Database;
 
@@ -175,6 +179,38 @@ async fn feed(
     Ok(())
 }
 
+/// A derived bar: symbol, timeframe, bucket start.
+type BarKey = (String, String, DateTime<Utc>);
+
+/// Poll every 100 ms for bars written since the last poll (allowing 10 s
+/// for transactions that started before it) until `stop`; returns when each
+/// bar was first seen.
+async fn watch(db: Database, stop: CancellationToken) -> Result<HashMap<BarKey, DateTime<Utc>>> {
+    let client = db.connect().await?;
+    let mut seen = HashMap::new();
+    let mut since = Utc::now() - Duration::seconds(10);
+    loop {
+        let polled = Utc::now();
+        let rows = client
+            .query(
+                "SELECT canonical_symbol, timeframe, ts_utc FROM derived_data_bars
+                 WHERE deleted_at IS NULL AND created_at >= $1",
+                &[&since],
+            )
+            .await
+            .context("watching for new bars")?;
+        let at = Utc::now();
+        for r in rows {
+            seen.entry((r.get(0), r.get(1), r.get(2))).or_insert(at);
+        }
+        since = polled - Duration::seconds(10);
+        tokio::select! {
+            _ = tokio::time::sleep(StdDuration::from_millis(100)) => {}
+            _ = stop.cancelled() => return Ok(seen),
+        }
+    }
+}
+
 /// Terminate the worker when dropped (the benchmark failed midway).
 struct WorkerProcess(Child);
 
@@ -287,6 +323,8 @@ pub async fn measure(server: &Database, args: &FreshnessConfig) -> Result<Freshn
     let mut landed: BTreeMap<DateTime<Utc>, DateTime<Utc>> = BTreeMap::new();
     let mut idle = None;
     let mut load_from = None;
+    let stop_watch = CancellationToken::new();
+    let watcher = tokio::spawn(watch(scratch.clone(), stop_watch.clone()));
     for _ in 0..args.minutes {
         let due = next_end + lag;
         let wait = (due - Utc::now()).to_std().unwrap_or_default();
@@ -306,12 +344,19 @@ pub async fn measure(server: &Database, args: &FreshnessConfig) -> Result<Freshn
     let load_to = (Instant::now(), proc_usage(pid)?.0);
     let under_load = usage_between(pid, load_from.unwrap_or(load_to), load_to)?;
     let (_, _, peak) = proc_usage(pid)?;
+    stop_watch.cancel();
+    let seen = watcher.await.context("the bar watcher stopped")??;
+    // A bar the watcher missed (none expected) counts from its created_at.
+    let appeared = |key: BarKey, created: DateTime<Utc>| -> DateTime<Utc> {
+        seen.get(&key).copied().unwrap_or(created)
+    };
 
     // 5m: from the landing of the minute that completed the bucket.
     let first_end = landed.keys().next().copied().unwrap_or(next_end);
     let rows = client
         .query(
-            "SELECT ts_utc + interval '5 minutes', created_at FROM derived_data_bars
+            "SELECT ts_utc + interval '5 minutes', created_at, canonical_symbol, ts_utc
+             FROM derived_data_bars
              WHERE timeframe = '5m' AND deleted_at IS NULL AND ts_utc + interval '5 minutes' >= $1",
             &[&first_end],
         )
@@ -319,13 +364,13 @@ pub async fn measure(server: &Database, args: &FreshnessConfig) -> Result<Freshn
     let mut five = Vec::new();
     for r in rows {
         let end: DateTime<Utc> = r.get(0);
-        let created: DateTime<Utc> = r.get(1);
+        let created = appeared((r.get(2), "5m".into(), r.get(3)), r.get(1));
         if let Some(land) = landed.get(&end) {
             five.push((created - *land).num_microseconds().unwrap_or(0) as f64 / 1000.0);
         }
     }
     let mut latencies = vec![latency("5m", "its last 1m bar landed", five)];
-    // Higher timeframes: from the creation of their last source bar.
+    // Higher timeframes: from the appearance of their last source bar.
     for (tf, src, span) in [
         ("15m", "5m", 15),
         ("1h", "5m", 60),
@@ -334,7 +379,7 @@ pub async fn measure(server: &Database, args: &FreshnessConfig) -> Result<Freshn
     ] {
         let rows = client
             .query(
-                "SELECT extract(epoch FROM b.created_at - s.created_at) * 1000
+                "SELECT b.canonical_symbol, b.ts_utc, b.created_at, s.ts_utc, s.created_at
                  FROM derived_data_bars b
                  JOIN derived_data_bars s ON s.canonical_symbol = b.canonical_symbol
                    AND s.timeframe = $2 AND s.deleted_at IS NULL
@@ -348,7 +393,15 @@ pub async fn measure(server: &Database, args: &FreshnessConfig) -> Result<Freshn
                 &[&tf, &src, &span, &first_end],
             )
             .await?;
-        let ms: Vec<f64> = rows.iter().map(|r| r.get::<_, f64>(0)).collect();
+        let ms: Vec<f64> = rows
+            .iter()
+            .map(|r| {
+                let symbol: String = r.get(0);
+                let bar = appeared((symbol.clone(), tf.into(), r.get(1)), r.get(2));
+                let source = appeared((symbol, src.into(), r.get(3)), r.get(4));
+                (bar - source).num_microseconds().unwrap_or(0) as f64 / 1000.0
+            })
+            .collect();
         if !ms.is_empty() {
             latencies.push(latency(tf, &format!("its last {src} bar appeared"), ms));
         }

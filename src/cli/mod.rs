@@ -42,8 +42,9 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Options every command takes.
+/// Options every command takes (listed apart in each command's help).
 #[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Global options")]
 pub struct Global {
     /// PostgreSQL URL; without it barkeep uses its embedded cluster.
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]

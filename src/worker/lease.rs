@@ -1,5 +1,5 @@
 //! Leases and task bookkeeping of the worker: claiming due tasks with
-//! `agg_claim_tasks`, renewing every held lease in one batched
+//! `agg_claim_tasks` (and `agg_claim_live` for the live path), renewing every held lease in one batched
 //! `agg_heartbeat` call, recording outcomes with `agg_finish` (fenced by the
 //! lease token), handing back unstarted tasks with `agg_release`, waking
 //! tasks on new data with `agg_wake`, and telling transient failures from
@@ -81,6 +81,45 @@ pub(super) async fn claim(
         )
         .await
         .context("claiming due tasks")?;
+    claims_of(control, rows).await
+}
+
+/// Claim up to `max_tasks` due tasks of `env` that are close to the present
+/// (`agg_claim_live`), for the live path.
+pub(super) async fn claim_live(
+    control: &Client,
+    env: Env,
+    worker: &str,
+    max_tasks: i32,
+    lease_seconds: i32,
+) -> Result<(Vec<Claim>, DateTime<Utc>)> {
+    let rows = control
+        .query(
+            "SELECT c.canonical_symbol, c.timeframe, c.source_timeframe, c.last_agg_bar_ts_utc,
+                    c.aggregation_delay_seconds, c.lease_token, false, now()
+             FROM agg_claim_live($1, $2, now(), $3, $4, $5) c",
+            &[
+                &env.as_str(),
+                &worker,
+                &max_tasks,
+                &lease_seconds,
+                &LIVE_BUCKETS_BEHIND,
+            ],
+        )
+        .await
+        .context("claiming due live tasks")?;
+    claims_of(control, rows).await
+}
+
+/// How many nominal buckets behind the present a task's cursor may be to
+/// take the live path.
+const LIVE_BUCKETS_BEHIND: i32 = 12;
+
+/// Claims from the rows of a claim query, with the server's now.
+async fn claims_of(
+    control: &Client,
+    rows: Vec<tokio_postgres::Row>,
+) -> Result<(Vec<Claim>, DateTime<Utc>)> {
     let mut now = Utc::now();
     let mut claims = Vec::with_capacity(rows.len());
     for r in rows {
@@ -300,5 +339,24 @@ pub(super) async fn awaiting_retry(control: &Client, keys: &[(Symbol, Timeframe)
         )
         .await
         .context("looking up tasks waiting for a retry")?
+        .get(0))
+}
+
+/// Hand back tasks this worker holds in the database but not in memory: a
+/// claim whose answer was lost with the connection (the server committed
+/// it, then the connection died) leaves such leases behind. Called only
+/// when nothing is in flight, so every lease of ours not in `held` is one
+/// of those. Returns how many were handed back.
+pub(super) async fn release_orphans(control: &Client, worker: &str, held: &[Uuid]) -> Result<i64> {
+    Ok(control
+        .query_one(
+            "SELECT count(*) FILTER (WHERE agg_release(s.canonical_symbol, s.timeframe, s.lease_token, now()))
+             FROM data_agg_state s
+             WHERE s.status = 'running' AND s.lease_owner = $1
+               AND NOT (s.lease_token = ANY ($2::uuid[]))",
+            &[&worker, &held],
+        )
+        .await
+        .context("handing back tasks of a lost claim")?
         .get(0))
 }

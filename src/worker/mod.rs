@@ -29,6 +29,7 @@ use crate::engine::{SymbolJob, SymbolRunner, TaskOutcome, TaskPlan, TaskRun};
 use crate::tasks::Env;
 
 mod lease;
+mod live;
 mod retry;
 pub use lease::{is_transient, is_transient_sqlstate};
 use lease::{Claim, Finished, Leases};
@@ -36,6 +37,8 @@ use retry::{Backoff, Conn};
 
 /// Tasks claimed per free lane: a whole ladder of one symbol at best.
 const TASKS_PER_LANE: usize = 6;
+/// Most live tasks claimed at once (`agg_claim_live`).
+const LIVE_CLAIM: usize = 2000;
 /// Longest idle sleep: the poll that backs up lost notifications.
 const MAX_IDLE: StdDuration = StdDuration::from_secs(60);
 
@@ -142,12 +145,15 @@ impl Summary {
     }
 }
 
-/// This process's name in leases and session names: host:pid.
+/// This process's name in leases and session names: host:pid and a
+/// random tag, so two containers with the same host name and pid (both
+/// pid 1, say) never take each other's leases for their own.
 pub fn worker_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "localhost".into());
-    format!("{host}:{}", std::process::id())
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}:{}:{}", std::process::id(), &tag[..6])
 }
 
 /// The database as the worker's sessions see it: named after the worker
@@ -177,10 +183,20 @@ fn session_database(database: &Database, worker: &str, lease_seconds: i32) -> Da
     })
 }
 
+/// Work for a lane.
+enum Job {
+    /// One symbol's claimed tasks, on the fast path.
+    Symbol(SymbolJob),
+    /// Claimed live tasks of whole symbols, advanced in one call; the
+    /// claim's time and `max_windows` serve the fast path if that call
+    /// cannot run.
+    Live(Vec<Claim>, DateTime<Utc>, Option<u64>),
+}
+
 /// What a lane did with one job.
+#[derive(Default)]
 struct LaneReport {
-    symbol: Symbol,
-    runs: Vec<(TaskRun, Option<Finished>)>,
+    runs: Vec<(Symbol, TaskRun, Option<Finished>)>,
     released: u64,
 }
 
@@ -210,13 +226,14 @@ pub async fn run_worker(
     // `kill` ends in-flight work when the grace period is over.
     let kill = CancellationToken::new();
 
-    let (job_tx, job_rx) = mpsc::unbounded_channel::<SymbolJob>();
+    let (job_tx, job_rx) = mpsc::unbounded_channel::<Job>();
     let job_rx = Arc::new(tokio::sync::Mutex::new(job_rx));
     let (report_tx, mut report_rx) = mpsc::unbounded_channel::<LaneReport>();
     let mut lanes = Vec::new();
     for _ in 0..config.concurrency {
         lanes.push(tokio::spawn(lane(
             Conn::new(db.clone(), "lane"),
+            (worker.clone(), config.lease_seconds),
             job_rx.clone(),
             report_tx.clone(),
             leases.clone(),
@@ -328,10 +345,10 @@ struct LoopState {
 fn absorb(summary: &mut Summary, state: &mut LoopState, report: LaneReport) {
     state.in_flight = state.in_flight.saturating_sub(1);
     summary.tasks_released += report.released;
-    for (run, finished) in &report.runs {
+    for (symbol, run, finished) in &report.runs {
         summary.record(run);
-        log_run(&report.symbol, run, finished.as_ref());
-        let key = (report.symbol.clone(), run.timeframe);
+        log_run(symbol, run, finished.as_ref());
+        let key = (symbol.clone(), run.timeframe);
         match &run.outcome {
             TaskOutcome::Failed(_) => {
                 state.failing.insert(key);
@@ -387,7 +404,7 @@ async fn main_loop(
     config: &WorkerConfig,
     worker: &str,
     leases: &Leases,
-    job_tx: &mpsc::UnboundedSender<SymbolJob>,
+    job_tx: &mpsc::UnboundedSender<Job>,
     report_rx: &mut mpsc::UnboundedReceiver<LaneReport>,
     event_rx: &mut mpsc::UnboundedReceiver<Event>,
     shutdown: &CancellationToken,
@@ -424,6 +441,30 @@ async fn main_loop(
             }
             let free = config.concurrency.saturating_sub(state.in_flight);
             if state.claim_wanted && free > 0 {
+                // Tasks close to the present first, many at a time, in
+                // groups of whole symbols (the live path).
+                let (live, now) = lease::claim_live(
+                    client,
+                    config.env,
+                    worker,
+                    LIVE_CLAIM as i32,
+                    config.lease_seconds,
+                )
+                .await?;
+                if !live.is_empty() {
+                    summary.rounds += 1;
+                    lease::hold(leases, &live);
+                    for group in live::groups(live) {
+                        state.in_flight += 1;
+                        if job_tx
+                            .send(Job::Live(group, now, config.max_windows))
+                            .is_err()
+                        {
+                            bail!("every worker lane has stopped");
+                        }
+                    }
+                    return Ok(None);
+                }
                 let size = config
                     .claim_size
                     .unwrap_or(free * TASKS_PER_LANE)
@@ -444,7 +485,7 @@ async fn main_loop(
                     let jobs = plan_jobs(client, claims, now, config.max_windows).await?;
                     for job in jobs {
                         state.in_flight += 1;
-                        if job_tx.send(job).is_err() {
+                        if job_tx.send(Job::Symbol(job)).is_err() {
                             bail!("every worker lane has stopped");
                         }
                     }
@@ -454,6 +495,21 @@ async fn main_loop(
             if state.claim_wanted {
                 // Lanes are busy: wait for a report.
                 return Ok(Some(MAX_IDLE));
+            }
+            if state.in_flight == 0 {
+                let held: Vec<uuid::Uuid> = leases
+                    .lock()
+                    .map(|l| l.values().copied().collect())
+                    .unwrap_or_default();
+                let orphans = lease::release_orphans(client, worker, &held).await?;
+                if orphans > 0 {
+                    tracing::warn!(
+                        tasks = orphans,
+                        "handed back tasks of a claim whose answer was lost"
+                    );
+                    state.claim_wanted = true;
+                    return Ok(None);
+                }
             }
             let (due, expired, now) = lease::next_due(client, config.env).await?;
             if expired {
@@ -619,12 +675,13 @@ async fn plan_jobs(
     Ok(jobs.into_values().collect())
 }
 
-/// One lane: a connection working through symbol jobs until the queue
-/// closes. After `stop`, queued jobs are handed back unrun; `kill` abandons
-/// the job in flight.
+/// One lane: a connection working through jobs until the queue closes.
+/// After `stop`, queued jobs are handed back unrun; `kill` abandons the job
+/// in flight.
 async fn lane(
     mut conn: Conn,
-    jobs: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<SymbolJob>>>,
+    (worker, lease_seconds): (String, i32),
+    jobs: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Job>>>,
     reports: mpsc::UnboundedSender<LaneReport>,
     leases: Leases,
     stop: CancellationToken,
@@ -639,19 +696,26 @@ async fn lane(
             }
         };
         let Some(job) = job else { return };
-        let mut report = LaneReport {
-            symbol: job.symbol.clone(),
-            runs: Vec::new(),
-            released: 0,
-        };
+        let mut report = LaneReport::default();
         if stop.is_cancelled() {
+            let tasks: Vec<(Symbol, Timeframe, Option<uuid::Uuid>)> = match &job {
+                Job::Symbol(j) => j
+                    .tasks
+                    .iter()
+                    .map(|t| (j.symbol.clone(), t.timeframe, t.lease))
+                    .collect(),
+                Job::Live(claims, _, _) => claims
+                    .iter()
+                    .map(|c| (c.symbol.clone(), c.timeframe, Some(c.lease)))
+                    .collect(),
+            };
             if let Some(client) = conn.get(&kill).await {
-                for t in &job.tasks {
-                    let Some(l) = t.lease else { continue };
-                    match lease::release(client, &job.symbol, t.timeframe, l).await {
+                for (symbol, tf, lease) in tasks {
+                    let Some(l) = lease else { continue };
+                    match lease::release(client, &symbol, tf, l).await {
                         Ok(_) => {
                             report.released += 1;
-                            lease::forget(&leases, &job.symbol, t.timeframe);
+                            lease::forget(&leases, &symbol, tf);
                         }
                         Err(e) => tracing::warn!("{e:#}"),
                     }
@@ -660,28 +724,131 @@ async fn lane(
             let _ = reports.send(report);
             continue;
         }
-        let Some(client) = conn.get(&kill).await else {
-            let _ = reports.send(report);
-            return;
-        };
-        let runs = tokio::select! {
-            runs = SymbolRunner::new(client, &job).run(|_| {}) => runs,
-            _ = kill.cancelled() => {
-                // Dropping the connection rolls the open chunk back.
-                conn.broken();
-                let _ = reports.send(report);
-                return;
+        let done = match job {
+            Job::Symbol(job) => run_symbol_job(&mut conn, &job, &leases, &kill, &mut report).await,
+            Job::Live(claims, now, max_windows) => {
+                let live = LiveRun {
+                    worker: &worker,
+                    lease_seconds,
+                    now,
+                    max_windows,
+                };
+                run_live_job(&mut conn, &live, claims, &leases, &kill, &mut report).await
             }
         };
-        for run in runs {
-            let finished = finish_with_retry(&mut conn, &job.symbol, &run, &kill).await;
-            lease::forget(&leases, &job.symbol, run.timeframe);
-            report.runs.push((run, finished));
-        }
-        if reports.send(report).is_err() {
+        if reports.send(report).is_err() || !done {
             return;
         }
     }
+}
+
+/// Run one symbol's tasks on the fast path and record each run. False when
+/// `kill` ended it (the open chunk is rolled back with the connection).
+async fn run_symbol_job(
+    conn: &mut Conn,
+    job: &SymbolJob,
+    leases: &Leases,
+    kill: &CancellationToken,
+    report: &mut LaneReport,
+) -> bool {
+    let Some(client) = conn.get(kill).await else {
+        return false;
+    };
+    let runs = tokio::select! {
+        runs = SymbolRunner::new(client, job).run(|_| {}) => runs,
+        _ = kill.cancelled() => {
+            // Dropping the connection rolls the open chunk back.
+            conn.broken();
+            return false;
+        }
+    };
+    for run in runs {
+        let finished = finish_with_retry(conn, &job.symbol, &run, kill).await;
+        lease::forget(leases, &job.symbol, run.timeframe);
+        report.runs.push((job.symbol.clone(), run, finished));
+    }
+    true
+}
+
+/// Advance a group of live tasks in one call, retrying transient failures
+/// (nothing of a failed call stays). If the call cannot run at all (an
+/// older schema, a bug), the tasks go the fast path instead. False when
+/// `kill` ended it.
+/// Who advances a live group, and what the fast path needs if it must.
+struct LiveRun<'a> {
+    worker: &'a str,
+    lease_seconds: i32,
+    now: DateTime<Utc>,
+    max_windows: Option<u64>,
+}
+
+async fn run_live_job(
+    conn: &mut Conn,
+    live: &LiveRun<'_>,
+    claims: Vec<Claim>,
+    leases: &Leases,
+    kill: &CancellationToken,
+    report: &mut LaneReport,
+) -> bool {
+    let mut backoff = Backoff::default();
+    let error = loop {
+        let Some(client) = conn.get(kill).await else {
+            return false;
+        };
+        let call = tokio::select! {
+            r = live::advance(client, &claims, live.worker, live.lease_seconds) => r,
+            _ = kill.cancelled() => {
+                conn.broken();
+                return false;
+            }
+        };
+        match call {
+            Ok(advanced) => {
+                tracing::info!(
+                    tasks = advanced.len(),
+                    ms = advanced
+                        .first()
+                        .map(|a| a.run.elapsed.as_millis() as u64)
+                        .unwrap_or(0),
+                    "advanced live tasks"
+                );
+                for a in advanced {
+                    lease::forget(leases, &a.symbol, a.run.timeframe);
+                    report.runs.push((a.symbol, a.run, Some(a.finished)));
+                }
+                return true;
+            }
+            Err(e) if is_transient(&e) => {
+                conn.broken();
+                tracing::warn!(tasks = claims.len(), "live run failed, retrying: {e:#}");
+                if !backoff.wait(kill).await {
+                    return false;
+                }
+            }
+            Err(e) => break e,
+        }
+    };
+    tracing::warn!(
+        tasks = claims.len(),
+        "live run failed; running these tasks on the fast path: {error:#}"
+    );
+    let Some(client) = conn.get(kill).await else {
+        return false;
+    };
+    let jobs = match plan_jobs(client, claims, live.now, live.max_windows).await {
+        Ok(jobs) => jobs,
+        Err(e) => {
+            // The leases expire and another claim redoes the tasks.
+            tracing::error!("planning the fast path failed: {e:#}");
+            return true;
+        }
+    };
+    for job in jobs {
+        if !run_symbol_job(conn, &job, leases, kill, report).await {
+            return false;
+        }
+    }
+    true
 }
 
 /// Record a run, retrying transient failures until it is recorded or

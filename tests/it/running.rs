@@ -441,12 +441,40 @@ async fn the_worker_rides_out_postgresql_restarts_mid_run_and_mid_idle() {
     let mut worker = spawn(&pg.url, &["run", "--once", "--max-windows", "200"]);
     tokio::time::sleep(StdDuration::from_millis(800)).await;
     let back = pg.restart(StdDuration::from_secs(2)).await;
+    // Work resumes within 10 s of the server being back.
+    {
+        let c = pg.client().await;
+        let back_at = db_now(&c).await - Duration::milliseconds(back.elapsed().as_millis() as i64);
+        loop {
+            let resumed: i64 = c
+                .query_one(
+                    "SELECT count(*) FROM agg_run_log WHERE finished_at >= $1",
+                    &[&back_at],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if resumed > 0 {
+                break;
+            }
+            assert!(
+                back.elapsed() < StdDuration::from_secs(10),
+                "no task run finished within 10 s of the server being back"
+            );
+            tokio::time::sleep(StdDuration::from_millis(100)).await;
+        }
+        eprintln!(
+            "mid-run restart: work resumed {:?} after the server was back",
+            back.elapsed()
+        );
+    }
     let status = wait_exit(&mut worker, StdDuration::from_secs(120)).await;
     let log = child_stderr(&mut worker);
     eprintln!(
         "mid-run restart: --once finished {:?} after the server was back",
         back.elapsed()
     );
+    eprintln!("WORKERLOG {log}");
     assert!(status.success(), "{log}");
     assert!(
         log.contains("retrying"),
@@ -480,11 +508,12 @@ async fn the_worker_rides_out_postgresql_restarts_mid_run_and_mid_idle() {
     let back = pg.restart(StdDuration::from_secs(2)).await;
     let c = pg.client().await;
     insert_minutes(&c, "BTCUSD", start, 0..5).await;
+    // Aggregated within 10 s of the server being back.
     wait_count(
         &c,
         "SELECT count(*) FROM derived_data_bars WHERE canonical_symbol = 'BTCUSD' AND timeframe = '5m'",
         1,
-        StdDuration::from_secs(30),
+        StdDuration::from_secs(10).saturating_sub(back.elapsed()),
     )
     .await;
     eprintln!(
@@ -531,7 +560,7 @@ async fn a_worker_frozen_mid_copy_is_taken_over_and_changes_nothing_when_it_wake
             "1",
         ],
     );
-    let pattern = format!("barkeep %:{}", a.id());
+    let pattern = format!("barkeep %:{}:%", a.id());
     // Stop the worker at random moments until it is caught inside a COPY
     // of bars (its chunk transaction open, its task row locked).
     let mut frozen = None;

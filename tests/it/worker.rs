@@ -90,8 +90,9 @@ async fn killed_runs_resumed_give_exactly_the_bars_of_one_clean_run() {
 
     let db = fx_db(&symbols, 6).await;
     let mut seed: u64 = 0x5eed;
-    // 10 kills (not 20) keep the test short on a shared machine.
-    for _ in 0..10 {
+    // 20 kills at random moments, each after 0.1 to 1 s of work.
+    let mut progressed = Vec::new();
+    for _ in 0..20 {
         seed = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
@@ -115,7 +116,17 @@ async fn killed_runs_resumed_give_exactly_the_bars_of_one_clean_run() {
         let _ = child.wait();
         // Let the killed run's leases expire so the next run recovers them.
         tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+        progressed.push(
+            db.count("SELECT count(*) FROM derived_data_bars WHERE deleted_at IS NULL")
+                .await,
+        );
     }
+    // The kills fell during the catch-up, not after it.
+    let total = expected.len() as i64;
+    assert!(
+        progressed.iter().filter(|&&n| n < total).count() >= 10,
+        "most kills should interrupt work: bars after each kill {progressed:?} of {total}"
+    );
     run_once(&db, &[]);
     same_bars(&live_bars(&db.client().await).await, &expected);
     // No bucket has two live bars, no bar lies at or past its task's

@@ -1,0 +1,213 @@
+-- requires: 4
+-- The live path (docs/DESIGN.md, "The live path"): once a task has caught
+-- up, each run finalizes a bucket or two, and a worker doing that one task
+-- at a time spends its time in round trips, not work. Here a worker claims
+-- every due task that is close to the present in one call and advances a
+-- whole group of them in one more, with the same functions as the SQL face
+-- (agg_process_dirty, agg_horizon, agg_write_range, agg_finish), so the
+-- bars are the ones any other path writes.
+
+-- Claim up to max_tasks idle, due tasks whose cursor is at most
+-- max_buckets_behind nominal buckets behind `now` (tasks taken over from a
+-- dead worker, and tasks further behind, go through agg_claim_tasks).
+CREATE OR REPLACE FUNCTION agg_claim_live(env text, worker text, now timestamptz DEFAULT now(),
+                                          max_tasks integer DEFAULT 1000,
+                                          lease_seconds integer DEFAULT 60,
+                                          max_buckets_behind integer DEFAULT 12)
+RETURNS TABLE (canonical_symbol text, timeframe text, source_timeframe text,
+               last_agg_bar_ts_utc timestamptz, aggregation_delay_seconds integer,
+               lease_token uuid)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+  v_env text := $1;
+  v_worker text := $2;
+  v_now timestamptz := coalesce($3, now());
+  v_max integer := coalesce($4, 1000);
+  v_lease interval := make_interval(secs => coalesce($5, 60));
+  v_behind integer := coalesce($6, 12);
+BEGIN
+  PERFORM agg_check_env(v_env);
+  IF v_lease <= interval '0' THEN
+    RAISE EXCEPTION 'lease_seconds must be positive, got %', $5 USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  RETURN QUERY
+  WITH picked AS (
+    SELECT s.canonical_symbol, s.timeframe
+    FROM data_agg_state s
+    JOIN core_asset_registry_all r ON r.canonical_symbol = s.canonical_symbol
+    WHERE s.enabled AND s.status = 'idle' AND s.next_run_at <= v_now
+      AND CASE WHEN v_env = 'prod' THEN r.active ELSE r.test_active END
+      AND s.last_agg_bar_ts_utc >= v_now - agg_timeframe_interval(s.timeframe) * v_behind
+    ORDER BY s.is_mandatory DESC, agg_timeframe_rank(s.timeframe), s.task_priority,
+             s.last_successful_at_utc ASC NULLS FIRST, s.canonical_symbol
+    LIMIT greatest(v_max, 0)
+    FOR UPDATE OF s SKIP LOCKED
+  )
+  UPDATE data_agg_state t SET status = 'running', running_started_at_utc = v_now,
+    last_attempted_at_utc = v_now, lease_token = gen_random_uuid(), lease_owner = v_worker,
+    lease_expires_at = v_now + v_lease, updated_at = now()
+  FROM picked p
+  WHERE t.canonical_symbol = p.canonical_symbol AND t.timeframe = p.timeframe
+  RETURNING t.canonical_symbol, t.timeframe, t.source_timeframe, t.last_agg_bar_ts_utc,
+            t.aggregation_delay_seconds, t.lease_token;
+END $$;
+
+-- Advance claimed tasks (parallel arrays of symbol, timeframe and lease
+-- token) to their finality horizon and record each run with agg_finish, in
+-- the caller's transaction. Tasks are taken symbol by symbol in ladder
+-- order, the order in which the change-tracking trigger locks cursors, so
+-- two callers and a feed cannot deadlock; a symbol's late data is
+-- re-aggregated first, as on the fast path. A task of one of these symbols
+-- that was not claimed but that this call made due (its source moved far
+-- enough: agg_finish wakes it), and is as close to the present as a live
+-- claim requires, is claimed here for `worker` and advanced
+-- too, unless another session holds it, so a 15m bar commits with the 5m
+-- bar that completed it. A task whose lease is no longer held is left
+-- alone ('lease_lost'); a task that fails is recorded as failed (transient
+-- or hard by SQLSTATE) and the others go on.
+DROP FUNCTION IF EXISTS agg_advance_live(text[], text[], uuid[], timestamptz, integer);
+CREATE OR REPLACE FUNCTION agg_advance_live(symbols text[], timeframes text[], lease_tokens uuid[],
+                                            now timestamptz DEFAULT now(),
+                                            derivation_version integer DEFAULT 1,
+                                            worker text DEFAULT NULL,
+                                            lease_seconds integer DEFAULT 60)
+RETURNS TABLE (task_symbol text, task_timeframe text, outcome text, task_status text,
+               cursor_from timestamptz, cursor_to timestamptz, bars_created integer,
+               bars_changed integer, bars_deleted integer, bars_quality_poor integer,
+               buckets_reaggregated integer, error_text text)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+  v_now timestamptz := coalesce($4, now());
+  v_version integer := coalesce($5, 1);
+  t record;
+  w record;
+  v_symbol text;
+  v_cal text;
+  v_late jsonb := '{}';
+  v_tl jsonb;
+  v_from timestamptz;
+  v_horizon timestamptz;
+  v_limit timestamptz;
+  v_fin jsonb;
+  v_state text;
+  v_kind text;
+  v_tok uuid;
+  v_worker text := $6;
+  v_lease interval := make_interval(secs => coalesce($7, 60));
+BEGIN
+  IF cardinality($1) IS DISTINCT FROM cardinality($2)
+     OR cardinality($1) IS DISTINCT FROM cardinality($3) THEN
+    RAISE EXCEPTION 'symbols, timeframes and lease_tokens must have the same length'
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  FOR t IN
+    SELECT s.sym, l.tf, u.tok
+    FROM (SELECT DISTINCT x.sym FROM unnest($1) AS x (sym)) s
+    CROSS JOIN unnest(ARRAY['5m', '15m', '1h', '4h', '1d', '1w']) WITH ORDINALITY AS l (tf, rank)
+    LEFT JOIN unnest($1, $2, $3) AS u (sym, tf, tok) ON u.sym = s.sym AND u.tf = l.tf
+    ORDER BY s.sym, l.rank
+  LOOP
+    IF t.sym IS DISTINCT FROM v_symbol THEN
+      v_symbol := t.sym;
+      v_cal := agg_symbol_calendar(t.sym);
+      v_late := '{}';
+      IF EXISTS (SELECT 1 FROM agg_dirty_buckets d WHERE d.canonical_symbol = t.sym) THEN
+        BEGIN
+          v_late := coalesce(agg_process_dirty(t.sym) -> 'timeframes', '{}');
+        EXCEPTION WHEN OTHERS THEN
+          -- As on the fast path: the tasks still advance; the marks stay.
+          RAISE WARNING 're-aggregating late % data: %', t.sym, SQLERRM;
+        END;
+      END IF;
+    END IF;
+    v_tok := t.tok;
+    IF v_tok IS NULL THEN
+      -- Not claimed: claim it here if this call made it due.
+      PERFORM 1 FROM data_agg_state x
+      WHERE x.canonical_symbol = t.sym AND x.timeframe = t.tf AND x.enabled AND x.status = 'idle'
+        AND x.next_run_at <= v_now
+        AND x.last_agg_bar_ts_utc >= v_now - agg_timeframe_interval(x.timeframe) * 12
+        AND x.transient_fail_streak = 0 AND x.hard_fail_streak = 0
+      FOR UPDATE SKIP LOCKED;
+      CONTINUE WHEN NOT FOUND;
+      UPDATE data_agg_state x SET status = 'running', running_started_at_utc = v_now,
+        last_attempted_at_utc = v_now, lease_token = gen_random_uuid(), lease_owner = v_worker,
+        lease_expires_at = v_now + v_lease, updated_at = now()
+      WHERE x.canonical_symbol = t.sym AND x.timeframe = t.tf
+      RETURNING x.lease_token INTO v_tok;
+    END IF;
+    task_symbol := t.sym;
+    task_timeframe := t.tf;
+    bars_created := 0; bars_changed := 0; bars_deleted := 0; bars_quality_poor := 0;
+    buckets_reaggregated := 0; error_text := NULL;
+    v_tl := v_late -> t.tf;
+    IF v_tl IS NOT NULL THEN
+      buckets_reaggregated := (v_tl ->> 'buckets')::integer;
+      bars_created := (v_tl ->> 'bars_created')::integer;
+      bars_changed := (v_tl ->> 'bars_changed')::integer;
+      bars_deleted := (v_tl ->> 'bars_deleted')::integer;
+      bars_quality_poor := (v_tl ->> 'bars_quality_poor')::integer;
+    END IF;
+    BEGIN
+      SELECT s.last_agg_bar_ts_utc INTO v_from FROM data_agg_state s
+      WHERE s.canonical_symbol = t.sym AND s.timeframe = t.tf AND s.lease_token = v_tok
+        AND s.status = 'running'
+      FOR UPDATE;
+      IF NOT FOUND THEN
+        outcome := 'lease_lost'; task_status := NULL; cursor_from := NULL; cursor_to := NULL;
+        RETURN NEXT;
+        CONTINUE;
+      END IF;
+      IF v_from IS NULL THEN
+        RAISE EXCEPTION 'the % % task has no cursor yet', t.sym, t.tf
+          USING ERRCODE = 'null_value_not_allowed';
+      END IF;
+      cursor_from := v_from;
+      cursor_to := v_from;
+      v_horizon := agg_horizon(t.sym, t.tf, v_now);
+      IF v_horizon IS NOT NULL THEN
+        v_limit := agg_bucket_start(v_cal, t.tf, v_horizon);
+        IF v_limit > v_from THEN
+          SELECT * INTO w FROM agg_write_range(t.sym, t.tf, v_cal, v_from, v_limit, v_version, false);
+          UPDATE data_agg_state s SET last_agg_bar_ts_utc = v_limit, updated_at = now()
+          WHERE s.canonical_symbol = t.sym AND s.timeframe = t.tf;
+          cursor_to := v_limit;
+          bars_created := bars_created + w.created;
+          bars_changed := bars_changed + w.changed;
+          bars_deleted := bars_deleted + w.deleted;
+          bars_quality_poor := bars_quality_poor + w.poor;
+        END IF;
+      END IF;
+      v_fin := agg_finish(t.sym, t.tf, true, cursor_to,
+        jsonb_build_object('bars_created', bars_created, 'bars_quality_poor', bars_quality_poor,
+                           'cursor_from', cursor_from, 'continue', false),
+        NULL, NULL, v_now, 3, v_tok);
+      outcome := 'done';
+      task_status := v_fin ->> 'status';
+      RETURN NEXT;
+    EXCEPTION WHEN OTHERS THEN
+      GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE;
+      error_text := SQLERRM || ' (SQLSTATE ' || v_state || ')';
+      v_kind := CASE WHEN v_state LIKE '08%'
+                       OR v_state IN ('40001', '40P01', '57014', '55P03', '57P01', '57P02', '57P03')
+                     THEN 'transient' ELSE 'hard' END;
+      v_fin := agg_finish(t.sym, t.tf, false, NULL, '{}', v_kind, error_text, v_now, 3, v_tok);
+      outcome := 'failed_' || v_kind;
+      task_status := v_fin ->> 'status';
+      bars_created := 0; bars_changed := 0; bars_deleted := 0; bars_quality_poor := 0;
+      cursor_to := cursor_from;
+      RETURN NEXT;
+    END;
+  END LOOP;
+END $$;
+
+REVOKE EXECUTE ON FUNCTION
+  agg_claim_live(text, text, timestamptz, integer, integer, integer),
+  agg_advance_live(text[], text[], uuid[], timestamptz, integer, text, integer)
+FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+  agg_claim_live(text, text, timestamptz, integer, integer, integer),
+  agg_advance_live(text[], text[], uuid[], timestamptz, integer, text, integer)
+TO barkeep_worker;

@@ -1,0 +1,133 @@
+//! The live path of the worker (docs/DESIGN.md, "The live path"): tasks
+//! that are close to the present finalize a bucket or two per run, so they
+//! are claimed many at a time (`agg_claim_live`) and advanced in groups of
+//! whole symbols by one call of `agg_advance_live`, which writes the bars,
+//! moves the cursors and records every run with `agg_finish` in one
+//! transaction. The bars are those of the SQL face, which the tests hold
+//! equal to the fast path's.
+
+use std::collections::BTreeMap;
+
+use anyhow::{anyhow, Context, Result};
+use chrono::{DateTime, Utc};
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+use super::lease::{Claim, Finished};
+use crate::assets::Symbol;
+use crate::calendar::Timeframe;
+use crate::engine::{TaskOutcome, TaskRun};
+
+/// Most tasks advanced in one call (one transaction): small enough that
+/// the first bars of a wave commit early and lanes share the wave.
+pub(super) const GROUP_TASKS: usize = 120;
+
+/// Split claims into groups of whole symbols of about `GROUP_TASKS` tasks.
+pub(super) fn groups(claims: Vec<Claim>) -> Vec<Vec<Claim>> {
+    let mut by_symbol: BTreeMap<Symbol, Vec<Claim>> = BTreeMap::new();
+    for c in claims {
+        by_symbol.entry(c.symbol.clone()).or_default().push(c);
+    }
+    let mut out: Vec<Vec<Claim>> = Vec::new();
+    let mut current: Vec<Claim> = Vec::new();
+    for (_, tasks) in by_symbol {
+        if !current.is_empty() && current.len() + tasks.len() > GROUP_TASKS {
+            out.push(std::mem::take(&mut current));
+        }
+        current.extend(tasks);
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// One advanced task: its run and what `agg_finish` recorded.
+pub(super) struct Advanced {
+    pub(super) symbol: Symbol,
+    pub(super) run: TaskRun,
+    pub(super) finished: Finished,
+}
+
+/// Advance a group of claimed live tasks in one transaction. Tasks of the same symbols that the group made due are claimed for
+/// `worker` under a lease of `lease_seconds` and advanced in the same call.
+pub(super) async fn advance(
+    client: &mut Client,
+    claims: &[Claim],
+    worker: &str,
+    lease_seconds: i32,
+) -> Result<Vec<Advanced>> {
+    let started = std::time::Instant::now();
+    let symbols: Vec<&str> = claims.iter().map(|c| c.symbol.as_str()).collect();
+    let tfs: Vec<&str> = claims.iter().map(|c| c.timeframe.as_str()).collect();
+    let tokens: Vec<Uuid> = claims.iter().map(|c| c.lease).collect();
+    let tx = client
+        .transaction()
+        .await
+        .context("starting a live transaction")?;
+    let rows = tx
+        .query(
+            "SELECT task_symbol, task_timeframe, outcome, task_status, cursor_from, cursor_to,
+                    bars_created, bars_changed, bars_deleted, bars_quality_poor,
+                    buckets_reaggregated, error_text
+             FROM agg_advance_live($1::text[], $2::text[], $3::uuid[], now(), 1, $4, $5)",
+            &[&symbols, &tfs, &tokens, &worker, &lease_seconds],
+        )
+        .await
+        .with_context(|| format!("advancing {} live tasks", claims.len()))?;
+    tx.commit()
+        .await
+        .with_context(|| format!("committing {} live tasks", claims.len()))?;
+    let elapsed = started.elapsed();
+    let leases: BTreeMap<(&str, &str), Uuid> = claims
+        .iter()
+        .map(|c| ((c.symbol.as_str(), c.timeframe.as_str()), c.lease))
+        .collect();
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let symbol: String = r.get(0);
+        let tf: String = r.get(1);
+        let outcome: String = r.get(2);
+        let status: Option<String> = r.get(3);
+        let from: Option<DateTime<Utc>> = r.get(4);
+        let to: Option<DateTime<Utc>> = r.get(5);
+        let count = |i: usize| -> u64 { u64::try_from(r.get::<_, i32>(i)).unwrap_or(0) };
+        let error: Option<String> = r.get(11);
+        let lease = leases.get(&(symbol.as_str(), tf.as_str())).copied();
+        let (outcome, finished) = match outcome.as_str() {
+            "done" => (
+                TaskOutcome::Done,
+                Finished::Recorded(status.unwrap_or_else(|| "idle".into())),
+            ),
+            "lease_lost" => (TaskOutcome::LeaseLost, Finished::LeaseLost),
+            _ => (
+                TaskOutcome::Failed(anyhow!(
+                    "{}",
+                    error.unwrap_or_else(|| "the live run failed".into())
+                )),
+                Finished::Recorded(status.unwrap_or_else(|| "idle".into())),
+            ),
+        };
+        let cursor = to.or(from).unwrap_or_else(Utc::now);
+        out.push(Advanced {
+            symbol: Symbol::parse(&symbol)?,
+            run: TaskRun {
+                timeframe: Timeframe::parse(&tf)?,
+                lease,
+                start_cursor: from.unwrap_or(cursor),
+                new_cursor: cursor,
+                windows: 0,
+                bars_created: count(6),
+                bars_changed: count(7),
+                bars_deleted: count(8),
+                buckets_reaggregated: count(10),
+                bars_quality_poor: count(9),
+                bars_skipped: 0,
+                outcome,
+                elapsed,
+            },
+            finished,
+        });
+    }
+    Ok(out)
+}

@@ -58,20 +58,25 @@ END $$;
 -- the caller's transaction. Tasks are taken symbol by symbol in ladder
 -- order, the order in which the change-tracking trigger locks cursors, so
 -- two callers and a feed cannot deadlock; a symbol's late data is
--- re-aggregated first, as on the fast path. A task of one of these symbols
--- that was not claimed but that this call made due (its source moved far
--- enough: agg_finish wakes it), and is as close to the present as a live
--- claim requires, is claimed here for `worker` and advanced
--- too, unless another session holds it, so a 15m bar commits with the 5m
--- bar that completed it. A task whose lease is no longer held is left
+-- re-aggregated first, as on the fast path. With take_dependents, a task
+-- of one of these symbols that was not claimed but is due (a source task
+-- advanced by this or an earlier call made it so: agg_finish wakes it) and
+-- is as close to the present as a live claim requires is claimed here for
+-- `worker` and advanced too, unless another session holds it. The worker
+-- calls once for its claimed tasks, whose bars then commit at once, and
+-- once more with NULL timeframes and tokens for the tasks that made due,
+-- so a 15m bar follows the 5m bar that completed it within one more call
+-- instead of one more claim round. A task whose lease is no longer held is left
 -- alone ('lease_lost'); a task that fails is recorded as failed (transient
 -- or hard by SQLSTATE) and the others go on.
 DROP FUNCTION IF EXISTS agg_advance_live(text[], text[], uuid[], timestamptz, integer);
+DROP FUNCTION IF EXISTS agg_advance_live(text[], text[], uuid[], timestamptz, integer, text, integer);
 CREATE OR REPLACE FUNCTION agg_advance_live(symbols text[], timeframes text[], lease_tokens uuid[],
                                             now timestamptz DEFAULT now(),
                                             derivation_version integer DEFAULT 1,
                                             worker text DEFAULT NULL,
-                                            lease_seconds integer DEFAULT 60)
+                                            lease_seconds integer DEFAULT 60,
+                                            take_dependents boolean DEFAULT false)
 RETURNS TABLE (task_symbol text, task_timeframe text, outcome text, task_status text,
                cursor_from timestamptz, cursor_to timestamptz, bars_created integer,
                bars_changed integer, bars_deleted integer, bars_quality_poor integer,
@@ -96,6 +101,7 @@ DECLARE
   v_tok uuid;
   v_worker text := $6;
   v_lease interval := make_interval(secs => coalesce($7, 60));
+  v_take boolean := coalesce($8, false);
 BEGIN
   IF cardinality($1) IS DISTINCT FROM cardinality($2)
      OR cardinality($1) IS DISTINCT FROM cardinality($3) THEN
@@ -124,7 +130,8 @@ BEGIN
     END IF;
     v_tok := t.tok;
     IF v_tok IS NULL THEN
-      -- Not claimed: claim it here if this call made it due.
+      -- Not claimed: with take_dependents, claim it here if it is due.
+      CONTINUE WHEN NOT v_take;
       PERFORM 1 FROM data_agg_state x
       WHERE x.canonical_symbol = t.sym AND x.timeframe = t.tf AND x.enabled AND x.status = 'idle'
         AND x.next_run_at <= v_now
@@ -205,9 +212,9 @@ END $$;
 
 REVOKE EXECUTE ON FUNCTION
   agg_claim_live(text, text, timestamptz, integer, integer, integer),
-  agg_advance_live(text[], text[], uuid[], timestamptz, integer, text, integer)
+  agg_advance_live(text[], text[], uuid[], timestamptz, integer, text, integer, boolean)
 FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
   agg_claim_live(text, text, timestamptz, integer, integer, integer),
-  agg_advance_live(text[], text[], uuid[], timestamptz, integer, text, integer)
+  agg_advance_live(text[], text[], uuid[], timestamptz, integer, text, integer, boolean)
 TO barkeep_worker;

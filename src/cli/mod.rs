@@ -293,6 +293,24 @@ pub(crate) fn print_json(value: &impl serde::Serialize) -> Result<()> {
     Ok(())
 }
 
+/// Long-running services ignore SIGPIPE. The binary dies on a closed pipe
+/// so `barkeep export … | head` ends quietly (src/main.rs); a server writing
+/// to a socket its client closed, or a worker writing to a database
+/// connection the server dropped (a restart, over a Unix socket), would die
+/// the same way. Here a closed socket is an error of one write instead,
+/// which the caller reports or retries.
+pub(crate) fn ignore_closed_pipes() {
+    #[cfg(unix)]
+    // SAFETY: ignoring a signal installs no handler code, so nothing runs in
+    // signal context; sigaction is process-wide and safe with threads.
+    unsafe {
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigIgn,
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser;

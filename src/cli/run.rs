@@ -73,6 +73,7 @@ impl RunArgs {
 pub async fn run(global: &Global, args: RunArgs) -> Result<ExitCode> {
     let config = args.config();
     config.validate()?;
+    super::ignore_closed_pipes();
     let database = global.database().await?;
     let check = database.connect().await?;
     crate::ops::require_migrated(&check).await?;

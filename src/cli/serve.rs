@@ -31,7 +31,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    ignore_closed_pipes();
+    super::ignore_closed_pipes();
     let database = global.database().await?;
     let tokened = settings.token.is_some();
     http::serve(
@@ -48,22 +48,6 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<ExitCode> {
     )
     .await?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// A client hanging up mid-response must cost that response only. The
-/// binary dies on a closed pipe so `barkeep export … | head` ends quietly
-/// (src/main.rs); a server writing to a socket the client closed would die
-/// the same way, so here a closed socket is an error of one write instead.
-fn ignore_closed_pipes() {
-    #[cfg(unix)]
-    // SAFETY: ignoring a signal installs no handler code, so nothing runs in
-    // signal context; sigaction is process-wide and safe with threads.
-    unsafe {
-        let _ = nix::sys::signal::signal(
-            nix::sys::signal::Signal::SIGPIPE,
-            nix::sys::signal::SigHandler::SigIgn,
-        );
-    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -49,18 +49,49 @@ pub(super) struct Advanced {
     pub(super) finished: Finished,
 }
 
-/// Advance a group of claimed live tasks in one transaction. Tasks of the same symbols that the group made due are claimed for
-/// `worker` under a lease of `lease_seconds` and advanced in the same call.
+/// Advance a group of claimed live tasks in one transaction. Then, in a
+/// second one, the tasks of the same symbols that this made due are claimed
+/// for `worker` under a lease of `lease_seconds` and advanced (a 15m bar
+/// right after the 5m bar that completed it).
 pub(super) async fn advance(
     client: &mut Client,
     claims: &[Claim],
     worker: &str,
     lease_seconds: i32,
 ) -> Result<Vec<Advanced>> {
-    let started = std::time::Instant::now();
     let symbols: Vec<&str> = claims.iter().map(|c| c.symbol.as_str()).collect();
-    let tfs: Vec<&str> = claims.iter().map(|c| c.timeframe.as_str()).collect();
-    let tokens: Vec<Uuid> = claims.iter().map(|c| c.lease).collect();
+    let tfs: Vec<Option<&str>> = claims.iter().map(|c| Some(c.timeframe.as_str())).collect();
+    let tokens: Vec<Option<Uuid>> = claims.iter().map(|c| Some(c.lease)).collect();
+    let claimed = (&symbols[..], &tfs[..], &tokens[..]);
+    let mut out = call(client, claims, claimed, worker, lease_seconds, false).await?;
+    let mut group = symbols.clone();
+    group.sort_unstable();
+    group.dedup();
+    let no_tf: Vec<Option<&str>> = vec![None; group.len()];
+    let no_token: Vec<Option<Uuid>> = vec![None; group.len()];
+    let dependents = (&group[..], &no_tf[..], &no_token[..]);
+    // The claimed tasks are done whatever happens next; dependents that
+    // cannot be taken here stay due for the next claim.
+    match call(client, claims, dependents, worker, lease_seconds, true).await {
+        Ok(more) => out.extend(more),
+        Err(e) => tracing::warn!("advancing the tasks a live group made due: {e:#}"),
+    }
+    Ok(out)
+}
+
+/// Parallel arrays of symbols, timeframes and lease tokens.
+type Tasks<'a> = (&'a [&'a str], &'a [Option<&'a str>], &'a [Option<Uuid>]);
+
+/// One call of `agg_advance_live` in its own transaction.
+async fn call(
+    client: &mut Client,
+    claims: &[Claim],
+    (symbols, tfs, tokens): Tasks<'_>,
+    worker: &str,
+    lease_seconds: i32,
+    take_dependents: bool,
+) -> Result<Vec<Advanced>> {
+    let started = std::time::Instant::now();
     let tx = client
         .transaction()
         .await
@@ -70,14 +101,21 @@ pub(super) async fn advance(
             "SELECT task_symbol, task_timeframe, outcome, task_status, cursor_from, cursor_to,
                     bars_created, bars_changed, bars_deleted, bars_quality_poor,
                     buckets_reaggregated, error_text
-             FROM agg_advance_live($1::text[], $2::text[], $3::uuid[], now(), 1, $4, $5)",
-            &[&symbols, &tfs, &tokens, &worker, &lease_seconds],
+             FROM agg_advance_live($1::text[], $2::text[], $3::uuid[], now(), 1, $4, $5, $6)",
+            &[
+                &symbols,
+                &tfs,
+                &tokens,
+                &worker,
+                &lease_seconds,
+                &take_dependents,
+            ],
         )
         .await
-        .with_context(|| format!("advancing {} live tasks", claims.len()))?;
+        .with_context(|| format!("advancing {} live tasks", symbols.len()))?;
     tx.commit()
         .await
-        .with_context(|| format!("committing {} live tasks", claims.len()))?;
+        .with_context(|| format!("committing {} live tasks", symbols.len()))?;
     let elapsed = started.elapsed();
     let leases: BTreeMap<(&str, &str), Uuid> = claims
         .iter()

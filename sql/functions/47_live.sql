@@ -102,11 +102,101 @@ DECLARE
   v_worker text := $6;
   v_lease interval := make_interval(secs => coalesce($7, 60));
   v_take boolean := coalesce($8, false);
+  v_lates jsonb := '{}';
+  v_done jsonb := '{}';
+  v_tf text;
+  v_src text;
 BEGIN
   IF cardinality($1) IS DISTINCT FROM cardinality($2)
      OR cardinality($1) IS DISTINCT FROM cardinality($3) THEN
     RAISE EXCEPTION 'symbols, timeframes and lease_tokens must have the same length'
       USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  -- Late data first, symbol by symbol, as on the fast path.
+  FOR v_symbol IN
+    SELECT DISTINCT x.sym FROM unnest($1) AS x (sym)
+    WHERE EXISTS (SELECT 1 FROM agg_dirty_buckets d WHERE d.canonical_symbol = x.sym)
+    ORDER BY 1
+  LOOP
+    BEGIN
+      v_lates := v_lates || jsonb_build_object(v_symbol,
+        coalesce(agg_process_dirty(v_symbol) -> 'timeframes', '{}'));
+    EXCEPTION WHEN OTHERS THEN
+      -- As on the fast path: the tasks still advance; the marks stay.
+      RAISE WARNING 're-aggregating late % data: %', v_symbol, SQLERRM;
+    END;
+  END LOOP;
+  v_symbol := NULL;
+  -- The claimed tasks, one set-based write per timeframe in ladder order:
+  -- rows locked in symbol order, horizons as agg_horizon computes them, and
+  -- the bars of every task whose range holds no live bar yet (the usual
+  -- case) inserted in one statement; cursors move. The loop below then only
+  -- records them; a task with live bars in its range, or every task when
+  -- this fails, takes the loop's one-task-at-a-time way.
+  IF NOT v_take THEN
+    BEGIN
+      FOREACH v_tf IN ARRAY ARRAY['5m', '15m', '1h', '4h', '1d', '1w'] LOOP
+        v_src := agg_source_timeframe(v_tf);
+        WITH locked AS MATERIALIZED (
+          SELECT s.canonical_symbol AS sym, s.last_agg_bar_ts_utc AS cur,
+                 s.aggregation_delay_seconds AS delay
+          FROM data_agg_state s
+          JOIN unnest($1, $2, $3) AS u (sym, tf, tok)
+            ON s.canonical_symbol = u.sym AND s.timeframe = u.tf AND s.lease_token = u.tok
+          WHERE u.tf = v_tf AND s.status = 'running' AND s.last_agg_bar_ts_utc IS NOT NULL
+          ORDER BY s.canonical_symbol
+          FOR UPDATE OF s
+        ), ranged AS MATERIALIZED (
+          SELECT l.sym, l.cur, c.cal, agg_bucket_start(c.cal, v_tf, h.horizon) AS lim
+          FROM locked l
+          CROSS JOIN LATERAL (SELECT agg_symbol_calendar(l.sym) AS cal) c
+          CROSS JOIN LATERAL (
+            SELECT CASE WHEN v_src = '1m' THEN
+                     greatest(v_now - make_interval(secs => coalesce(l.delay, 0)),
+                              least(v_now, coalesce(
+                                (SELECT b.ts_utc + interval '1 minute' FROM data_bars b
+                                 WHERE b.canonical_symbol = l.sym AND b.timeframe = '1m'
+                                 ORDER BY b.ts_utc DESC LIMIT 1),
+                                v_now - make_interval(secs => coalesce(l.delay, 0)))))
+                   ELSE least(v_now, (SELECT p.last_agg_bar_ts_utc FROM data_agg_state p
+                                      WHERE p.canonical_symbol = l.sym AND p.timeframe = v_src))
+                   END AS horizon) h
+        ), clear AS MATERIALIZED (
+          SELECT r.* FROM ranged r
+          WHERE r.lim > r.cur
+            AND NOT EXISTS (SELECT 1 FROM derived_data_bars d
+                            WHERE d.canonical_symbol = r.sym AND d.timeframe = v_tf
+                              AND d.deleted_at IS NULL AND d.ts_utc >= r.cur AND d.ts_utc < r.lim)
+        ), ins AS (
+          INSERT INTO derived_data_bars AS d (canonical_symbol, timeframe, ts_utc, open, high, low,
+            close, vol, vwap, trade_count, source_timeframe, source_candles, expected_candles,
+            quality_score, is_partial, derivation_version)
+          SELECT c.sym, v_tf, nb.bucket, nb.open, nb.high, nb.low, nb.close, nb.vol, nb.vwap,
+                 nb.trade_count, v_src, nb.source_candles, nb.expected_candles, nb.quality_score,
+                 false, v_version
+          FROM clear c
+          CROSS JOIN LATERAL agg_bucket_bars(c.sym, v_tf, c.cal, c.cur, c.lim) nb
+          WHERE nb.quality_score IS NOT NULL
+          RETURNING d.canonical_symbol, d.quality_score
+        ), moved AS (
+          UPDATE data_agg_state s SET last_agg_bar_ts_utc = c.lim, updated_at = now()
+          FROM clear c WHERE s.canonical_symbol = c.sym AND s.timeframe = v_tf
+          RETURNING s.canonical_symbol
+        )
+        SELECT v_done || coalesce(jsonb_object_agg(c.sym || ' ' || v_tf, jsonb_build_object(
+                 'from', c.cur, 'to', c.lim,
+                 'created', (SELECT count(*) FROM ins i WHERE i.canonical_symbol = c.sym),
+                 'poor', (SELECT count(*) FROM ins i
+                          WHERE i.canonical_symbol = c.sym AND i.quality_score <= 0))), '{}')
+             || coalesce((SELECT jsonb_object_agg(r.sym || ' ' || v_tf, jsonb_build_object(
+                 'from', r.cur, 'to', r.cur, 'created', 0, 'poor', 0))
+                 FROM ranged r WHERE r.lim IS NULL OR r.lim <= r.cur), '{}')
+        INTO v_done
+        FROM clear c;
+      END LOOP;
+    EXCEPTION WHEN OTHERS THEN
+      v_done := '{}';
+    END;
   END IF;
   FOR t IN
     SELECT s.sym, l.tf, u.tok
@@ -118,15 +208,7 @@ BEGIN
     IF t.sym IS DISTINCT FROM v_symbol THEN
       v_symbol := t.sym;
       v_cal := agg_symbol_calendar(t.sym);
-      v_late := '{}';
-      IF EXISTS (SELECT 1 FROM agg_dirty_buckets d WHERE d.canonical_symbol = t.sym) THEN
-        BEGIN
-          v_late := coalesce(agg_process_dirty(t.sym) -> 'timeframes', '{}');
-        EXCEPTION WHEN OTHERS THEN
-          -- As on the fast path: the tasks still advance; the marks stay.
-          RAISE WARNING 're-aggregating late % data: %', t.sym, SQLERRM;
-        END;
-      END IF;
+      v_late := coalesce(v_lates -> t.sym, '{}');
     END IF;
     v_tok := t.tok;
     IF v_tok IS NULL THEN
@@ -173,7 +255,17 @@ BEGIN
       END IF;
       cursor_from := v_from;
       cursor_to := v_from;
-      v_horizon := agg_horizon(t.sym, t.tf, v_now);
+      v_tl := v_done -> (t.sym || ' ' || t.tf);
+      IF v_tl IS NOT NULL THEN
+        -- Written above.
+        cursor_from := (v_tl ->> 'from')::timestamptz;
+        cursor_to := (v_tl ->> 'to')::timestamptz;
+        bars_created := bars_created + (v_tl ->> 'created')::integer;
+        bars_quality_poor := bars_quality_poor + (v_tl ->> 'poor')::integer;
+        v_horizon := NULL;
+      ELSE
+        v_horizon := agg_horizon(t.sym, t.tf, v_now);
+      END IF;
       IF v_horizon IS NOT NULL THEN
         v_limit := agg_bucket_start(v_cal, t.tf, v_horizon);
         IF v_limit > v_from THEN

@@ -49,10 +49,7 @@ pub(super) struct Advanced {
     pub(super) finished: Finished,
 }
 
-/// Advance a group of claimed live tasks in one transaction. Then, in a
-/// second one, the tasks of the same symbols that this made due are claimed
-/// for `worker` under a lease of `lease_seconds` and advanced (a 15m bar
-/// right after the 5m bar that completed it).
+/// Advance a group of claimed live tasks in one transaction.
 pub(super) async fn advance(
     client: &mut Client,
     claims: &[Claim],
@@ -63,20 +60,25 @@ pub(super) async fn advance(
     let tfs: Vec<Option<&str>> = claims.iter().map(|c| Some(c.timeframe.as_str())).collect();
     let tokens: Vec<Option<Uuid>> = claims.iter().map(|c| Some(c.lease)).collect();
     let claimed = (&symbols[..], &tfs[..], &tokens[..]);
-    let mut out = call(client, claims, claimed, worker, lease_seconds, false).await?;
-    let mut group = symbols.clone();
-    group.sort_unstable();
-    group.dedup();
-    let no_tf: Vec<Option<&str>> = vec![None; group.len()];
-    let no_token: Vec<Option<Uuid>> = vec![None; group.len()];
-    let dependents = (&group[..], &no_tf[..], &no_token[..]);
-    // The claimed tasks are done whatever happens next; dependents that
-    // cannot be taken here stay due for the next claim.
-    match call(client, claims, dependents, worker, lease_seconds, true).await {
-        Ok(more) => out.extend(more),
-        Err(e) => tracing::warn!("advancing the tasks a live group made due: {e:#}"),
-    }
-    Ok(out)
+    call(client, claims, claimed, worker, lease_seconds, false).await
+}
+
+/// Claim for `worker` (under a lease of `lease_seconds`) and advance, in
+/// one transaction, the tasks of `symbols` that earlier live groups made
+/// due: a 15m bar right after the 5m bar that completed it, without a claim
+/// round in between. The worker queues these calls after the groups of a
+/// claim, so every group's own bars commit first.
+pub(super) async fn advance_dependents(
+    client: &mut Client,
+    symbols: &[Symbol],
+    worker: &str,
+    lease_seconds: i32,
+) -> Result<Vec<Advanced>> {
+    let names: Vec<&str> = symbols.iter().map(Symbol::as_str).collect();
+    let no_tf: Vec<Option<&str>> = vec![None; names.len()];
+    let no_token: Vec<Option<Uuid>> = vec![None; names.len()];
+    let dependents = (&names[..], &no_tf[..], &no_token[..]);
+    call(client, &[], dependents, worker, lease_seconds, true).await
 }
 
 /// Parallel arrays of symbols, timeframes and lease tokens.

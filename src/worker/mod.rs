@@ -191,6 +191,9 @@ enum Job {
     /// claim's time and `max_windows` serve the fast path if that call
     /// cannot run.
     Live(Vec<Claim>, DateTime<Utc>, Option<u64>),
+    /// The tasks of these symbols that live groups made due (15m, 1h, ...
+    /// after 5m), claimed and advanced in one call.
+    Dependents(Vec<Symbol>),
 }
 
 /// What a lane did with one job.
@@ -454,12 +457,23 @@ async fn main_loop(
                 if !live.is_empty() {
                     summary.rounds += 1;
                     lease::hold(leases, &live);
-                    for group in live::groups(live) {
+                    let groups = live::groups(live);
+                    // Every group's own bars first, then what they made due.
+                    let dependents: Vec<Vec<Symbol>> = groups
+                        .iter()
+                        .map(|g| {
+                            let mut s: Vec<Symbol> = g.iter().map(|c| c.symbol.clone()).collect();
+                            s.dedup();
+                            s
+                        })
+                        .collect();
+                    let jobs = groups
+                        .into_iter()
+                        .map(|g| Job::Live(g, now, config.max_windows))
+                        .chain(dependents.into_iter().map(Job::Dependents));
+                    for job in jobs {
                         state.in_flight += 1;
-                        if job_tx
-                            .send(Job::Live(group, now, config.max_windows))
-                            .is_err()
-                        {
+                        if job_tx.send(job).is_err() {
                             bail!("every worker lane has stopped");
                         }
                     }
@@ -708,6 +722,7 @@ async fn lane(
                     .iter()
                     .map(|c| (c.symbol.clone(), c.timeframe, Some(c.lease)))
                     .collect(),
+                Job::Dependents(_) => Vec::new(),
             };
             if let Some(client) = conn.get(&kill).await {
                 for (symbol, tf, lease) in tasks {
@@ -734,6 +749,16 @@ async fn lane(
                     max_windows,
                 };
                 run_live_job(&mut conn, &live, claims, &leases, &kill, &mut report).await
+            }
+            Job::Dependents(symbols) => {
+                run_dependents_job(
+                    &mut conn,
+                    &symbols,
+                    (&worker, lease_seconds),
+                    &kill,
+                    &mut report,
+                )
+                .await
             }
         };
         if reports.send(report).is_err() || !done {
@@ -774,6 +799,44 @@ async fn run_symbol_job(
 /// (nothing of a failed call stays). If the call cannot run at all (an
 /// older schema, a bug), the tasks go the fast path instead. False when
 /// `kill` ended it.
+/// Claim and advance the tasks of `symbols` that live groups made due. A
+/// failure leaves them due for the next claim. False when `kill` ended it.
+async fn run_dependents_job(
+    conn: &mut Conn,
+    symbols: &[Symbol],
+    (worker, lease_seconds): (&str, i32),
+    kill: &CancellationToken,
+    report: &mut LaneReport,
+) -> bool {
+    let Some(client) = conn.get(kill).await else {
+        return false;
+    };
+    let call = tokio::select! {
+        r = live::advance_dependents(client, symbols, worker, lease_seconds) => r,
+        _ = kill.cancelled() => {
+            conn.broken();
+            return false;
+        }
+    };
+    match call {
+        Ok(advanced) => {
+            if !advanced.is_empty() {
+                tracing::info!(tasks = advanced.len(), "advanced live tasks made due");
+            }
+            for a in advanced {
+                report.runs.push((a.symbol, a.run, Some(a.finished)));
+            }
+        }
+        Err(e) => {
+            if is_transient(&e) {
+                conn.broken();
+            }
+            tracing::warn!("advancing the tasks live groups made due: {e:#}");
+        }
+    }
+    true
+}
+
 /// Who advances a live group, and what the fast path needs if it must.
 struct LiveRun<'a> {
     worker: &'a str,

@@ -64,6 +64,11 @@ pub fn is_transient_sqlstate(code: &str) -> bool {
         )
 }
 
+/// What both claims return, in the order `claims_of` reads it (then whether
+/// the task was recovered, and the server's now).
+const CLAIM_COLUMNS: &str = "c.canonical_symbol, c.timeframe, c.source_timeframe, \
+     c.last_agg_bar_ts_utc, c.aggregation_delay_seconds, c.lease_token";
+
 /// Claim up to `max_tasks` due tasks of `env`; also returns the server's now.
 pub(super) async fn claim(
     control: &Client,
@@ -74,9 +79,7 @@ pub(super) async fn claim(
 ) -> Result<(Vec<Claim>, DateTime<Utc>)> {
     let rows = control
         .query(
-            "SELECT c.canonical_symbol, c.timeframe, c.source_timeframe, c.last_agg_bar_ts_utc,
-                    c.aggregation_delay_seconds, c.lease_token, c.recovered, now()
-             FROM agg_claim_tasks($1, $2, now(), $3, $4) c",
+            &format!("SELECT {CLAIM_COLUMNS}, c.recovered, now() FROM agg_claim_tasks($1, $2, now(), $3, $4) c"),
             &[&env.as_str(), &worker, &max_tasks, &lease_seconds],
         )
         .await
@@ -95,9 +98,7 @@ pub(super) async fn claim_live(
 ) -> Result<(Vec<Claim>, DateTime<Utc>)> {
     let rows = control
         .query(
-            "SELECT c.canonical_symbol, c.timeframe, c.source_timeframe, c.last_agg_bar_ts_utc,
-                    c.aggregation_delay_seconds, c.lease_token, false, now()
-             FROM agg_claim_live($1, $2, now(), $3, $4, $5) c",
+            &format!("SELECT {CLAIM_COLUMNS}, false, now() FROM agg_claim_live($1, $2, now(), $3, $4, $5) c"),
             &[
                 &env.as_str(),
                 &worker,

@@ -58,7 +58,9 @@ END $$;
 -- the caller's transaction. Tasks are taken symbol by symbol in ladder
 -- order, the order in which the change-tracking trigger locks cursors, so
 -- two callers and a feed cannot deadlock; a symbol's late data is
--- re-aggregated first, as on the fast path. With take_dependents, a task
+-- re-aggregated first, as on the fast path; what it rewrote for a task
+-- not advanced here comes back as a row with outcome 'late' (counts only,
+-- no task run). With take_dependents, a task
 -- of one of these symbols that was not claimed but is due (a source task
 -- advanced by this or an earlier call made it so: agg_finish wakes it) and
 -- is as close to the present as a live claim requires is claimed here for
@@ -104,6 +106,7 @@ DECLARE
   v_take boolean := coalesce($8, false);
   v_lates jsonb := '{}';
   v_done jsonb := '{}';
+  v_counted jsonb := '{}';
   v_tf text;
   v_src text;
 BEGIN
@@ -229,6 +232,7 @@ BEGIN
     END IF;
     task_symbol := t.sym;
     task_timeframe := t.tf;
+    v_counted := v_counted || jsonb_build_object(t.sym || ' ' || t.tf, true);
     bars_created := 0; bars_changed := 0; bars_deleted := 0; bars_quality_poor := 0;
     buckets_reaggregated := 0; error_text := NULL;
     v_tl := v_late -> t.tf;
@@ -299,6 +303,23 @@ BEGIN
       cursor_to := cursor_from;
       RETURN NEXT;
     END;
+  END LOOP;
+  -- Late data of tasks not advanced here (a dependents call takes only
+  -- what is due): counted, so nothing rewritten goes unreported.
+  FOR t IN
+    SELECT l.key AS sym, x.key AS tf, x.value AS v
+    FROM jsonb_each(v_lates) l CROSS JOIN LATERAL jsonb_each(l.value) x
+    ORDER BY 1, 2
+  LOOP
+    CONTINUE WHEN v_counted ? (t.sym || ' ' || t.tf);
+    task_symbol := t.sym; task_timeframe := t.tf; outcome := 'late'; task_status := NULL;
+    cursor_from := NULL; cursor_to := NULL; error_text := NULL;
+    buckets_reaggregated := (t.v ->> 'buckets')::integer;
+    bars_created := (t.v ->> 'bars_created')::integer;
+    bars_changed := (t.v ->> 'bars_changed')::integer;
+    bars_deleted := (t.v ->> 'bars_deleted')::integer;
+    bars_quality_poor := (t.v ->> 'bars_quality_poor')::integer;
+    RETURN NEXT;
   END LOOP;
 END $$;
 

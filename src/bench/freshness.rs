@@ -1,7 +1,7 @@
 //! `barkeep bench freshness`: how soon bars appear with a real-time feed.
 //!
-//! In a scratch database it registers N crypto symbols (6 tasks each),
-//! loads the last hour of 1-minute bars, starts `barkeep run` as a child
+//! In a scratch database it registers N symbols of one asset class (6
+//! tasks each), loads the last hours of 1-minute bars, starts `barkeep run` as a child
 //! process and lets it catch up. Then, for M minutes of wall time, it feeds
 //! every symbol's bar of the minute that just ended, `--feed-lag-seconds`
 //! after the minute's end, in one statement, as a live feed would. It
@@ -22,6 +22,7 @@ use chrono::{DateTime, Duration, DurationRound, Utc};
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
+use crate::assets::AssetClass;
 use crate::db::Database;
 
 /// Settings of the freshness benchmark.
@@ -35,6 +36,10 @@ pub struct FreshnessConfig {
     pub feed_lag_seconds: u64,
     /// The worker's lanes (`run --concurrency`).
     pub concurrency: usize,
+    /// Asset class of the symbols (their calendar).
+    pub class: AssetClass,
+    /// Hours of 1m bars loaded before the feed starts.
+    pub preload_hours: u32,
     /// Scratch database (dropped and created again on the same server).
     pub scratch_db: String,
 }
@@ -68,6 +73,8 @@ pub struct FreshnessReport {
     pub minutes_fed: u32,
     pub feed_lag_seconds: u64,
     pub concurrency: usize,
+    pub class: AssetClass,
+    pub preload_hours: u32,
     pub catch_up_seconds: f64,
     pub latencies: Vec<Latency>,
     pub idle: Usage,
@@ -242,12 +249,13 @@ pub async fn measure(server: &Database, args: &FreshnessConfig) -> Result<Freshn
     crate::migrate::up(&mut client, None).await?;
     let now: DateTime<Utc> = client.query_one("SELECT now()", &[]).await?.get(0);
     let minute = now.duration_trunc(Duration::minutes(1))?;
-    let start = now.duration_trunc(Duration::hours(1))? - Duration::hours(1);
+    let start =
+        now.duration_trunc(Duration::hours(1))? - Duration::hours(i64::from(args.preload_hours));
     client
         .execute(
             "INSERT INTO core_asset_registry_all (canonical_symbol, asset_class, active, test_active)
-             SELECT 'FR' || lpad(i::text, 4, '0'), 'crypto', true, false FROM generate_series(0, $1 - 1) i",
-            &[&(args.symbols as i32)],
+             SELECT 'FR' || lpad(i::text, 4, '0'), $2, true, false FROM generate_series(0, $1 - 1) i",
+            &[&(args.symbols as i32), &args.class.as_str()],
         )
         .await
         .context("registering the symbols")?;
@@ -415,6 +423,8 @@ pub async fn measure(server: &Database, args: &FreshnessConfig) -> Result<Freshn
         minutes_fed: args.minutes,
         feed_lag_seconds: args.feed_lag_seconds,
         concurrency: args.concurrency,
+        class: args.class,
+        preload_hours: args.preload_hours,
         catch_up_seconds,
         latencies,
         idle: idle.unwrap_or(Usage {

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 
 use super::{print_json, Global};
+use crate::assets::AssetClass;
 use crate::bench::freshness::{self, FreshnessConfig, FreshnessReport};
 use crate::bench::{self, BenchConfig, BenchReport};
 
@@ -55,12 +56,24 @@ pub struct FreshnessArgs {
     /// The worker's lanes (`run --concurrency`).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub concurrency: u32,
+    /// Asset class of the symbols, which picks their calendar (fx: 4h and
+    /// 1d buckets end at 17:00 New York, crypto: at UTC midnight).
+    #[arg(long, default_value = "crypto", value_parser = parse_class)]
+    pub class: AssetClass,
+    /// Hours of 1m bars loaded before the feed starts (24 gives the first
+    /// 1d bar enough sources to qualify).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=168))]
+    pub preload_hours: u32,
     /// Scratch database (dropped and created again on the same server).
     #[arg(long, default_value = "barkeep_freshness")]
     pub scratch_db: String,
     /// Print the results as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+fn parse_class(s: &str) -> Result<AssetClass, String> {
+    s.parse::<AssetClass>().map_err(|e| e.to_string())
 }
 
 pub async fn run(global: &Global, args: BenchArgs) -> Result<ExitCode> {
@@ -70,6 +83,8 @@ pub async fn run(global: &Global, args: BenchArgs) -> Result<ExitCode> {
             minutes: f.minutes,
             feed_lag_seconds: f.feed_lag_seconds,
             concurrency: f.concurrency as usize,
+            class: f.class,
+            preload_hours: f.preload_hours,
             scratch_db: f.scratch_db,
         };
         let server = global.database().await?;
@@ -130,12 +145,14 @@ fn print_report(report: &BenchReport) {
 
 fn print_freshness(report: &FreshnessReport) {
     println!(
-        "freshness: {} symbols ({} tasks), {} minutes fed {} s after each minute, {} lanes; catch-up of the last hour {:.1} s",
+        "freshness: {} {} symbols ({} tasks), {} minutes fed {} s after each minute, {} lanes; catch-up of the last {} h {:.1} s",
         report.symbols,
+        report.class,
         report.tasks,
         report.minutes_fed,
         report.feed_lag_seconds,
         report.concurrency,
+        report.preload_hours,
         report.catch_up_seconds
     );
     println!(

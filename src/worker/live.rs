@@ -42,11 +42,13 @@ pub(super) fn groups(claims: Vec<Claim>) -> Vec<Vec<Claim>> {
     out
 }
 
-/// One advanced task: its run and what `agg_finish` recorded.
+/// One advanced task: its run and what `agg_finish` recorded; or, with
+/// `finished` None, late data re-aggregated for a task the call did not
+/// advance (its counts, no task run).
 pub(super) struct Advanced {
     pub(super) symbol: Symbol,
     pub(super) run: TaskRun,
-    pub(super) finished: Finished,
+    pub(super) finished: Option<Finished>,
 }
 
 /// Advance a group of claimed live tasks in one transaction.
@@ -137,15 +139,16 @@ async fn call(
         let (outcome, finished) = match outcome.as_str() {
             "done" => (
                 TaskOutcome::Done,
-                Finished::Recorded(status.unwrap_or_else(|| "idle".into())),
+                Some(Finished::Recorded(status.unwrap_or_else(|| "idle".into()))),
             ),
-            "lease_lost" => (TaskOutcome::LeaseLost, Finished::LeaseLost),
+            "late" => (TaskOutcome::Done, None),
+            "lease_lost" => (TaskOutcome::LeaseLost, Some(Finished::LeaseLost)),
             _ => (
                 TaskOutcome::Failed(anyhow!(
                     "{}",
                     error.unwrap_or_else(|| "the live run failed".into())
                 )),
-                Finished::Recorded(status.unwrap_or_else(|| "idle".into())),
+                Some(Finished::Recorded(status.unwrap_or_else(|| "idle".into()))),
             ),
         };
         let cursor = to.or(from).unwrap_or_else(Utc::now);

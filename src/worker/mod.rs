@@ -134,6 +134,11 @@ impl Summary {
             TaskOutcome::LeaseLost => self.leases_lost += 1,
             TaskOutcome::Done | TaskOutcome::More => {}
         }
+        self.count_bars(run);
+    }
+
+    /// The bars a run wrote and the buckets it re-aggregated.
+    fn count_bars(&mut self, run: &TaskRun) {
         *self
             .bars_created
             .entry(run.timeframe.as_str().to_string())
@@ -201,6 +206,11 @@ enum Job {
 struct LaneReport {
     runs: Vec<(Symbol, TaskRun, Option<Finished>)>,
     released: u64,
+    /// A live group committed: the symbols whose dependents (15m after
+    /// 5m, ...) are to be taken next, once the group's own rows are free.
+    dependents: Option<Vec<Symbol>>,
+    /// Late data re-aggregated for tasks no run of this job held: counts only.
+    late: Vec<TaskRun>,
 }
 
 /// Something the listening connection heard.
@@ -348,6 +358,9 @@ struct LoopState {
 fn absorb(summary: &mut Summary, state: &mut LoopState, report: LaneReport) {
     state.in_flight = state.in_flight.saturating_sub(1);
     summary.tasks_released += report.released;
+    for run in &report.late {
+        summary.count_bars(run);
+    }
     for (symbol, run, finished) in &report.runs {
         summary.record(run);
         log_run(symbol, run, finished.as_ref());
@@ -459,18 +472,12 @@ async fn main_loop(
                     lease::hold(leases, &live);
                     let groups = live::groups(live);
                     // Every group's own bars first, then what they made due.
-                    let dependents: Vec<Vec<Symbol>> = groups
-                        .iter()
-                        .map(|g| {
-                            let mut s: Vec<Symbol> = g.iter().map(|c| c.symbol.clone()).collect();
-                            s.dedup();
-                            s
-                        })
-                        .collect();
+                    // Every group's own bars first; a group's dependents
+                    // are queued when its report comes back (behind the
+                    // groups still queued, and never beside their group).
                     let jobs = groups
                         .into_iter()
-                        .map(|g| Job::Live(g, now, config.max_windows))
-                        .chain(dependents.into_iter().map(Job::Dependents));
+                        .map(|g| Job::Live(g, now, config.max_windows));
                     for job in jobs {
                         state.in_flight += 1;
                         if job_tx.send(job).is_err() {
@@ -597,9 +604,16 @@ async fn main_loop(
         }
         tokio::select! {
             report = report_rx.recv() => match report {
-                Some(report) => {
+                Some(mut report) => {
+                    let dependents = report.dependents.take();
                     absorb(summary, state, report);
                     state.claim_wanted = true;
+                    if let Some(symbols) = dependents {
+                        state.in_flight += 1;
+                        if job_tx.send(Job::Dependents(symbols)).is_err() {
+                            bail!("every worker lane has stopped");
+                        }
+                    }
                 }
                 None => bail!("every worker lane has stopped"),
             },
@@ -824,7 +838,10 @@ async fn run_dependents_job(
                 tracing::info!(tasks = advanced.len(), "advanced live tasks made due");
             }
             for a in advanced {
-                report.runs.push((a.symbol, a.run, Some(a.finished)));
+                match a.finished {
+                    Some(f) => report.runs.push((a.symbol, a.run, Some(f))),
+                    None => report.late.push(a.run),
+                }
             }
         }
         Err(e) => {
@@ -875,9 +892,17 @@ async fn run_live_job(
                         .unwrap_or(0),
                     "advanced live tasks"
                 );
+                let mut symbols: Vec<Symbol> = claims.iter().map(|c| c.symbol.clone()).collect();
+                symbols.dedup();
+                report.dependents = Some(symbols);
                 for a in advanced {
-                    lease::forget(leases, &a.symbol, a.run.timeframe);
-                    report.runs.push((a.symbol, a.run, Some(a.finished)));
+                    match a.finished {
+                        Some(f) => {
+                            lease::forget(leases, &a.symbol, a.run.timeframe);
+                            report.runs.push((a.symbol, a.run, Some(f)));
+                        }
+                        None => report.late.push(a.run),
+                    }
                 }
                 return true;
             }

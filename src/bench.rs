@@ -10,11 +10,19 @@
 //!    cursors (what a live feed or a new range costs);
 //! 3. catch-up: the barkeep worker building the whole default ladder from
 //!    scratch against one plain `INSERT … SELECT … GROUP BY` that builds only
-//!    the 5m bars (first/last through `array_agg … ORDER BY`).
+//!    the 5m bars (first/last through `array_agg … ORDER BY`). The worker
+//!    runs as a child process (`barkeep run --once`), so its peak memory is
+//!    its own; after it, the floor (see [`floor`]) is measured on the same
+//!    data;
+//! 4. SQL face: every symbol's 5m bars built again by
+//!    `catchup_aggregation_range`, as a cron job calls it, against the same
+//!    plain statement; its bars are compared with the worker's.
+//!
+//! `--pairs` picks which of them run; the report names the machine.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
@@ -24,9 +32,28 @@ use crate::assets::{self, AssetClass, Symbol};
 use crate::db::{quote_ident, Database};
 use crate::ingest::{self, IngestOptions};
 use crate::synth::{self, SynthSpec};
-use crate::{migrate, tasks, worker};
+use crate::{migrate, tasks};
 
+pub mod floor;
 pub mod freshness;
+pub mod machine;
+pub mod sql_face;
+
+pub use machine::Machine;
+
+/// The pairs a run can time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PairKind {
+    /// `barkeep ingest` against plain COPY.
+    Ingest,
+    /// Ingest with change tracking against without.
+    Tracking,
+    /// The worker's full ladder against plain SQL 5m, with the floor.
+    Catchup,
+    /// `catchup_aggregation_range` (5m) against plain SQL 5m.
+    SqlFace,
+}
 
 /// Settings of one benchmark run.
 #[derive(Debug, Clone)]
@@ -41,6 +68,11 @@ pub struct BenchConfig {
     pub concurrency: usize,
     /// Rounds of each pair (the two sides alternate; medians are reported).
     pub repeat: u32,
+    /// Which pairs to time (the SQL face needs the catch-up's bars).
+    pub pairs: Vec<PairKind>,
+    /// The barkeep binary the catch-up runs as a child (`run --once`), so
+    /// its memory is its own.
+    pub worker_exe: PathBuf,
 }
 
 /// One timed pair.
@@ -48,13 +80,40 @@ pub struct BenchConfig {
 pub struct Pair {
     pub what: String,
     pub rows: u64,
+    /// Median of barkeep's rounds.
     pub barkeep_seconds: f64,
+    /// Median of the baseline's rounds.
     pub baseline_seconds: f64,
     /// Median over rounds of baseline time / barkeep time: above 1 means barkeep is faster.
     pub speedup: f64,
     pub rounds: usize,
     /// baseline / barkeep of each round.
     pub speedups: Vec<f64>,
+    /// barkeep's seconds of each round.
+    pub barkeep_rounds: Vec<f64>,
+    /// The baseline's seconds of each round.
+    pub baseline_rounds: Vec<f64>,
+}
+
+/// The catch-up against its floor (see [`floor`]).
+#[derive(Debug, serde::Serialize)]
+pub struct Floor {
+    /// Median seconds of one binary COPY of every 1m row to the client.
+    pub read_1m_seconds: f64,
+    /// Median seconds of one binary COPY of every derived bar into a
+    /// table shaped and indexed like `derived_data_bars`.
+    pub write_bars_seconds: f64,
+    /// Median of the rounds' read + write.
+    pub floor_seconds: f64,
+    /// Bars written by the write half (all the worker built).
+    pub bars: u64,
+    /// Median over rounds of barkeep's catch-up / that round's floor
+    /// (1 = at the floor).
+    pub barkeep_over_floor: f64,
+    /// barkeep / floor of each round.
+    pub rounds: Vec<f64>,
+    /// read + write seconds of each round.
+    pub floor_rounds: Vec<f64>,
 }
 
 /// Everything `bench` measured.
@@ -63,12 +122,23 @@ pub struct BenchReport {
     pub symbols: usize,
     pub weeks: i64,
     pub rows_1m: u64,
-    pub ingest: Pair,
+    pub machine: Machine,
+    pub ingest: Option<Pair>,
     /// barkeep = ingest with change tracking, baseline = without.
-    pub tracking: Pair,
-    pub catchup: Pair,
+    pub tracking: Option<Pair>,
+    pub catchup: Option<Pair>,
+    pub floor: Option<Floor>,
+    /// barkeep = `catchup_aggregation_range` building 5m, one connection,
+    /// 500 windows a call; baseline = the plain SQL 5m statement.
+    pub sql_face: Option<Pair>,
+    /// Largest resident set of the catch-up worker (`barkeep run --once`,
+    /// a child process) over all rounds, in MiB: the kernel's peak RSS of
+    /// the waited-for children (`getrusage(RUSAGE_CHILDREN)`).
+    pub peak_worker_mib: Option<f64>,
     pub bars_by_timeframe: Vec<(String, i64)>,
     pub baseline_5m_bars: i64,
+    /// 5m bars the SQL face built, equal to the worker's (compared row by row).
+    pub sql_face_5m_bars: Option<i64>,
 }
 
 const START: &str = "2025-01-05T22:00:00Z"; // a Sunday evening, fx week open
@@ -90,9 +160,14 @@ pub async fn run(server: &Database, args: &BenchConfig) -> Result<BenchReport> {
             args.scratch_db
         );
     }
+    let wants = |k: PairKind| args.pairs.contains(&k);
+    if wants(PairKind::SqlFace) && !wants(PairKind::Catchup) {
+        bail!("the sql-face pair compares its bars with the catch-up's: add catchup to --pairs");
+    }
     let scratch = recreate_scratch(server, &args.scratch_db).await?;
     let mut client = scratch.connect().await?;
     migrate::up(&mut client, None).await?;
+    let mut machine = Machine::describe(&client).await?;
 
     let dir = tempdir()?;
     let symbols: Vec<Symbol> = (0..args.symbols)
@@ -115,28 +190,28 @@ pub async fn run(server: &Database, args: &BenchConfig) -> Result<BenchReport> {
             .with_context(|| format!("writing {}", path.display()))?;
         files.push((symbol.clone(), path));
     }
-
     let mut ingest_pairs = Vec::new();
-    let mut catchup_pairs = Vec::new();
-    let mut baseline_5m_bars = 0;
-    for round in 1..=args.repeat {
-        eprintln!(
-            "bench: round {round}/{}: ingest ({rows_1m} rows) against plain COPY",
-            args.repeat
-        );
-        settle(
-            &client,
-            "TRUNCATE data_bars; DROP TABLE IF EXISTS bench_copy_baseline",
-        )
-        .await?;
-        let baseline = copy_baseline(&client, &symbols, args.weeks).await?;
-        settle(&client, "").await?;
-        let t = Instant::now();
-        for (symbol, path) in &files {
-            let opts = IngestOptions::new(symbol.clone());
-            ingest::ingest_files(&mut client, std::slice::from_ref(path), &opts).await?;
+    if wants(PairKind::Ingest) {
+        let copy_text = dir.join("copy_baseline.tsv");
+        write_copy_text(&copy_text, &symbols, args.weeks)?;
+        for round in 1..=args.repeat {
+            eprintln!(
+                "bench: round {round}/{}: ingest ({rows_1m} rows) against plain COPY",
+                args.repeat
+            );
+            settle(
+                &client,
+                "TRUNCATE data_bars; DROP TABLE IF EXISTS bench_copy_baseline",
+            )
+            .await?;
+            let baseline = copy_baseline(&client, &copy_text).await?;
+            settle(&client, "DROP TABLE bench_copy_baseline").await?;
+            settle(&client, "TRUNCATE data_bars").await?;
+            let t = Instant::now();
+            ingest_all(&mut client, &files).await?;
+            ingest_pairs.push((t.elapsed().as_secs_f64(), baseline));
         }
-        ingest_pairs.push((t.elapsed().as_secs_f64(), baseline));
+        let _ = std::fs::remove_file(&copy_text);
     }
     // Every row ahead of the cursors: tasks exist, their cursors at the start.
     tasks::sync(&client, tasks::Env::Prod, Some(start()?), None).await?;
@@ -147,30 +222,38 @@ pub async fn run(server: &Database, args: &BenchConfig) -> Result<BenchReport> {
         .await
         .context("placing the cursors")?;
     let mut tracking_pairs = Vec::new();
-    for round in 1..=args.repeat {
-        eprintln!(
-            "bench: round {round}/{}: ingest with change tracking against without",
-            args.repeat
-        );
-        let mut times = [0.0; 2];
-        for (i, toggle) in ["ENABLE", "DISABLE"].iter().enumerate() {
-            settle(
-                &client,
-                &format!("TRUNCATE data_bars; ALTER TABLE data_bars {toggle} TRIGGER data_bars_track_insert"),
-            )
-            .await?;
-            let t = Instant::now();
-            for (symbol, path) in &files {
-                let opts = IngestOptions::new(symbol.clone());
-                ingest::ingest_files(&mut client, std::slice::from_ref(path), &opts).await?;
+    if wants(PairKind::Tracking) {
+        for round in 1..=args.repeat {
+            eprintln!(
+                "bench: round {round}/{}: ingest with change tracking against without",
+                args.repeat
+            );
+            let mut times = [0.0; 2];
+            for (i, toggle) in ["ENABLE", "DISABLE"].iter().enumerate() {
+                settle(
+                    &client,
+                    &format!("TRUNCATE data_bars; ALTER TABLE data_bars {toggle} TRIGGER data_bars_track_insert"),
+                )
+                .await?;
+                let t = Instant::now();
+                ingest_all(&mut client, &files).await?;
+                times[i] = t.elapsed().as_secs_f64();
             }
-            times[i] = t.elapsed().as_secs_f64();
+            client
+                .batch_execute("ALTER TABLE data_bars ENABLE TRIGGER data_bars_track_insert")
+                .await
+                .context("enabling change tracking again")?;
+            tracking_pairs.push((times[0], times[1]));
         }
-        client
-            .batch_execute("ALTER TABLE data_bars ENABLE TRIGGER data_bars_track_insert")
-            .await
-            .context("enabling change tracking again")?;
-        tracking_pairs.push((times[0], times[1]));
+    }
+    let loaded: i64 = client
+        .query_one("SELECT count(*) FROM data_bars", &[])
+        .await
+        .context("counting 1m rows")?
+        .get(0);
+    if loaded as u64 != rows_1m {
+        settle(&client, "TRUNCATE data_bars").await?;
+        ingest_all(&mut client, &files).await?;
     }
     let dirty: i64 = client
         .query_one("SELECT count(*) FROM agg_dirty_buckets", &[])
@@ -182,35 +265,142 @@ pub async fn run(server: &Database, args: &BenchConfig) -> Result<BenchReport> {
         "rows ahead of the cursors recorded {dirty} dirty buckets"
     );
     settle(&client, "VACUUM ANALYZE data_bars").await?;
-    for round in 1..=args.repeat {
-        eprintln!(
-            "bench: round {round}/{}: full ladder by barkeep against 5m by plain SQL",
-            args.repeat
-        );
-        settle(&client, "DROP TABLE IF EXISTS bench_baseline_5m").await?;
-        let t = Instant::now();
-        client
-            .batch_execute(BASELINE_5M)
-            .await
-            .context("running the plain-SQL 5m baseline")?;
-        let baseline = t.elapsed().as_secs_f64();
-        baseline_5m_bars = client
-            .query_one("SELECT count(*) FROM bench_baseline_5m", &[])
-            .await
-            .context("counting baseline bars")?
-            .get(0);
-        settle(
-            &client,
-            "TRUNCATE derived_data_bars; DELETE FROM data_agg_state; TRUNCATE agg_run_log",
-        )
-        .await?;
-        let t = Instant::now();
-        tasks::sync(&client, tasks::Env::Prod, Some(start()?), None).await?;
-        let config = worker::WorkerConfig::catch_up(args.concurrency);
-        worker::run_worker(&scratch, &config, CancellationToken::new()).await?;
-        catchup_pairs.push((t.elapsed().as_secs_f64(), baseline));
-    }
 
+    let mut catchup_pairs = Vec::new();
+    let mut floor_rounds: Vec<floor::FloorTimes> = Vec::new();
+    let mut face_pairs = Vec::new();
+    let mut baseline_5m_bars = 0;
+    let mut bars_by_timeframe = Vec::new();
+    let mut sql_face_5m_bars = None;
+    let mut peak_worker_mib = None;
+    if wants(PairKind::Catchup) {
+        let url = url_of(&scratch);
+        let saved_bars = dir.join("derived_bars.copy");
+        for round in 1..=args.repeat {
+            eprintln!(
+                "bench: round {round}/{}: full ladder by barkeep against 5m by plain SQL, and the floor",
+                args.repeat
+            );
+            settle(&client, "DROP TABLE IF EXISTS bench_baseline_5m").await?;
+            let t = Instant::now();
+            client
+                .batch_execute(BASELINE_5M)
+                .await
+                .context("running the plain-SQL 5m baseline")?;
+            let baseline = t.elapsed().as_secs_f64();
+            baseline_5m_bars = client
+                .query_one("SELECT count(*) FROM bench_baseline_5m", &[])
+                .await
+                .context("counting baseline bars")?
+                .get(0);
+            settle(
+                &client,
+                "DROP TABLE bench_baseline_5m; TRUNCATE derived_data_bars; DELETE FROM data_agg_state; TRUNCATE agg_run_log",
+            )
+            .await?;
+            let t = Instant::now();
+            tasks::sync(&client, tasks::Env::Prod, Some(start()?), None).await?;
+            let peak = run_worker_child(&args.worker_exe, &url, args.concurrency, &dir).await?;
+            catchup_pairs.push((t.elapsed().as_secs_f64(), baseline));
+            peak_worker_mib = Some(peak);
+
+            bars_by_timeframe = count_bars(&client).await?;
+            let bars = floor::save_derived_bars(&client, &saved_bars).await?;
+            settle(&client, "").await?;
+            let read_seconds = floor::read_all_1m(&client).await?;
+            let write_seconds =
+                floor::write_all_bars(&client, &saved_bars, "bench_floor_bars").await?;
+            let _ = std::fs::remove_file(&saved_bars);
+            floor_rounds.push(floor::FloorTimes {
+                read_seconds,
+                write_seconds,
+                bars,
+            });
+
+            if wants(PairKind::SqlFace) {
+                eprintln!(
+                    "bench: round {round}/{}: 5m by catchup_aggregation_range",
+                    args.repeat
+                );
+                sql_face::keep_worker_5m(&client).await?;
+                sql_face::reset_5m(&client).await?;
+                settle(&client, "").await?;
+                let face = sql_face::catch_up_5m(&client, &symbols).await?;
+                face_pairs.push((face, baseline));
+                sql_face_5m_bars = Some(sql_face::compare_with_worker(&client).await?);
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let floor = (!floor_rounds.is_empty()).then(|| {
+        let totals: Vec<f64> = floor_rounds
+            .iter()
+            .map(|f| f.read_seconds + f.write_seconds)
+            .collect();
+        let over: Vec<f64> = catchup_pairs
+            .iter()
+            .zip(&totals)
+            .map(|(c, f)| c.0 / f.max(1e-9))
+            .collect();
+        Floor {
+            read_1m_seconds: median(
+                &floor_rounds
+                    .iter()
+                    .map(|f| f.read_seconds)
+                    .collect::<Vec<_>>(),
+            ),
+            write_bars_seconds: median(
+                &floor_rounds
+                    .iter()
+                    .map(|f| f.write_seconds)
+                    .collect::<Vec<_>>(),
+            ),
+            floor_seconds: median(&totals),
+            bars: floor_rounds.last().map_or(0, |f| f.bars),
+            barkeep_over_floor: median(&over),
+            rounds: over,
+            floor_rounds: totals,
+        }
+    });
+    machine.load_at_end = machine::load_average();
+    let nonempty = |what: &str, rounds: &[(f64, f64)]| {
+        (!rounds.is_empty()).then(|| pair(what, rows_1m, rounds))
+    };
+    let report = BenchReport {
+        symbols: args.symbols,
+        weeks: args.weeks,
+        rows_1m,
+        machine,
+        ingest: nonempty("ingest 1m rows", &ingest_pairs),
+        tracking: nonempty("ingest: change tracking on vs off", &tracking_pairs),
+        catchup: nonempty(
+            "catch-up: barkeep full ladder vs SQL 5m only",
+            &catchup_pairs,
+        ),
+        floor,
+        sql_face: nonempty("catch-up 5m: SQL face (cron) vs SQL 5m", &face_pairs),
+        peak_worker_mib,
+        bars_by_timeframe,
+        baseline_5m_bars,
+        sql_face_5m_bars,
+    };
+    drop(client);
+    drop_scratch(server, &args.scratch_db).await?;
+    Ok(report)
+}
+
+/// `barkeep ingest` of every symbol's file, one after the other.
+async fn ingest_all(client: &mut Client, files: &[(Symbol, PathBuf)]) -> Result<()> {
+    for (symbol, path) in files {
+        let opts = IngestOptions::new(symbol.clone());
+        ingest::ingest_files(client, std::slice::from_ref(path), &opts).await?;
+    }
+    Ok(())
+}
+
+/// Live derived bars per timeframe, in ladder order.
+async fn count_bars(client: &Client) -> Result<Vec<(String, i64)>> {
     let rows = client
         .query(
             "SELECT timeframe, count(*) FROM derived_data_bars WHERE deleted_at IS NULL
@@ -219,30 +409,75 @@ pub async fn run(server: &Database, args: &BenchConfig) -> Result<BenchReport> {
         )
         .await
         .context("counting derived bars")?;
-    let bars_by_timeframe = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-    let _ = std::fs::remove_dir_all(&dir);
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
 
-    let report = BenchReport {
-        symbols: args.symbols,
-        weeks: args.weeks,
-        rows_1m,
-        ingest: pair("ingest 1m rows", rows_1m, &ingest_pairs),
-        tracking: pair(
-            "ingest: change tracking on vs off",
-            rows_1m,
-            &tracking_pairs,
-        ),
-        catchup: pair(
-            "catch-up: barkeep full ladder vs SQL 5m only",
-            rows_1m,
-            &catchup_pairs,
-        ),
-        bars_by_timeframe,
-        baseline_5m_bars,
-    };
-    drop(client);
-    drop_scratch(server, &args.scratch_db).await?;
-    Ok(report)
+/// Run `barkeep run --once` as a child on the scratch database (the same
+/// settings as the worker's catch-up: no sync, 600 tasks a claim) and
+/// return the largest resident set of any child this process has waited
+/// for, in MiB. The benchmark's only other children are the embedded
+/// cluster's `pg_ctl` calls, far smaller than a worker.
+async fn run_worker_child(exe: &Path, url: &str, concurrency: usize, dir: &Path) -> Result<f64> {
+    let log_path = dir.join("worker.log");
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("creating {}", log_path.display()))?;
+    let mut command = std::process::Command::new(exe);
+    command
+        .args([
+            "run",
+            "--once",
+            "--no-sync",
+            "--batch",
+            "600",
+            "--concurrency",
+        ])
+        .arg(concurrency.to_string())
+        .env("DATABASE_URL", url)
+        .env("BARKEEP_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log);
+    let status = tokio::task::spawn_blocking(move || command.status())
+        .await
+        .context("waiting for the worker")?
+        .with_context(|| format!("starting the worker {}", exe.display()))?;
+    if !status.success() {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        bail!("the catch-up worker exited with {status}: {}", log.trim());
+    }
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+        .context("reading the worker's peak memory")?;
+    // ru_maxrss is in KiB on Linux.
+    Ok(usage.max_rss() as f64 / 1024.0)
+}
+
+/// A connection string a child process can use (the password, if any, goes
+/// through its environment, never its command line).
+pub(crate) fn url_of(db: &Database) -> String {
+    let config = db.config();
+    let mut parts = Vec::new();
+    if let Some(host) = config.get_hosts().first() {
+        match host {
+            tokio_postgres::config::Host::Tcp(h) => parts.push(format!("host='{h}'")),
+            tokio_postgres::config::Host::Unix(p) => parts.push(format!("host='{}'", p.display())),
+        }
+    }
+    if let Some(port) = config.get_ports().first() {
+        parts.push(format!("port={port}"));
+    }
+    if let Some(user) = config.get_user() {
+        parts.push(format!("user='{user}'"));
+    }
+    if let Some(pw) = config.get_password() {
+        let pw = String::from_utf8_lossy(pw)
+            .replace('\\', "\\\\")
+            .replace('\'', "\\'");
+        parts.push(format!("password='{pw}'"));
+    }
+    if let Some(name) = config.get_dbname() {
+        parts.push(format!("dbname='{name}'"));
+    }
+    parts.push(format!("sslmode={}", db.ssl_mode().as_str()));
+    parts.join(" ")
 }
 
 /// Medians of (barkeep, baseline) rounds, and the median of the per-round
@@ -260,6 +495,8 @@ fn pair(what: &str, rows: u64, rounds: &[(f64, f64)]) -> Pair {
         speedup: median(&ratios),
         rounds: rounds.len(),
         speedups: ratios,
+        barkeep_rounds: barkeep,
+        baseline_rounds: baseline,
     }
 }
 
@@ -312,23 +549,17 @@ SELECT canonical_symbol, '5m', date_bin('5 minutes', ts_utc, TIMESTAMPTZ 'epoch'
        (array_agg(close ORDER BY ts_utc DESC))[1], sum(vol), '1m', count(*), 5, 2
 FROM data_bars WHERE timeframe = '1m' GROUP BY 1, 3";
 
-/// Time a plain COPY of the same rows into a table with the same unique key.
-async fn copy_baseline(client: &Client, symbols: &[Symbol], weeks: i64) -> Result<f64> {
-    use futures_util::SinkExt;
-    client
-        .batch_execute(
-            "CREATE TABLE bench_copy_baseline (LIKE data_bars INCLUDING DEFAULTS);
-             CREATE UNIQUE INDEX ON bench_copy_baseline (canonical_symbol, timeframe, ts_utc);",
-        )
-        .await
-        .context("creating the COPY baseline table")?;
-    // Rows are formatted before the clock starts: the baseline pays for COPY only.
-    let mut text = Vec::new();
+/// Write the rows of every symbol as COPY text into `file`, so the
+/// baseline pays for COPY only (and memory stays flat at any size).
+fn write_copy_text(file: &Path, symbols: &[Symbol], weeks: i64) -> Result<()> {
+    use std::io::Write;
+    let out =
+        std::fs::File::create(file).with_context(|| format!("creating {}", file.display()))?;
+    let mut out = std::io::BufWriter::new(out);
     for (i, symbol) in symbols.iter().enumerate() {
         for b in synth::generate(&spec(i, weeks)?) {
-            use std::io::Write;
             writeln!(
-                text,
+                out,
                 "{symbol}\t1m\t{}\t{}\t{}\t{}\t{}\t{}",
                 b.ts.to_rfc3339(),
                 b.open,
@@ -337,17 +568,41 @@ async fn copy_baseline(client: &Client, symbols: &[Symbol], weeks: i64) -> Resul
                 b.close,
                 b.vol
             )
-            .context("formatting COPY rows")?;
+            .with_context(|| format!("writing {}", file.display()))?;
         }
     }
+    out.flush()
+        .with_context(|| format!("writing {}", file.display()))
+}
+
+/// Time a plain COPY of the rows in `file` into a table with the same unique key.
+async fn copy_baseline(client: &Client, file: &Path) -> Result<f64> {
+    use futures_util::SinkExt;
+    use std::io::Read;
+    client
+        .batch_execute(
+            "CREATE TABLE bench_copy_baseline (LIKE data_bars INCLUDING DEFAULTS);
+             CREATE UNIQUE INDEX ON bench_copy_baseline (canonical_symbol, timeframe, ts_utc);",
+        )
+        .await
+        .context("creating the COPY baseline table")?;
+    let mut input =
+        std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
     let t = Instant::now();
     let sink = client
         .copy_in("COPY bench_copy_baseline (canonical_symbol, timeframe, ts_utc, open, high, low, close, vol) FROM STDIN")
         .await
         .context("starting the baseline COPY")?;
     futures_util::pin_mut!(sink);
-    for piece in text.chunks(1 << 20) {
-        sink.send(bytes::Bytes::copy_from_slice(piece))
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = input
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", file.display()))?;
+        if n == 0 {
+            break;
+        }
+        sink.send(bytes::Bytes::copy_from_slice(&buf[..n]))
             .await
             .context("sending baseline COPY data")?;
     }

@@ -277,20 +277,33 @@ BEGIN
   -- Buckets starting before the horizon's bucket end at or before the horizon.
   v_final_end := agg_bucket_start(v_cal, v_tf, v_horizon);
 
-  -- Find the first max_windows non-empty buckets by hopping from one
-  -- bucket to the next source bar: each hop is one index probe, so empty
-  -- weekends and gaps cost nothing.
-  WITH RECURSIVE walk (n, bucket_end) AS (
-    SELECT 1, agg_bucket_end(v_cal, v_tf, agg_bucket_start(v_cal, v_tf, f.ts))
-    FROM (SELECT agg_next_source_ts(v_symbol, v_src, v_cursor, v_final_end) AS ts) f
-    WHERE f.ts IS NOT NULL
-    UNION ALL
-    SELECT w.n + 1, agg_bucket_end(v_cal, v_tf, agg_bucket_start(v_cal, v_tf, nx.ts))
-    FROM walk w
-    CROSS JOIN LATERAL (SELECT agg_next_source_ts(v_symbol, v_src, w.bucket_end, v_final_end) AS ts) nx
-    WHERE w.n < v_max AND nx.ts IS NOT NULL
-  )
-  SELECT count(*), max(w.bucket_end) INTO v_windows, v_scan_end FROM walk w;
+  -- The first max_windows non-empty buckets, in one pass over the source
+  -- rows in index order: a row opens a bucket when its bucket differs from
+  -- the previous row's. The window function streams and the LIMIT stops the
+  -- scan after the last bucket wanted, so a long backlog costs only the rows
+  -- of this call's buckets, and empty weekends and gaps cost nothing.
+  IF v_src = '1m' THEN
+    SELECT count(*), max(agg_bucket_end(v_cal, v_tf, o.bucket)) INTO v_windows, v_scan_end
+    FROM (SELECT t.bucket FROM (
+            SELECT s.bucket, lag(s.bucket) OVER (ORDER BY s.ts_utc) AS prev
+            FROM (SELECT b.ts_utc, agg_bucket_start(v_cal, v_tf, b.ts_utc) AS bucket
+                  FROM data_bars b
+                  WHERE b.canonical_symbol = v_symbol AND b.timeframe = '1m'
+                    AND b.ts_utc >= v_cursor AND b.ts_utc < v_final_end
+                  ORDER BY b.ts_utc) s) t
+          WHERE t.prev IS DISTINCT FROM t.bucket LIMIT v_max) o;
+  ELSE
+    SELECT count(*), max(agg_bucket_end(v_cal, v_tf, o.bucket)) INTO v_windows, v_scan_end
+    FROM (SELECT t.bucket FROM (
+            SELECT s.bucket, lag(s.bucket) OVER (ORDER BY s.ts_utc) AS prev
+            FROM (SELECT d.ts_utc, agg_bucket_start(v_cal, v_tf, d.ts_utc) AS bucket
+                  FROM derived_data_bars d
+                  WHERE d.canonical_symbol = v_symbol AND d.timeframe = v_src
+                    AND d.deleted_at IS NULL AND NOT d.is_partial
+                    AND d.ts_utc >= v_cursor AND d.ts_utc < v_final_end
+                  ORDER BY d.ts_utc) s) t
+          WHERE t.prev IS DISTINCT FROM t.bucket LIMIT v_max) o;
+  END IF;
 
   IF v_windows >= v_max THEN
     v_new_cursor := v_scan_end;

@@ -82,36 +82,6 @@ pub struct FreshnessReport {
     pub peak_rss_mib: f64,
 }
 
-/// A connection string the child worker can use (no password on its
-/// command line: it goes through the environment).
-fn url_of(db: &Database) -> String {
-    let config = db.config();
-    let mut parts = Vec::new();
-    if let Some(host) = config.get_hosts().first() {
-        match host {
-            tokio_postgres::config::Host::Tcp(h) => parts.push(format!("host='{h}'")),
-            tokio_postgres::config::Host::Unix(p) => parts.push(format!("host='{}'", p.display())),
-        }
-    }
-    if let Some(port) = config.get_ports().first() {
-        parts.push(format!("port={port}"));
-    }
-    if let Some(user) = config.get_user() {
-        parts.push(format!("user='{user}'"));
-    }
-    if let Some(pw) = config.get_password() {
-        let pw = String::from_utf8_lossy(pw)
-            .replace('\\', "\\\\")
-            .replace('\'', "\\'");
-        parts.push(format!("password='{pw}'"));
-    }
-    if let Some(name) = config.get_dbname() {
-        parts.push(format!("dbname='{name}'"));
-    }
-    parts.push(format!("sslmode={}", db.ssl_mode().as_str()));
-    parts.join(" ")
-}
-
 /// CPU seconds (user + system) and resident/peak memory of a process.
 fn proc_usage(pid: u32) -> Result<(f64, f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -277,7 +247,7 @@ pub async fn measure(server: &Database, args: &FreshnessConfig) -> Result<Freshn
         .with_context(|| format!("creating {}", log_path.display()))?;
     let child = std::process::Command::new(exe)
         .args(["run", "--concurrency", &args.concurrency.to_string()])
-        .env("DATABASE_URL", url_of(&scratch))
+        .env("DATABASE_URL", super::url_of(&scratch))
         .env("BARKEEP_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(log)

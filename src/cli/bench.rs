@@ -2,12 +2,12 @@
 
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use super::{print_json, Global};
 use crate::assets::AssetClass;
 use crate::bench::freshness::{self, FreshnessConfig, FreshnessReport};
-use crate::bench::{self, BenchConfig, BenchReport};
+use crate::bench::{self, BenchConfig, BenchReport, PairKind};
 
 /// Arguments of `barkeep bench`.
 #[derive(Debug, clap::Args)]
@@ -27,11 +27,43 @@ pub struct BenchArgs {
     /// Rounds of each pair (the two sides alternate; medians are reported).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
     pub repeat: u32,
+    /// Pairs to time, comma-separated (sql-face needs catchup).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "ingest,tracking,catchup,sql-face"
+    )]
+    pub pairs: Vec<PairArg>,
     /// Print the results as JSON.
     #[arg(long)]
     pub json: bool,
     #[command(subcommand)]
     pub what: Option<BenchWhat>,
+}
+
+/// A pair of `--pairs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PairArg {
+    /// `barkeep ingest` against plain COPY.
+    Ingest,
+    /// Ingest with the change-tracking trigger against without.
+    Tracking,
+    /// The worker's full ladder against plain SQL 5m, and the floor.
+    Catchup,
+    /// `catchup_aggregation_range` building 5m against plain SQL 5m.
+    SqlFace,
+}
+
+impl From<PairArg> for PairKind {
+    fn from(p: PairArg) -> Self {
+        match p {
+            PairArg::Ingest => PairKind::Ingest,
+            PairArg::Tracking => PairKind::Tracking,
+            PairArg::Catchup => PairKind::Catchup,
+            PairArg::SqlFace => PairKind::SqlFace,
+        }
+    }
 }
 
 /// Benchmarks other than the default ingest and catch-up pairs.
@@ -102,6 +134,8 @@ pub async fn run(global: &Global, args: BenchArgs) -> Result<ExitCode> {
         scratch_db: args.scratch_db,
         concurrency: args.concurrency as usize,
         repeat: args.repeat,
+        pairs: args.pairs.iter().map(|&p| p.into()).collect(),
+        worker_exe: std::env::current_exe().context("finding the barkeep binary")?,
     };
     let server = global.database().await?;
     let report = bench::run(&server, &config).await?;
@@ -118,7 +152,22 @@ fn print_report(report: &BenchReport) {
         "barkeep bench: {} fx symbols x {} weeks = {} 1m rows",
         report.symbols, report.weeks, report.rows_1m
     );
-    for p in [&report.ingest, &report.tracking, &report.catchup] {
+    println!("{}", report.machine.summary());
+    let secs = |v: &[f64]| {
+        v.iter()
+            .map(|s| format!("{s:.2}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    for p in [
+        &report.ingest,
+        &report.tracking,
+        &report.catchup,
+        &report.sql_face,
+    ]
+    .into_iter()
+    .flatten()
+    {
         println!(
             "{:<46} barkeep {:>6.2} s ({:>7.0} rows/s)  baseline {:>6.2} s ({:>7.0} rows/s)  baseline/barkeep = {:.2}x (median of {} rounds: {})",
             p.what,
@@ -128,19 +177,50 @@ fn print_report(report: &BenchReport) {
             p.rows as f64 / p.baseline_seconds.max(1e-9),
             p.speedup,
             p.rounds,
-            p.speedups.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(" ")
+            secs(&p.speedups)
+        );
+        println!(
+            "{:<46} rounds (s): barkeep {}  baseline {}",
+            "",
+            secs(&p.barkeep_rounds),
+            secs(&p.baseline_rounds)
         );
     }
-    let bars: Vec<String> = report
-        .bars_by_timeframe
-        .iter()
-        .map(|(tf, n)| format!("{tf}={n}"))
-        .collect();
-    println!(
-        "barkeep bars: {}   baseline 5m bars: {}",
-        bars.join(" "),
-        report.baseline_5m_bars
-    );
+    if let Some(f) = &report.floor {
+        println!(
+            "floor: binary COPY of the 1m rows {:.2} s + COPY of {} bars into a derived_data_bars twin {:.2} s = {:.2} s (rounds: {})",
+            f.read_1m_seconds,
+            f.bars,
+            f.write_bars_seconds,
+            f.floor_seconds,
+            secs(&f.floor_rounds)
+        );
+        println!(
+            "catch-up / floor = {:.2}x (median of {} rounds: {})",
+            f.barkeep_over_floor,
+            f.rounds.len(),
+            secs(&f.rounds)
+        );
+    }
+    if let Some(mib) = report.peak_worker_mib {
+        println!("peak worker memory: {mib:.1} MiB (largest resident set of `barkeep run --once`)");
+    }
+    if !report.bars_by_timeframe.is_empty() {
+        let bars: Vec<String> = report
+            .bars_by_timeframe
+            .iter()
+            .map(|(tf, n)| format!("{tf}={n}"))
+            .collect();
+        println!(
+            "barkeep bars: {}   baseline 5m bars: {}{}",
+            bars.join(" "),
+            report.baseline_5m_bars,
+            report
+                .sql_face_5m_bars
+                .map(|n| format!("   SQL face 5m bars: {n} (identical to the worker's)"))
+                .unwrap_or_default()
+        );
+    }
 }
 
 fn print_freshness(report: &FreshnessReport) {

@@ -119,8 +119,14 @@ pub async fn register(client: &Client, symbol: &str, class: AssetClass, agg_star
         .unwrap();
 }
 
-/// Catch the whole ladder up with the SQL function, task by task.
+/// Catch the whole ladder up with the SQL function, task by task, 500
+/// windows a call.
 pub async fn sql_ladder(client: &Client, symbol: &str) {
+    sql_ladder_in_chunks(client, symbol, 500).await
+}
+
+/// The same, `windows` buckets a call.
+pub async fn sql_ladder_in_chunks(client: &Client, symbol: &str, windows: i32) {
     for tf in Timeframe::LADDER {
         client
             .execute(
@@ -133,9 +139,9 @@ pub async fn sql_ladder(client: &Client, symbol: &str) {
         loop {
             let r: serde_json::Value = client
                 .query_one(
-                    "SELECT catchup_aggregation_range($1, $2, last_agg_bar_ts_utc, 500, now(), 1, false)
+                    "SELECT catchup_aggregation_range($1, $2, last_agg_bar_ts_utc, $3, now(), 1, false)
                      FROM data_agg_state WHERE canonical_symbol = $1 AND timeframe = $2",
-                    &[&symbol, &tf.as_str()],
+                    &[&symbol, &tf.as_str(), &windows],
                 )
                 .await
                 .unwrap()
@@ -170,6 +176,17 @@ pub async fn both_paths_agree(
     agg_start: &str,
     bars: &[SynthBar],
 ) -> Vec<LiveBar> {
+    both_paths_agree_in_chunks(symbol, class, agg_start, bars, 500).await
+}
+
+/// The same with the SQL function called for `windows` buckets at a time.
+pub async fn both_paths_agree_in_chunks(
+    symbol: &str,
+    class: AssetClass,
+    agg_start: &str,
+    bars: &[SynthBar],
+    windows: i32,
+) -> Vec<LiveBar> {
     let sql_db = TestDb::migrated().await;
     let rust_db = TestDb::migrated().await;
     for db in [&sql_db, &rust_db] {
@@ -177,7 +194,7 @@ pub async fn both_paths_agree(
         register(&c, symbol, class, agg_start).await;
         load_bars(&c, symbol, bars).await;
     }
-    sql_ladder(&sql_db.client().await, symbol).await;
+    sql_ladder_in_chunks(&sql_db.client().await, symbol, windows).await;
     let summary = rust_ladder(&rust_db).await;
     assert_eq!(summary.tasks_failed, 0);
     let by_sql = live_bars(&sql_db.client().await).await;
@@ -281,4 +298,25 @@ async fn the_fast_path_and_the_sql_function_agree_on_crypto_with_volume() {
     assert!(weeks
         .iter()
         .all(|b| b.ts.format("%a %H:%M").to_string() == "Mon 00:00"));
+}
+
+#[tokio::test]
+async fn the_sql_function_in_small_chunks_agrees_with_the_fast_path() {
+    // Seven buckets a call: chunk ends fall inside weeks, on weekends and
+    // gaps, in every timeframe, whether it reads 1m rows or derived bars.
+    let bars: Vec<_> = generate(&SynthSpec {
+        start: "2025-01-05T22:00:00Z".parse().unwrap(),
+        minutes: 5 * 7 * 1440,
+        fx_weekends: true,
+        gap_probability: 0.02,
+        gap_continue_probability: 0.9,
+        seed: 21,
+        ..SynthSpec::default()
+    })
+    .collect();
+    let live =
+        both_paths_agree_in_chunks("GBPUSD", AssetClass::Fx, "2025-01-05T22:00:00Z", &bars, 7)
+            .await;
+    let days = live.iter().filter(|b| b.timeframe == "1d").count();
+    assert!(days > 3 * 7, "{days} daily bars: 1d took several chunks");
 }

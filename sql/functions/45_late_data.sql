@@ -16,12 +16,17 @@
 -- KEY SHARE, which waits for a catch-up chunk holding the task row (FOR
 -- UPDATE) to commit and then sees its cursor, so a row is either read by
 -- that chunk or recorded here. Rows ahead of the cursor record nothing.
+-- The same pass names the symbols for the workers' wake-up (NOTIFY on
+-- barkeep_data, docs/DESIGN.md "Wake-ups"): one notification per
+-- statement, the comma-separated symbols, or '*' when they do not fit.
 CREATE OR REPLACE FUNCTION agg_track_1m_changes() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
   v_rows text;
   r record;
   v_cursor timestamptz;
+  v_symbols text[] := '{}';
+  v_list text;
 BEGIN
   IF TG_OP = 'UPDATE' THEN
     INSERT INTO data_bars_history (canonical_symbol, timeframe, ts_utc, open, high, low, close,
@@ -51,6 +56,7 @@ BEGIN
     'SELECT canonical_symbol AS symbol, min(ts_utc) AS earliest FROM (%s) c
      WHERE timeframe = ''1m'' GROUP BY canonical_symbol ORDER BY canonical_symbol', v_rows)
   LOOP
+    v_symbols := v_symbols || r.symbol;
     SELECT s.last_agg_bar_ts_utc INTO v_cursor FROM data_agg_state s
     WHERE s.canonical_symbol = r.symbol AND s.timeframe = '5m'
     FOR KEY SHARE;
@@ -64,6 +70,10 @@ BEGIN
     END IF;
     v_cursor := NULL;
   END LOOP;
+  IF cardinality(v_symbols) > 0 THEN
+    v_list := array_to_string(v_symbols, ',');
+    PERFORM pg_notify('barkeep_data', CASE WHEN length(v_list) > 7000 THEN '*' ELSE v_list END);
+  END IF;
   RETURN NULL;
 END $$;
 

@@ -107,6 +107,9 @@ DECLARE
   v_lates jsonb := '{}';
   v_done jsonb := '{}';
   v_counted jsonb := '{}';
+  v_syms text[] := $1;
+  v_tfs text[] := $2;
+  v_toks uuid[] := $3;
   v_tf text;
   v_src text;
 BEGIN
@@ -136,76 +139,109 @@ BEGIN
   -- case) inserted in one statement; cursors move. The loop below then only
   -- records them; a task with live bars in its range, or every task when
   -- this fails, takes the loop's one-task-at-a-time way.
-  IF NOT v_take THEN
-    BEGIN
-      FOREACH v_tf IN ARRAY ARRAY['5m', '15m', '1h', '4h', '1d', '1w'] LOOP
-        v_src := agg_source_timeframe(v_tf);
-        WITH locked AS MATERIALIZED (
-          SELECT s.canonical_symbol AS sym, s.last_agg_bar_ts_utc AS cur,
-                 s.aggregation_delay_seconds AS delay
+  --
+  -- With take_dependents, each timeframe's tasks of these symbols that are
+  -- idle, close to the present and have a bucket to finalize (their
+  -- source, advanced just before in this call, has passed it) are claimed
+  -- first, set-based, and written the same way: a wave of 15m, 1h, 4h and
+  -- 1d tasks after an hour's 5m bars costs one statement per timeframe.
+  BEGIN
+    FOREACH v_tf IN ARRAY ARRAY['5m', '15m', '1h', '4h', '1d', '1w'] LOOP
+      v_src := agg_source_timeframe(v_tf);
+      IF v_take AND v_src <> '1m' THEN
+        WITH cand AS (
+          SELECT s.canonical_symbol AS sym
           FROM data_agg_state s
-          JOIN unnest($1, $2, $3) AS u (sym, tf, tok)
-            ON s.canonical_symbol = u.sym AND s.timeframe = u.tf AND s.lease_token = u.tok
-          WHERE u.tf = v_tf AND s.status = 'running' AND s.last_agg_bar_ts_utc IS NOT NULL
+          JOIN data_agg_state p ON p.canonical_symbol = s.canonical_symbol AND p.timeframe = v_src
+          WHERE s.canonical_symbol = ANY ($1) AND s.timeframe = v_tf AND s.enabled
+            AND s.status = 'idle' AND s.transient_fail_streak = 0 AND s.hard_fail_streak = 0
+            AND s.last_agg_bar_ts_utc >= v_now - agg_timeframe_interval(v_tf) * 12
+            AND agg_bucket_start(agg_symbol_calendar(s.canonical_symbol), v_tf,
+                                 least(v_now, p.last_agg_bar_ts_utc)) > s.last_agg_bar_ts_utc
           ORDER BY s.canonical_symbol
-          FOR UPDATE OF s
-        ), ranged AS MATERIALIZED (
-          SELECT l.sym, l.cur, c.cal, agg_bucket_start(c.cal, v_tf, h.horizon) AS lim
-          FROM locked l
-          CROSS JOIN LATERAL (SELECT agg_symbol_calendar(l.sym) AS cal) c
-          CROSS JOIN LATERAL (
-            SELECT CASE WHEN v_src = '1m' THEN
-                     greatest(v_now - make_interval(secs => coalesce(l.delay, 0)),
-                              least(v_now, coalesce(
-                                (SELECT b.ts_utc + interval '1 minute' FROM data_bars b
-                                 WHERE b.canonical_symbol = l.sym AND b.timeframe = '1m'
-                                 ORDER BY b.ts_utc DESC LIMIT 1),
-                                v_now - make_interval(secs => coalesce(l.delay, 0)))))
-                   ELSE least(v_now, (SELECT p.last_agg_bar_ts_utc FROM data_agg_state p
-                                      WHERE p.canonical_symbol = l.sym AND p.timeframe = v_src))
-                   END AS horizon) h
-        ), clear AS MATERIALIZED (
-          SELECT r.* FROM ranged r
-          WHERE r.lim > r.cur
-            AND NOT EXISTS (SELECT 1 FROM derived_data_bars d
-                            WHERE d.canonical_symbol = r.sym AND d.timeframe = v_tf
-                              AND d.deleted_at IS NULL AND d.ts_utc >= r.cur AND d.ts_utc < r.lim)
-        ), ins AS (
-          INSERT INTO derived_data_bars AS d (canonical_symbol, timeframe, ts_utc, open, high, low,
-            close, vol, vwap, trade_count, source_timeframe, source_candles, expected_candles,
-            quality_score, is_partial, derivation_version)
-          SELECT c.sym, v_tf, nb.bucket, nb.open, nb.high, nb.low, nb.close, nb.vol, nb.vwap,
-                 nb.trade_count, v_src, nb.source_candles, nb.expected_candles, nb.quality_score,
-                 false, v_version
-          FROM clear c
-          CROSS JOIN LATERAL agg_bucket_bars(c.sym, v_tf, c.cal, c.cur, c.lim) nb
-          WHERE nb.quality_score IS NOT NULL
-          RETURNING d.canonical_symbol, d.quality_score
-        ), moved AS (
-          UPDATE data_agg_state s SET last_agg_bar_ts_utc = c.lim, updated_at = now()
-          FROM clear c WHERE s.canonical_symbol = c.sym AND s.timeframe = v_tf
-          RETURNING s.canonical_symbol
+          FOR UPDATE OF s SKIP LOCKED
+        ), got AS (
+          UPDATE data_agg_state x SET status = 'running', running_started_at_utc = v_now,
+            last_attempted_at_utc = v_now, lease_token = gen_random_uuid(), lease_owner = v_worker,
+            lease_expires_at = v_now + v_lease, updated_at = now()
+          FROM cand c WHERE x.canonical_symbol = c.sym AND x.timeframe = v_tf
+          RETURNING x.canonical_symbol AS sym, x.lease_token AS tok
         )
-        SELECT v_done || coalesce(jsonb_object_agg(c.sym || ' ' || v_tf, jsonb_build_object(
-                 'from', c.cur, 'to', c.lim,
-                 'created', (SELECT count(*) FROM ins i WHERE i.canonical_symbol = c.sym),
-                 'poor', (SELECT count(*) FROM ins i
-                          WHERE i.canonical_symbol = c.sym AND i.quality_score <= 0))), '{}')
-             || coalesce((SELECT jsonb_object_agg(r.sym || ' ' || v_tf, jsonb_build_object(
-                 'from', r.cur, 'to', r.cur, 'created', 0, 'poor', 0))
-                 FROM ranged r WHERE r.lim IS NULL OR r.lim <= r.cur), '{}')
-        INTO v_done
-        FROM clear c;
-      END LOOP;
-    EXCEPTION WHEN OTHERS THEN
-      v_done := '{}';
-    END;
-  END IF;
+        SELECT v_syms || coalesce(array_agg(g.sym), '{}'),
+               v_tfs || coalesce(array_agg(v_tf), '{}'),
+               v_toks || coalesce(array_agg(g.tok), '{}')
+        INTO v_syms, v_tfs, v_toks
+        FROM got g;
+      END IF;
+      WITH locked AS MATERIALIZED (
+        SELECT s.canonical_symbol AS sym, s.last_agg_bar_ts_utc AS cur,
+               s.aggregation_delay_seconds AS delay
+        FROM data_agg_state s
+        JOIN unnest(v_syms, v_tfs, v_toks) AS u (sym, tf, tok)
+          ON s.canonical_symbol = u.sym AND s.timeframe = u.tf AND s.lease_token = u.tok
+        WHERE u.tf = v_tf AND s.status = 'running' AND s.last_agg_bar_ts_utc IS NOT NULL
+        ORDER BY s.canonical_symbol
+        FOR UPDATE OF s
+      ), ranged AS MATERIALIZED (
+        SELECT l.sym, l.cur, c.cal, agg_bucket_start(c.cal, v_tf, h.horizon) AS lim
+        FROM locked l
+        CROSS JOIN LATERAL (SELECT agg_symbol_calendar(l.sym) AS cal) c
+        CROSS JOIN LATERAL (
+          SELECT CASE WHEN v_src = '1m' THEN
+                   greatest(v_now - make_interval(secs => coalesce(l.delay, 0)),
+                            least(v_now, coalesce(
+                              (SELECT b.ts_utc + interval '1 minute' FROM data_bars b
+                               WHERE b.canonical_symbol = l.sym AND b.timeframe = '1m'
+                               ORDER BY b.ts_utc DESC LIMIT 1),
+                              v_now - make_interval(secs => coalesce(l.delay, 0)))))
+                 ELSE least(v_now, (SELECT p.last_agg_bar_ts_utc FROM data_agg_state p
+                                    WHERE p.canonical_symbol = l.sym AND p.timeframe = v_src))
+                 END AS horizon) h
+      ), clear AS MATERIALIZED (
+        SELECT r.* FROM ranged r
+        WHERE r.lim > r.cur
+          AND NOT EXISTS (SELECT 1 FROM derived_data_bars d
+                          WHERE d.canonical_symbol = r.sym AND d.timeframe = v_tf
+                            AND d.deleted_at IS NULL AND d.ts_utc >= r.cur AND d.ts_utc < r.lim)
+      ), ins AS (
+        INSERT INTO derived_data_bars AS d (canonical_symbol, timeframe, ts_utc, open, high, low,
+          close, vol, vwap, trade_count, source_timeframe, source_candles, expected_candles,
+          quality_score, is_partial, derivation_version)
+        SELECT c.sym, v_tf, nb.bucket, nb.open, nb.high, nb.low, nb.close, nb.vol, nb.vwap,
+               nb.trade_count, v_src, nb.source_candles, nb.expected_candles, nb.quality_score,
+               false, v_version
+        FROM clear c
+        CROSS JOIN LATERAL agg_bucket_bars(c.sym, v_tf, c.cal, c.cur, c.lim) nb
+        WHERE nb.quality_score IS NOT NULL
+        RETURNING d.canonical_symbol, d.quality_score
+      ), moved AS (
+        UPDATE data_agg_state s SET last_agg_bar_ts_utc = c.lim, updated_at = now()
+        FROM clear c WHERE s.canonical_symbol = c.sym AND s.timeframe = v_tf
+        RETURNING s.canonical_symbol
+      )
+      SELECT v_done || coalesce(jsonb_object_agg(c.sym || ' ' || v_tf, jsonb_build_object(
+               'from', c.cur, 'to', c.lim,
+               'created', (SELECT count(*) FROM ins i WHERE i.canonical_symbol = c.sym),
+               'poor', (SELECT count(*) FROM ins i
+                        WHERE i.canonical_symbol = c.sym AND i.quality_score <= 0))), '{}')
+           || coalesce((SELECT jsonb_object_agg(r.sym || ' ' || v_tf, jsonb_build_object(
+               'from', r.cur, 'to', r.cur, 'created', 0, 'poor', 0))
+               FROM ranged r WHERE r.lim IS NULL OR r.lim <= r.cur), '{}')
+      INTO v_done
+      FROM clear c;
+    END LOOP;
+  EXCEPTION WHEN OTHERS THEN
+    -- Undone with the claims made above: one task at a time instead.
+    v_done := '{}';
+    v_syms := $1;
+    v_tfs := $2;
+    v_toks := $3;
+  END;
   FOR t IN
     SELECT s.sym, l.tf, u.tok
     FROM (SELECT DISTINCT x.sym FROM unnest($1) AS x (sym)) s
     CROSS JOIN unnest(ARRAY['5m', '15m', '1h', '4h', '1d', '1w']) WITH ORDINALITY AS l (tf, rank)
-    LEFT JOIN unnest($1, $2, $3) AS u (sym, tf, tok) ON u.sym = s.sym AND u.tf = l.tf
+    LEFT JOIN unnest(v_syms, v_tfs, v_toks) AS u (sym, tf, tok) ON u.sym = s.sym AND u.tf = l.tf
     ORDER BY s.sym, l.rank
   LOOP
     IF t.sym IS DISTINCT FROM v_symbol THEN
@@ -304,15 +340,40 @@ BEGIN
       RETURN NEXT;
     END;
   END LOOP;
+  -- A bar rewritten above marks the buckets above it, whatever their
+  -- cursor (sql/functions/45_late_data.sql); a cursor this call then moved
+  -- past such a mark leaves it behind: re-aggregate those now, not at the
+  -- symbol's next run.
+  FOR v_symbol IN
+    SELECT DISTINCT x.sym FROM unnest($1) AS x (sym)
+    WHERE EXISTS (SELECT 1 FROM agg_dirty_buckets d
+                  JOIN data_agg_state s ON s.canonical_symbol = d.canonical_symbol
+                                       AND s.timeframe = d.timeframe
+                  WHERE d.canonical_symbol = x.sym AND d.ts_utc < s.last_agg_bar_ts_utc)
+    ORDER BY 1
+  LOOP
+    BEGIN
+      FOR t IN
+        SELECT x.key AS tf, x.value AS v
+        FROM jsonb_each(coalesce(agg_process_dirty(v_symbol) -> 'timeframes', '{}')) x
+      LOOP
+        v_lates := jsonb_set(v_lates, ARRAY[v_symbol],
+          coalesce(v_lates -> v_symbol, '{}') || jsonb_build_object(t.tf || ' after', t.v));
+      END LOOP;
+    EXCEPTION WHEN OTHERS THEN
+      RAISE WARNING 're-aggregating late % data: %', v_symbol, SQLERRM;
+    END;
+  END LOOP;
   -- Late data of tasks not advanced here (a dependents call takes only
-  -- what is due): counted, so nothing rewritten goes unreported.
+  -- what is due, and the pass just above): counted, so nothing rewritten
+  -- goes unreported.
   FOR t IN
     SELECT l.key AS sym, x.key AS tf, x.value AS v
     FROM jsonb_each(v_lates) l CROSS JOIN LATERAL jsonb_each(l.value) x
     ORDER BY 1, 2
   LOOP
     CONTINUE WHEN v_counted ? (t.sym || ' ' || t.tf);
-    task_symbol := t.sym; task_timeframe := t.tf; outcome := 'late'; task_status := NULL;
+    task_symbol := t.sym; task_timeframe := split_part(t.tf, ' ', 1); outcome := 'late'; task_status := NULL;
     cursor_from := NULL; cursor_to := NULL; error_text := NULL;
     buckets_reaggregated := (t.v ->> 'buckets')::integer;
     bars_created := (t.v ->> 'bars_created')::integer;

@@ -5,20 +5,14 @@
 -- at their next due time, so a lost notification only delays work.
 
 -- Channel barkeep_data, payload: the comma-separated symbols whose 1m bars
--- the statement wrote, or '*' when they do not fit in one notification.
-CREATE OR REPLACE FUNCTION agg_notify_data()
-RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
-DECLARE
-  v_symbols text;
-BEGIN
-  SELECT string_agg(DISTINCT n.canonical_symbol, ',') INTO v_symbols
-  FROM agg_new_bars n WHERE n.timeframe = '1m';
-  IF v_symbols IS NOT NULL THEN
-    PERFORM pg_notify('barkeep_data', CASE WHEN length(v_symbols) > 7000 THEN '*' ELSE v_symbols END);
-  END IF;
-  RETURN NULL;
-END $$;
+-- a statement inserted, revised or deleted, or '*' when they do not fit in
+-- one notification. The change-tracking trigger sends it
+-- (sql/functions/45_late_data.sql), from the same pass over the changed
+-- rows; a trigger of its own here cost a second pass over every bulk load.
+SET LOCAL client_min_messages = warning;
+DROP TRIGGER IF EXISTS agg_notify_data_insert ON data_bars;
+DROP TRIGGER IF EXISTS agg_notify_data_update ON data_bars;
+DROP FUNCTION IF EXISTS agg_notify_data();
 
 -- Channel barkeep_registry: an asset was added, changed or removed.
 CREATE OR REPLACE FUNCTION agg_notify_registry()
@@ -29,14 +23,8 @@ BEGIN
   RETURN NULL;
 END $$;
 
-REVOKE EXECUTE ON FUNCTION agg_notify_data(), agg_notify_registry() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION agg_notify_registry() FROM PUBLIC;
 
-CREATE OR REPLACE TRIGGER agg_notify_data_insert
-  AFTER INSERT ON data_bars REFERENCING NEW TABLE AS agg_new_bars
-  FOR EACH STATEMENT EXECUTE FUNCTION agg_notify_data();
-CREATE OR REPLACE TRIGGER agg_notify_data_update
-  AFTER UPDATE ON data_bars REFERENCING NEW TABLE AS agg_new_bars
-  FOR EACH STATEMENT EXECUTE FUNCTION agg_notify_data();
 CREATE OR REPLACE TRIGGER agg_notify_registry_change
   AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON core_asset_registry_all
   FOR EACH STATEMENT EXECUTE FUNCTION agg_notify_registry();

@@ -11,7 +11,9 @@
 //! the last page when it falls in the range. `as_of=` reads the bars as they
 //! stood at that instant ([`crate::bars::as_of`], as `export --as-of` does);
 //! it cannot be combined with `partial=true` (the open bucket is live only),
-//! as `export` refuses `--partial` with `--as-of`.
+//! as `export` refuses `--partial` with `--as-of`. A page of 1,000 bars or
+//! more is streamed: written on a blocking thread and sent in pieces of
+//! about 128 KB as it is written ([`super::bars_json`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -25,7 +27,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Object;
 use serde_json::json;
 
-use super::{reads, AppState, BARS_CAP};
+use super::{bars_json, reads, AppState, BARS_CAP};
 use crate::assets::Symbol;
 use crate::bars::{self, BarRecord};
 use crate::calendar::{parse_instant, Calendar, Timeframe};
@@ -36,6 +38,13 @@ use crate::ops::{
     quarantine::QuarantineSummary,
     status::{self, StatusSettings, TaskState, TaskStatus},
 };
+
+/// Pages of at least this many bars (some 300 KB of JSON) are sent in
+/// pieces as they are written.
+const STREAMED_BARS: usize = 1_000;
+
+/// About how many bytes of a streamed page go out at once.
+const PIECE_BYTES: usize = 128 * 1024;
 
 /// A failed request: its status and a one-line message, sent as JSON.
 #[derive(Debug)]
@@ -231,17 +240,23 @@ pub async fn bars(State(state): State<Arc<AppState>>, raw: Params) -> ApiResult<
     }
 
     let client = client(&state).await?;
-    let cal = calendar_of(&client, &symbol).await?;
     let range = bars::Range {
         from,
         to,
         // One more than asked tells whether another page follows.
         limit: Some(if from.is_some() { limit + 1 } else { limit }),
     };
-    let mut rows = match as_of {
-        Some(t) => bars::as_of(&client, symbol.as_str(), timeframe, range, t).await?,
-        None => bars::stored(&client, symbol.as_str(), timeframe, range).await?,
+    // The symbol's calendar and its bars, pipelined on the connection: an
+    // unknown symbol has no bars, and gets its 404 from the first.
+    let rows = async {
+        match as_of {
+            Some(t) => bars::as_of(&client, symbol.as_str(), timeframe, range, t).await,
+            None => bars::stored(&client, symbol.as_str(), timeframe, range).await,
+        }
     };
+    let (cal, rows) = tokio::join!(calendar_of(&client, &symbol), rows);
+    let cal = cal?;
+    let mut rows = rows?;
     let mut next = None;
     if rows.len() as i64 > limit {
         next = rows.pop().map(|b| b.ts_utc);
@@ -270,19 +285,32 @@ pub async fn bars(State(state): State<Arc<AppState>>, raw: Params) -> ApiResult<
         bars: rows,
         next,
     };
-    // Written once into a buffer of about the right size (a bar is about
-    // 300 bytes of JSON) instead of one grown by doubling.
-    let mut body = Vec::with_capacity(512 + page.bars.len() * 320);
-    serde_json::to_writer(&mut body, &page)
-        .map_err(|e| ApiError::internal(anyhow::Error::new(e).context("encoding the bars")))?;
-    Ok((
-        [(
-            axum::http::header::CONTENT_TYPE,
-            axum::http::HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response())
+    let json = [(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    )];
+    if page.bars.len() < STREAMED_BARS {
+        let body = bars_json::write(&page)
+            .map_err(|e| ApiError::internal(anyhow::Error::new(e).context("encoding the bars")))?;
+        return Ok((json, body).into_response());
+    }
+    // A large page is written on a blocking thread and sent piece by piece
+    // as it is written. A failure half way ends the stream with an error, so
+    // the client sees a broken response, never a short one that looks whole.
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(4);
+    tokio::task::spawn_blocking(move || {
+        let written = bars_json::write_in_pieces(&page, PIECE_BYTES, |piece| {
+            tx.blocking_send(Ok(piece)).is_ok()
+        });
+        if let Err(e) = written {
+            tracing::warn!("encoding the bars: {e}");
+            let _ = tx.blocking_send(Err(std::io::Error::other(e)));
+        }
+    });
+    let pieces = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|piece| (piece, rx))
+    });
+    Ok((json, axum::body::Body::from_stream(pieces)).into_response())
 }
 
 /// `GET /api/tasks?symbol=&timeframe=&status=`: the tasks as `barkeep

@@ -6,31 +6,75 @@
 //! Run durations and failures by kind come from `agg_run_log`, which keeps
 //! the newest 10,000 runs: they count the retained runs, so they can drop
 //! when the log is pruned (Prometheus reads a drop as a counter reset).
+//!
+//! # Cost of a scrape
+//!
+//! A scrape reads on two pooled connections at once, so the database works
+//! on both halves in parallel: on one, the tasks in a single pass over
+//! `data_agg_state` (each task's series, the due and expired counts and the
+//! counters summed per timeframe all come from those rows); on the other,
+//! pipelined, the newest 1m bar of every symbol, one pass over the run log
+//! for the duration histogram and the failures by kind, and the quarantine
+//! size. Each task's label set is escaped and written once and reused by
+//! every per-task family.
+//!
+//! Scrapes are never cached: each one reads the database, except that a
+//! scrape arriving while another is being computed waits for it and shares
+//! its result (its values were read at most one computation before it
+//! arrived), so concurrent scrapers cost one computation, not one each.
 
 use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
+use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use tokio::sync::Mutex;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
 use super::api::ApiError;
 use super::AppState;
-use crate::ops::status::{self, StatusSettings};
+use crate::calendar::Timeframe;
+use crate::ops::status::NEWEST_1M_OF_TASKS;
 
 /// Upper bounds of the run-duration histogram, in seconds.
 pub const DURATION_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 
+/// The states `barkeep_tasks` always reports, zero or not.
+const STATES: [&str; 4] = ["idle", "running", "hard_failed", "disabled"];
+
+/// The newest exposition, shared with scrapes that arrived while it was
+/// being computed.
+#[derive(Default)]
+pub struct Scrapes {
+    newest: Mutex<Option<(Instant, Bytes)>>,
+}
+
 /// `GET /metrics`.
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let started = std::time::Instant::now();
-    let client = match state.pool.get().await {
-        Ok(c) => c,
+    let arrived = Instant::now();
+    // Held while computing: a scrape that arrives meanwhile waits here and
+    // then takes the exposition finished after it arrived.
+    let mut newest = state.metrics.newest.lock().await;
+    if let Some((finished, body)) = newest.as_ref() {
+        if *finished >= arrived {
+            return exposition(body.clone());
+        }
+    }
+    let started = Instant::now();
+    let clients = tokio::try_join!(state.pool.get(), state.pool.get());
+    let (tasks_client, log_client) = match clients {
+        Ok(clients) => clients,
         Err(e) => {
             return ApiError {
                 status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -39,7 +83,9 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             .into_response()
         }
     };
-    match render(&client).await {
+    let rendered = render(&tasks_client, &log_client).await;
+    drop((tasks_client, log_client));
+    match rendered {
         Ok(mut text) => {
             family(
                 &mut text,
@@ -52,19 +98,23 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
                 "barkeep_scrape_duration_seconds {}",
                 started.elapsed().as_secs_f64()
             );
-            (
-                [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-                text,
-            )
-                .into_response()
+            let body = Bytes::from(text);
+            *newest = Some((Instant::now(), body.clone()));
+            exposition(body)
         }
         Err(e) => ApiError::from(e).into_response(),
     }
 }
 
-/// Minutes as seconds, to the millisecond.
-fn seconds(minutes: f64) -> f64 {
-    (minutes * 60_000.0).round() / 1000.0
+fn exposition(body: Bytes) -> Response {
+    (
+        [(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// Escape a label value (backslash, double quote, newline); most values
@@ -85,11 +135,225 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-/// Every metric family, as text.
-pub async fn render(client: &Client) -> Result<String> {
-    let (_, tasks) = status::tasks(client, &StatusSettings::default()).await?;
+/// A count of milliseconds as seconds, written without going through a
+/// float: `3600`, `12.5`, `-0.25`.
+fn write_seconds(out: &mut String, ms: i64) {
+    if ms < 0 {
+        out.push('-');
+    }
+    let ms = ms.unsigned_abs();
+    let _ = write!(out, "{}", ms / 1000);
+    let mut frac = ms % 1000;
+    if frac != 0 {
+        let mut digits = 3;
+        while frac.is_multiple_of(10) {
+            frac /= 10;
+            digits -= 1;
+        }
+        let _ = write!(out, ".{frac:0digits$}");
+    }
+}
+
+/// One task, as far as its series need it.
+struct TaskSeries {
+    /// `symbol="…",timeframe="…"`, escaped once.
+    labels: String,
+    symbol: String,
+    rank: i32,
+    status: String,
+    cursor: Option<DateTime<Utc>>,
+    last_success: Option<DateTime<Utc>>,
+    hard_fail_streak: i32,
+}
+
+/// The counters kept on the tasks, summed over one timeframe.
+#[derive(Default)]
+struct Counters {
+    bars_written: i64,
+    bars_quality_poor: i64,
+    runs: i64,
+    lease_recoveries: i64,
+}
+
+/// What the task half of a scrape reads.
+struct TaskRead {
+    now: DateTime<Utc>,
+    tasks: Vec<TaskSeries>,
+    due_unclaimed: i64,
+    leases_expired: i64,
+    /// By timeframe, in ladder order (rank, name).
+    counters: BTreeMap<(i32, String), Counters>,
+    /// Whether the tasks have `lease_recoveries` (migration 10).
+    recoveries_kept: bool,
+}
+
+/// The tasks in one pass over `data_agg_state`.
+async fn read_tasks(client: &Client) -> Result<TaskRead> {
+    let recoveries = async {
+        client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_attribute
+                                WHERE attrelid = to_regclass('data_agg_state')
+                                  AND attname = 'lease_recoveries' AND NOT attisdropped)",
+                &[],
+            )
+            .await
+            .context("looking for data_agg_state.lease_recoveries")
+    };
+    let (_, recoveries) = tokio::try_join!(crate::ops::require_migrated(client), recoveries)?;
+    let recoveries_kept: bool = recoveries.get(0);
+    // Only fixed text is spliced in.
+    let sql = format!(
+        "SELECT canonical_symbol, timeframe, status, hard_fail_streak, last_agg_bar_ts_utc,
+                last_successful_at_utc,
+                enabled AND status = 'idle' AND next_run_at <= now(),
+                coalesce(status = 'running' AND lease_expires_at < now(), false),
+                total_bars_created, total_bars_quality_poor, total_runs, {}, now()
+         FROM data_agg_state",
+        if recoveries_kept {
+            "lease_recoveries"
+        } else {
+            "0::bigint"
+        }
+    );
+    let rows = client
+        .query(&sql, &[])
+        .await
+        .context("reading data_agg_state")?;
+    let mut read = TaskRead {
+        now: Utc::now(),
+        tasks: Vec::with_capacity(rows.len()),
+        due_unclaimed: 0,
+        leases_expired: 0,
+        counters: BTreeMap::new(),
+        recoveries_kept,
+    };
+    for (i, r) in rows.iter().enumerate() {
+        if i == 0 {
+            read.now = r.get(12);
+        }
+        let symbol: String = r.get(0);
+        let timeframe: &str = r.get(1);
+        let rank = Timeframe::parse(timeframe)
+            .map(Timeframe::rank)
+            .unwrap_or(99);
+        let mut labels = String::with_capacity(symbol.len() + timeframe.len() + 24);
+        let _ = write!(
+            labels,
+            "symbol=\"{}\",timeframe=\"{}\"",
+            label(&symbol),
+            label(timeframe)
+        );
+        read.due_unclaimed += i64::from(r.get::<_, bool>(6));
+        read.leases_expired += i64::from(r.get::<_, bool>(7));
+        let sums = read
+            .counters
+            .entry((rank, timeframe.to_string()))
+            .or_default();
+        sums.bars_written += r.get::<_, i64>(8);
+        sums.bars_quality_poor += r.get::<_, i64>(9);
+        sums.runs += r.get::<_, i64>(10);
+        sums.lease_recoveries += r.get::<_, i64>(11);
+        read.tasks.push(TaskSeries {
+            labels,
+            symbol,
+            rank,
+            status: r.get(2),
+            hard_fail_streak: r.get(3),
+            cursor: r.get(4),
+            last_success: r.get(5),
+        });
+    }
+    read.tasks.sort_unstable_by(|a, b| {
+        a.symbol
+            .cmp(&b.symbol)
+            .then(a.rank.cmp(&b.rank))
+            .then(a.labels.cmp(&b.labels))
+    });
+    Ok(read)
+}
+
+/// What the other half of a scrape reads.
+struct LogRead {
+    newest_1m: HashMap<String, DateTime<Utc>>,
+    /// Runs whose duration is at most each bound of [`DURATION_BUCKETS`].
+    buckets: [i64; DURATION_BUCKETS.len()],
+    finished_runs: i64,
+    duration_sum: f64,
+    failures: BTreeMap<String, i64>,
+    quarantined: i64,
+}
+
+/// The newest 1m bar of every symbol with a task, the run log in one pass,
+/// and the quarantine size, pipelined on one connection.
+async fn read_log(client: &Client) -> Result<LogRead> {
+    // width_bucket over the negated bounds, ascending, counts the bounds at
+    // or above a run's duration (k): the run falls in bucket i (ascending,
+    // `le` inclusive) exactly when k >= buckets - i. `OFFSET 0` computes the
+    // duration once per run; date_part is float8 where extract is numeric.
+    let negated: Vec<f64> = DURATION_BUCKETS.iter().rev().map(|b| -b).collect();
+    let every_symbol: Option<&str> = None;
+    let newest_params: [&(dyn ToSql + Sync); 1] = [&every_symbol];
+    let runs_params: [&(dyn ToSql + Sync); 1] = [&negated];
+    let newest = client.query(NEWEST_1M_OF_TASKS, &newest_params);
+    let runs = client.query(
+        "SELECT width_bucket(-d, $1::float8[]), failed, count(*), coalesce(sum(d), 0)::float8
+         FROM (SELECT CASE WHEN finished_at IS NOT NULL
+                           THEN date_part('epoch', finished_at - started_at) END AS d,
+                      CASE WHEN status <> 'success' THEN coalesce(fail_kind, 'hard') END AS failed
+               FROM agg_run_log OFFSET 0) runs
+         GROUP BY 1, 2",
+        &runs_params,
+    );
+    let quarantine = client.query_one("SELECT count(*) FROM ingest_quarantine", &[]);
+    let (newest, runs, quarantine) = tokio::join!(newest, runs, quarantine);
+    let newest = newest.context("finding each symbol's newest 1m bar")?;
+    let runs = runs.context("reading the run log")?;
+    let quarantined: i64 = quarantine.context("counting the quarantine")?.get(0);
+
+    let mut read = LogRead {
+        newest_1m: HashMap::with_capacity(newest.len()),
+        buckets: [0; DURATION_BUCKETS.len()],
+        finished_runs: 0,
+        duration_sum: 0.0,
+        failures: [("hard".to_string(), 0), ("transient".to_string(), 0)].into(),
+        quarantined,
+    };
+    for r in &newest {
+        if let Some(ts) = r.get::<_, Option<DateTime<Utc>>>(1) {
+            read.newest_1m.insert(r.get(0), ts);
+        }
+    }
+    let n = DURATION_BUCKETS.len();
+    for r in &runs {
+        let at_or_above: Option<i32> = r.get(0);
+        let failed: Option<String> = r.get(1);
+        let count: i64 = r.get(2);
+        if let Some(k) = at_or_above {
+            read.finished_runs += count;
+            read.duration_sum += r.get::<_, f64>(3);
+            let first = n.saturating_sub(k.max(0) as usize);
+            for bucket in &mut read.buckets[first..] {
+                *bucket += count;
+            }
+        }
+        if let Some(kind) = failed {
+            *read.failures.entry(kind).or_default() += count;
+        }
+    }
+    Ok(read)
+}
+
+/// Every metric family but the scrape's own duration, as text, read on two
+/// connections at once.
+pub async fn render(tasks_client: &Client, log_client: &Client) -> Result<String> {
+    let (tasks, log) = tokio::try_join!(read_tasks(tasks_client), read_log(log_client))?;
+    Ok(write(&tasks, &log))
+}
+
+fn write(read: &TaskRead, log: &LogRead) -> String {
     // About 270 bytes of series per task, sized once rather than regrown.
-    let mut out = String::with_capacity(16 * 1024 + tasks.len() * 320);
+    let mut out = String::with_capacity(16 * 1024 + read.tasks.len() * 320);
 
     family(
         &mut out,
@@ -105,15 +369,14 @@ pub async fn render(client: &Client) -> Result<String> {
         "gauge",
         "Newest 1m bar of the symbol minus the task's cursor (start of the next bucket to finalize), never negative.",
     );
-    for t in &tasks {
-        if let Some(lag) = t.lag_minutes {
-            let _ = writeln!(
-                out,
-                "barkeep_task_lag_seconds{{symbol=\"{}\",timeframe=\"{}\"}} {}",
-                label(&t.symbol),
-                t.timeframe,
-                seconds(lag.max(0.0))
-            );
+    for t in &read.tasks {
+        let newest = log.newest_1m.get(&t.symbol);
+        if let (Some(cursor), Some(newest)) = (t.cursor, newest) {
+            out.push_str("barkeep_task_lag_seconds{");
+            out.push_str(&t.labels);
+            out.push_str("} ");
+            write_seconds(&mut out, (*newest - cursor).num_milliseconds().max(0));
+            out.push('\n');
         }
     }
     family(
@@ -122,15 +385,13 @@ pub async fn render(client: &Client) -> Result<String> {
         "gauge",
         "Seconds since the task's last successful run.",
     );
-    for t in &tasks {
-        if let Some(m) = t.minutes_since_success {
-            let _ = writeln!(
-                out,
-                "barkeep_task_seconds_since_success{{symbol=\"{}\",timeframe=\"{}\"}} {}",
-                label(&t.symbol),
-                t.timeframe,
-                seconds(m)
-            );
+    for t in &read.tasks {
+        if let Some(at) = t.last_success {
+            out.push_str("barkeep_task_seconds_since_success{");
+            out.push_str(&t.labels);
+            out.push_str("} ");
+            write_seconds(&mut out, (read.now - at).num_milliseconds());
+            out.push('\n');
         }
     }
     family(
@@ -139,14 +400,12 @@ pub async fn render(client: &Client) -> Result<String> {
         "gauge",
         "1 for the task's current status (idle, running, hard_failed, disabled).",
     );
-    for t in &tasks {
-        let _ = writeln!(
-            out,
-            "barkeep_task_status{{symbol=\"{}\",timeframe=\"{}\",status=\"{}\"}} 1",
-            label(&t.symbol),
-            t.timeframe,
-            label(&t.status)
-        );
+    for t in &read.tasks {
+        out.push_str("barkeep_task_status{");
+        out.push_str(&t.labels);
+        out.push_str(",status=\"");
+        out.push_str(&label(&t.status));
+        out.push_str("\"} 1\n");
     }
     family(
         &mut out,
@@ -154,136 +413,76 @@ pub async fn render(client: &Client) -> Result<String> {
         "gauge",
         "Consecutive hard failures of the task.",
     );
-    for t in &tasks {
-        let _ = writeln!(
-            out,
-            "barkeep_task_hard_fail_streak{{symbol=\"{}\",timeframe=\"{}\"}} {}",
-            label(&t.symbol),
-            t.timeframe,
-            t.hard_fail_streak
-        );
+    for t in &read.tasks {
+        out.push_str("barkeep_task_hard_fail_streak{");
+        out.push_str(&t.labels);
+        let _ = writeln!(out, "}} {}", t.hard_fail_streak);
     }
 
     family(&mut out, "barkeep_tasks", "gauge", "Tasks by status.");
-    let mut by_status = std::collections::BTreeMap::<&str, u64>::new();
-    for status in ["idle", "running", "hard_failed", "disabled"] {
-        by_status.insert(status, 0);
-    }
-    for t in &tasks {
+    let mut by_status: BTreeMap<&str, u64> = STATES.iter().map(|s| (*s, 0)).collect();
+    for t in &read.tasks {
         *by_status.entry(t.status.as_str()).or_default() += 1;
     }
     for (status, n) in &by_status {
         let _ = writeln!(out, "barkeep_tasks{{status=\"{}\"}} {n}", label(status));
     }
 
-    let row = client
-        .query_one(
-            "SELECT count(*) FILTER (WHERE enabled AND status = 'idle' AND next_run_at <= now()),
-                    count(*) FILTER (WHERE status = 'running' AND lease_expires_at < now())
-             FROM data_agg_state",
-            &[],
-        )
-        .await
-        .context("counting due tasks")?;
     family(
         &mut out,
         "barkeep_tasks_due_unclaimed",
         "gauge",
         "Enabled idle tasks whose next_run_at has passed and that no worker has claimed.",
     );
-    let _ = writeln!(out, "barkeep_tasks_due_unclaimed {}", row.get::<_, i64>(0));
+    let _ = writeln!(out, "barkeep_tasks_due_unclaimed {}", read.due_unclaimed);
     family(
         &mut out,
         "barkeep_leases_expired",
         "gauge",
         "Running tasks whose lease expired and that no worker has recovered yet.",
     );
-    let _ = writeln!(out, "barkeep_leases_expired {}", row.get::<_, i64>(1));
+    let _ = writeln!(out, "barkeep_leases_expired {}", read.leases_expired);
 
-    // The counters kept on the tasks, summed per timeframe; lease
-    // recoveries only once migration 10 gave the tasks that column.
-    let recoveries_kept: bool = client
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_attribute
-                            WHERE attrelid = to_regclass('data_agg_state')
-                              AND attname = 'lease_recoveries' AND NOT attisdropped)",
-            &[],
-        )
-        .await
-        .context("looking for data_agg_state.lease_recoveries")?
-        .get(0);
-    let counters = client
-        .query(
-            &format!(
-                "SELECT timeframe, sum(total_bars_created)::bigint,
-                        sum(total_bars_quality_poor)::bigint, sum(total_runs)::bigint, {}
-                 FROM data_agg_state GROUP BY timeframe
-                 ORDER BY array_position(ARRAY['5m','15m','1h','4h','1d','1w'], timeframe)",
-                if recoveries_kept {
-                    "sum(lease_recoveries)::bigint"
-                } else {
-                    "NULL::bigint"
-                }
-            ),
-            &[],
-        )
-        .await
-        .context("summing the task counters")?;
-    let counter = |out: &mut String, name: &str, help: &str, column: usize| {
+    let counter = |out: &mut String, name: &str, help: &str, value: fn(&Counters) -> i64| {
         family(out, name, "counter", help);
-        for r in &counters {
-            let tf: String = r.get(0);
-            let n: i64 = r.get::<_, Option<i64>>(column).unwrap_or(0);
-            let _ = writeln!(out, "{name}{{timeframe=\"{}\"}} {n}", label(&tf));
+        for ((_, tf), sums) in &read.counters {
+            let _ = writeln!(out, "{name}{{timeframe=\"{}\"}} {}", label(tf), value(sums));
         }
     };
     counter(
         &mut out,
         "barkeep_bars_written_total",
         "Derived bars written by all runs, by timeframe (data_agg_state.total_bars_created).",
-        1,
+        |c| c.bars_written,
     );
     counter(
         &mut out,
         "barkeep_bars_quality_poor_total",
         "Derived bars written with quality_score <= 0, by timeframe.",
-        2,
+        |c| c.bars_quality_poor,
     );
     counter(
         &mut out,
         "barkeep_task_runs_total",
         "Finished task runs, by timeframe (data_agg_state.total_runs).",
-        3,
+        |c| c.runs,
     );
-    if recoveries_kept {
+    if read.recoveries_kept {
         counter(
             &mut out,
             "barkeep_lease_recoveries_total",
             "Tasks taken over from a worker whose lease had expired, by timeframe (data_agg_state.lease_recoveries).",
-            4,
+            |c| c.lease_recoveries,
         );
     }
 
-    let failures = client
-        .query(
-            "SELECT coalesce(fail_kind, 'hard'), count(*) FROM agg_run_log
-             WHERE status <> 'success' GROUP BY 1 ORDER BY 1",
-            &[],
-        )
-        .await
-        .context("counting failed runs")?;
     family(
         &mut out,
         "barkeep_run_failures_total",
         "counter",
         "Failed runs in the retained run log, by kind (transient, hard).",
     );
-    let mut kinds: std::collections::BTreeMap<String, i64> =
-        [("hard".to_string(), 0), ("transient".to_string(), 0)].into();
-    for r in &failures {
-        kinds.insert(r.get(0), r.get(1));
-    }
-    for (kind, n) in &kinds {
+    for (kind, n) in &log.failures {
         let _ = writeln!(
             out,
             "barkeep_run_failures_total{{kind=\"{}\"}} {n}",
@@ -291,74 +490,55 @@ pub async fn render(client: &Client) -> Result<String> {
         );
     }
 
-    // One pass over the run log: a FILTER per bucket bound (each bound a
-    // bind parameter), then the count and the sum. `OFFSET 0` keeps the
-    // duration computed once per run rather than inlined into every FILTER,
-    // and date_part is float8 where extract would be numeric.
-    let filters: Vec<String> = (1..=DURATION_BUCKETS.len())
-        .map(|i| format!("count(*) FILTER (WHERE d <= ${i})"))
-        .collect();
-    let bounds: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = DURATION_BUCKETS
-        .iter()
-        .map(|b| b as &(dyn tokio_postgres::types::ToSql + Sync))
-        .collect();
-    let totals = client
-        .query_one(
-            &format!(
-                "SELECT {}, count(*), coalesce(sum(d), 0)::float8
-                 FROM (SELECT date_part('epoch', finished_at - started_at) AS d
-                       FROM agg_run_log WHERE finished_at IS NOT NULL OFFSET 0) runs",
-                filters.join(", ")
-            ),
-            &bounds,
-        )
-        .await
-        .context("reading run durations")?;
     family(
         &mut out,
         "barkeep_run_duration_seconds",
         "histogram",
         "Durations of the runs in the retained run log (agg_run_log).",
     );
-    for (i, le) in DURATION_BUCKETS.iter().enumerate() {
-        let n: i64 = totals.get(i);
+    for (le, n) in DURATION_BUCKETS.iter().zip(log.buckets) {
         let _ = writeln!(
             out,
             "barkeep_run_duration_seconds_bucket{{le=\"{le}\"}} {n}"
         );
     }
-    let n = DURATION_BUCKETS.len();
-    let count: i64 = totals.get(n);
-    let sum: f64 = totals.get(n + 1);
+    let count = log.finished_runs;
     let _ = writeln!(
         out,
         "barkeep_run_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
     );
-    let _ = writeln!(out, "barkeep_run_duration_seconds_sum {sum}");
+    let _ = writeln!(out, "barkeep_run_duration_seconds_sum {}", log.duration_sum);
     let _ = writeln!(out, "barkeep_run_duration_seconds_count {count}");
 
-    let quarantined: i64 = client
-        .query_one("SELECT count(*) FROM ingest_quarantine", &[])
-        .await
-        .context("counting the quarantine")?
-        .get(0);
     family(
         &mut out,
         "barkeep_quarantine_rows",
         "gauge",
         "Rows held in the ingest quarantine.",
     );
-    let _ = writeln!(out, "barkeep_quarantine_rows {quarantined}");
-    Ok(out)
+    let _ = writeln!(out, "barkeep_quarantine_rows {}", log.quarantined);
+    out
 }
 
 #[cfg(test)]
 mod tests {
-    use super::label;
+    use super::{label, write_seconds};
 
     #[test]
     fn label_values_are_escaped_only_when_they_need_it() {
         assert_eq!(label("EURUSD"), "EURUSD");
         assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn milliseconds_are_written_as_seconds_as_a_float_would_print_them() {
+        for ms in [
+            0i64, 1, 10, 250, 999, 1000, 3_600_000, 12_500, 86_400_123, -250, -60_000,
+        ] {
+            let mut out = String::new();
+            write_seconds(&mut out, ms);
+            assert_eq!(out, format!("{}", ms as f64 / 1000.0), "{ms}");
+            assert_eq!(out.parse::<f64>().unwrap(), ms as f64 / 1000.0);
+        }
     }
 }

@@ -7,10 +7,13 @@
 //!   token check on every request but `/health`.
 //! - [`api`]: `/api/bars`, `/api/tasks`, `/api/alerts`, `/api/health` and
 //!   the dashboard's other reads; errors as JSON with a 4xx/5xx status.
+//! - [`bars_json`]: a page of `/api/bars` written as JSON by hand, as serde
+//!   would write it.
 //! - [`reads`]: the run log, the registry and the newest 1m bar; tasks,
 //!   alerts, quality and the quarantine come from the [`crate::ops`]
 //!   services the command line prints.
-//! - [`metrics`]: the Prometheus text exposition, computed at scrape time.
+//! - [`metrics`]: the Prometheus text exposition, computed at scrape time
+//!   on two connections at once.
 //! - [`assets`]: the page, its script and style, and the vendored
 //!   `lightweight-charts`, all embedded in the binary.
 //!
@@ -21,6 +24,7 @@
 pub mod api;
 pub mod assets;
 pub mod auth;
+pub mod bars_json;
 pub mod metrics;
 pub mod reads;
 
@@ -30,6 +34,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::Router;
 use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::net::TcpListener;
@@ -79,6 +84,9 @@ impl ServeSettings {
 pub struct AppState {
     pub pool: Pool,
     pub token: Option<auth::Token>,
+    /// The newest `/metrics` exposition, for scrapes that arrive while it
+    /// is being computed.
+    pub metrics: metrics::Scrapes,
 }
 
 /// A pool of connections that act as `barkeep_reader`, read-only, with a
@@ -155,11 +163,20 @@ pub async fn serve(
     let state = Arc::new(AppState {
         pool,
         token: settings.token.as_deref().map(auth::Token::new),
+        metrics: metrics::Scrapes::default(),
     });
     let listener = TcpListener::bind(settings.addr)
         .await
         .with_context(|| format!("binding {}", settings.addr))?;
     let local = listener.local_addr().context("reading the bound address")?;
+    // Responses go out as soon as they are written: a streamed page's
+    // pieces would otherwise wait on Nagle's algorithm for the client's
+    // delayed acknowledgement (some 40 ms a response).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("setting TCP_NODELAY on a connection: {e}");
+        }
+    });
     on_listen(local);
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)

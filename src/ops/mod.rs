@@ -11,9 +11,12 @@
 //! - [`verify`]: Steps 2–6, the 12 success criteria, the SQL face's security and
 //!   the deep recomputation of stored bars.
 //! - [`backup`]: task state and registry to a JSON file and back.
+//! - [`instant`]: instants in JSON as chrono writes them, without its
+//!   formatter (reports list thousands).
 
 pub mod alerts;
 pub mod backup;
+pub mod instant;
 pub mod quality;
 pub mod quarantine;
 pub mod status;

@@ -129,7 +129,9 @@ pub async fn quality(client: &Client, settings: &QualitySettings) -> Result<Qual
     let symbol = settings.symbol.as_ref().map(Symbol::as_str);
     let timeframe = settings.timeframe.map(Timeframe::as_str);
     // The checklist's query, grouped the same way, with the minutes present
-    // under each bar counted through the 1m index.
+    // under each bar counted through the 1m index. The calendar comes from
+    // the registry row joined once per bar, as agg_symbol_calendar reads it,
+    // rather than from a PL/pgSQL call per bar.
     let rows = client
         .query(
             "SELECT d.canonical_symbol, d.timeframe, count(*),
@@ -141,11 +143,13 @@ pub async fn quality(client: &Client, settings: &QualitySettings) -> Result<Qual
                           WHEN '15m' THEN 15 WHEN '1h' THEN 60 WHEN '4h' THEN 240 WHEN '1d' THEN 1440
                           ELSE 0 END)::bigint
              FROM derived_data_bars d
+             LEFT JOIN core_asset_registry_all r ON r.canonical_symbol = d.canonical_symbol
              CROSS JOIN LATERAL (
                SELECT count(*) AS present FROM data_bars b
                WHERE b.canonical_symbol = d.canonical_symbol AND b.timeframe = '1m'
                  AND b.ts_utc >= d.ts_utc
-                 AND b.ts_utc < agg_bucket_end(agg_symbol_calendar(d.canonical_symbol), d.timeframe, d.ts_utc)
+                 AND b.ts_utc < agg_bucket_end(agg_calendar(coalesce(r.asset_class, 'crypto')),
+                                               d.timeframe, d.ts_utc)
              ) m
              WHERE d.deleted_at IS NULL AND NOT d.is_partial
                AND ($1::timestamptz IS NULL OR d.ts_utc >= $1)

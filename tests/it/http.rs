@@ -557,6 +557,156 @@ async fn metrics_are_prometheus_text() {
     );
 }
 
+/// The value of the one series `name` (with its labels) of an exposition.
+fn series(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .map(|v| v.parse().unwrap_or_else(|_| panic!("{name}: {v}")))
+}
+
+#[tokio::test]
+async fn metrics_say_what_the_tables_hold() {
+    let db = demo_db().await;
+    let c = db.client().await;
+    // A run log with durations on and just past the histogram's bounds, a
+    // run that never finished, and failures of both kinds; one task hard
+    // failed, one due.
+    c.batch_execute(
+        "DELETE FROM agg_run_log;
+         INSERT INTO agg_run_log (canonical_symbol, timeframe, started_at, finished_at, status, fail_kind)
+         SELECT 'AUDUSD', '5m', timestamptz '2025-01-01 00:00+00',
+                timestamptz '2025-01-01 00:00+00' + d * interval '1 second', s, k
+         FROM (VALUES (0.005::float8, 'success', NULL), (0.0051, 'success', NULL),
+                      (1.0, 'failed', 'transient'), (1.5, 'failed', NULL), (400.0, 'success', NULL)) v(d, s, k);
+         INSERT INTO agg_run_log (canonical_symbol, timeframe, started_at, status)
+         VALUES ('AUDUSD', '1h', now(), 'failed');
+         UPDATE data_agg_state SET status = 'hard_failed', hard_fail_streak = 2 WHERE timeframe = '1d';
+         UPDATE data_agg_state SET next_run_at = now() - interval '1 minute' WHERE timeframe = '4h';",
+    )
+    .await
+    .unwrap();
+    let server = serve(&db, &[]);
+    let (status, text) = get(server.addr, "/metrics", None);
+    assert_eq!(status, 200, "{text}");
+
+    let bucket = |le: &str| {
+        series(
+            &text,
+            &format!("barkeep_run_duration_seconds_bucket{{le=\"{le}\"}}"),
+        )
+    };
+    for (le, n) in [
+        ("0.005", 1.0),
+        ("0.01", 2.0),
+        ("0.5", 2.0),
+        ("1", 3.0),
+        ("2.5", 4.0),
+        ("300", 4.0),
+        ("+Inf", 5.0),
+    ] {
+        assert_eq!(bucket(le), Some(n), "le={le}: {text}");
+    }
+    assert_eq!(
+        series(&text, "barkeep_run_duration_seconds_count"),
+        Some(5.0)
+    );
+    let sum = series(&text, "barkeep_run_duration_seconds_sum").unwrap();
+    assert!((sum - 402.5101).abs() < 1e-9, "{sum}");
+    assert_eq!(
+        series(&text, "barkeep_run_failures_total{kind=\"hard\"}"),
+        Some(2.0)
+    );
+    assert_eq!(
+        series(&text, "barkeep_run_failures_total{kind=\"transient\"}"),
+        Some(1.0)
+    );
+
+    let rows = c
+        .query(
+            "SELECT s.canonical_symbol, s.timeframe, s.status, s.hard_fail_streak,
+                    date_part('epoch', (SELECT max(b.ts_utc) FROM data_bars b
+                                        WHERE b.canonical_symbol = s.canonical_symbol
+                                          AND b.timeframe = '1m') - s.last_agg_bar_ts_utc)
+             FROM data_agg_state s",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 6);
+    for r in &rows {
+        let labels = format!(
+            "symbol=\"{}\",timeframe=\"{}\"",
+            r.get::<_, &str>(0),
+            r.get::<_, &str>(1)
+        );
+        let lag: Option<f64> = r.get(4);
+        assert_eq!(
+            series(&text, &format!("barkeep_task_lag_seconds{{{labels}}}")),
+            lag.map(|l| l.max(0.0)),
+            "{labels}"
+        );
+        let status: &str = r.get(2);
+        assert_eq!(
+            series(
+                &text,
+                &format!("barkeep_task_status{{{labels},status=\"{status}\"}}")
+            ),
+            Some(1.0),
+            "{labels}"
+        );
+        assert_eq!(
+            series(&text, &format!("barkeep_task_hard_fail_streak{{{labels}}}")),
+            Some(f64::from(r.get::<_, i32>(3))),
+            "{labels}"
+        );
+    }
+    for status in ["idle", "running", "hard_failed", "disabled"] {
+        let n = db
+            .count(&format!(
+                "SELECT count(*) FROM data_agg_state WHERE status = '{status}'"
+            ))
+            .await;
+        assert_eq!(
+            series(&text, &format!("barkeep_tasks{{status=\"{status}\"}}")),
+            Some(n as f64),
+            "{status}"
+        );
+    }
+    assert_eq!(
+        series(&text, "barkeep_tasks{status=\"hard_failed\"}"),
+        Some(1.0)
+    );
+    let due = db
+        .count(
+            "SELECT count(*) FROM data_agg_state
+             WHERE enabled AND status = 'idle' AND next_run_at <= now()",
+        )
+        .await;
+    assert!(due >= 1);
+    assert_eq!(
+        series(&text, "barkeep_tasks_due_unclaimed"),
+        Some(due as f64)
+    );
+    let runs = db
+        .count("SELECT sum(total_runs)::bigint FROM data_agg_state")
+        .await;
+    assert_eq!(metric_sum(&text, "barkeep_task_runs_total"), Some(runs));
+
+    // Scrapes at once all get the whole exposition.
+    let scrapes: Vec<_> = (0..6)
+        .map(|_| {
+            let addr = server.addr;
+            std::thread::spawn(move || get(addr, "/metrics", None))
+        })
+        .collect();
+    for s in scrapes {
+        let (status, body) = s.join().unwrap();
+        assert_eq!(status, 200);
+        assert!(body.contains("barkeep_up 1\n"));
+        assert!(body.contains("barkeep_quarantine_rows 0\n"), "{body}");
+    }
+}
+
 /// Headless Chromium with a fresh profile and nothing that calls home.
 fn chromium(profile: &std::path::Path, extra: &[&str], url: &str) -> std::process::Output {
     let binary = ["chromium", "chromium-browser"]

@@ -185,6 +185,29 @@ async fn complete_buckets_are_final_when_their_last_minute_lands_and_quiet_ones_
     assert_eq!(row.get::<_, i16>(1), 0);
     assert!(row.get::<_, bool>(2), "finalized before end + delay");
 
+    // A plain SQL delete of a minute behind the cursor wakes the worker
+    // (the change-tracking trigger's NOTIFY), which rewrites its 5m bar
+    // and the 15m bar above it (keeping the old one as history) well
+    // before its next poll.
+    c.execute(
+        "DELETE FROM data_bars WHERE canonical_symbol = 'BTCUSD' AND ts_utc = $1",
+        &[&(start + Duration::minutes(1))],
+    )
+    .await
+    .unwrap();
+    let first = start.to_rfc3339();
+    wait_count(
+        &c,
+        &format!(
+            "SELECT count(*) FROM derived_data_bars WHERE ts_utc = '{first}'
+             AND ((timeframe = '5m' AND deleted_at IS NULL AND source_candles = 4)
+                  OR (timeframe = '15m' AND deleted_at IS NOT NULL))"
+        ),
+        2,
+        StdDuration::from_secs(10),
+    )
+    .await;
+
     signal(&worker, Signal::SIGTERM);
     let status = wait_exit(&mut worker, StdDuration::from_secs(30)).await;
     let log = child_stderr(&mut worker);

@@ -143,10 +143,23 @@ pub struct BenchReport {
 
 const START: &str = "2025-01-05T22:00:00Z"; // a Sunday evening, fx week open
 
-fn start() -> Result<DateTime<Utc>> {
-    Ok(DateTime::parse_from_rfc3339(START)
+/// The first bar of a data set of `weeks` weeks: START, or as many whole
+/// weeks earlier as it takes for the data to end a week before today
+/// (bars dated in the future would be quarantined, not loaded).
+fn start(weeks: i64) -> Result<DateTime<Utc>> {
+    let fixed = DateTime::parse_from_rfc3339(START)
         .context("parsing the bench start")?
-        .with_timezone(&Utc))
+        .with_timezone(&Utc);
+    let latest_end = Utc::now() - chrono::Duration::weeks(1);
+    let end = fixed + chrono::Duration::weeks(weeks);
+    let late_by = (end - latest_end).num_seconds();
+    let week = 7 * 24 * 3600;
+    let back = if late_by > 0 {
+        (late_by + week - 1) / week
+    } else {
+        0
+    };
+    Ok(fixed - chrono::Duration::weeks(back))
 }
 
 /// Run the benchmark in a scratch database on the server of `server`.
@@ -214,7 +227,7 @@ pub async fn run(server: &Database, args: &BenchConfig) -> Result<BenchReport> {
         let _ = std::fs::remove_file(&copy_text);
     }
     // Every row ahead of the cursors: tasks exist, their cursors at the start.
-    tasks::sync(&client, tasks::Env::Prod, Some(start()?), None).await?;
+    tasks::sync(&client, tasks::Env::Prod, Some(start(args.weeks)?), None).await?;
     client
         .batch_execute(
             "UPDATE data_agg_state SET last_agg_bar_ts_utc = agg_bootstrap_cursor(canonical_symbol, timeframe)",
@@ -299,7 +312,7 @@ pub async fn run(server: &Database, args: &BenchConfig) -> Result<BenchReport> {
             )
             .await?;
             let t = Instant::now();
-            tasks::sync(&client, tasks::Env::Prod, Some(start()?), None).await?;
+            tasks::sync(&client, tasks::Env::Prod, Some(start(args.weeks)?), None).await?;
             let peak = run_worker_child(&args.worker_exe, &url, args.concurrency, &dir).await?;
             catchup_pairs.push((t.elapsed().as_secs_f64(), baseline));
             peak_worker_mib = Some(peak);
@@ -527,7 +540,7 @@ async fn settle(client: &Client, sql: &str) -> Result<()> {
 
 fn spec(i: usize, weeks: i64) -> Result<SynthSpec> {
     Ok(SynthSpec {
-        start: start()?,
+        start: start(weeks)?,
         minutes: weeks * 7 * 24 * 60,
         fx_weekends: true,
         gap_probability: 0.0,
@@ -640,4 +653,36 @@ fn tempdir() -> Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("barkeep-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_data_set_ends_a_week_before_today_on_the_same_weekday_and_hour() {
+        let fixed = start(1).unwrap();
+        assert_eq!(fixed.to_rfc3339(), "2025-01-05T22:00:00+00:00");
+        for weeks in [26, 104, 520] {
+            let s = start(weeks).unwrap();
+            let end = s + chrono::Duration::weeks(weeks);
+            assert!(
+                end <= Utc::now() - chrono::Duration::weeks(1),
+                "{weeks} weeks end {end}"
+            );
+            assert!(s <= fixed);
+            let back = fixed - s;
+            assert_eq!(
+                back.num_seconds() % (7 * 24 * 3600),
+                0,
+                "{weeks}: whole weeks"
+            );
+            if back > chrono::Duration::zero() {
+                assert!(
+                    end + chrono::Duration::weeks(1) > Utc::now() - chrono::Duration::weeks(1),
+                    "{weeks}: moved back no further than needed"
+                );
+            }
+        }
+    }
 }

@@ -285,6 +285,12 @@ async fn new_range(
         .transaction()
         .await
         .context("opening a transaction")?;
+    // The change-tracking trigger reads the statement's rows back from its
+    // transition table, which spills to disk beyond work_mem (4 MB by
+    // default, about 35,000 rows): keep a file's rows in memory.
+    tx.batch_execute("SET LOCAL work_mem = '128MB'")
+        .await
+        .context("sizing the load's memory")?;
     let sink = tx
         .copy_in(&format!(
             "COPY data_bars ({DIRECT_COLUMNS}) FROM STDIN (FORMAT binary)"

@@ -584,22 +584,23 @@ async fn a_worker_frozen_mid_copy_is_taken_over_and_changes_nothing_when_it_wake
         ],
     );
     let pattern = format!("barkeep %:{}:%", a.id());
-    // Stop the worker at random moments until it is caught inside a COPY
-    // of bars (its chunk transaction open, its task row locked).
+    // Stop the worker when the server shows it inside a COPY of bars, and
+    // keep it stopped if it still is (its chunk transaction open, its task
+    // row locked); otherwise let it go on and watch for the next COPY.
+    let in_copy = "SELECT count(*) FROM pg_stat_activity a
+                   WHERE a.application_name LIKE $1 AND a.state = 'active'
+                     AND a.query LIKE 'COPY derived_data_bars%'";
     let mut frozen = None;
-    for attempt in 0..400u64 {
-        tokio::time::sleep(StdDuration::from_millis(5 + (attempt * 7919) % 40)).await;
+    let watch = Instant::now();
+    while watch.elapsed() < StdDuration::from_secs(60) {
+        let seen: i64 = c.query_one(in_copy, &[&pattern]).await.unwrap().get(0);
+        if seen == 0 {
+            tokio::time::sleep(StdDuration::from_millis(2)).await;
+            continue;
+        }
         signal(&a, Signal::SIGSTOP);
-        let row = c
-            .query_opt(
-                "SELECT a.query FROM pg_stat_activity a
-                 WHERE a.application_name LIKE $1 AND a.state = 'active'
-                   AND a.query LIKE 'COPY derived_data_bars%'",
-                &[&pattern],
-            )
-            .await
-            .unwrap();
-        if row.is_some() {
+        let still: i64 = c.query_one(in_copy, &[&pattern]).await.unwrap().get(0);
+        if still > 0 {
             frozen = Some(Instant::now());
             break;
         }

@@ -590,8 +590,6 @@ fn write_copy_text(file: &Path, symbols: &[Symbol], weeks: i64) -> Result<()> {
 
 /// Time a plain COPY of the rows in `file` into a table with the same unique key.
 async fn copy_baseline(client: &Client, file: &Path) -> Result<f64> {
-    use futures_util::SinkExt;
-    use std::io::Read;
     client
         .batch_execute(
             "CREATE TABLE bench_copy_baseline (LIKE data_bars INCLUDING DEFAULTS);
@@ -599,13 +597,23 @@ async fn copy_baseline(client: &Client, file: &Path) -> Result<f64> {
         )
         .await
         .context("creating the COPY baseline table")?;
+    copy_file_in(
+        client,
+        "COPY bench_copy_baseline (canonical_symbol, timeframe, ts_utc, open, high, low, close, vol) FROM STDIN",
+        file,
+    )
+    .await
+    .context("the baseline COPY")
+}
+
+/// Time one COPY ... FROM STDIN of `file`'s bytes, streamed in 1 MiB pieces.
+pub(crate) async fn copy_file_in(client: &Client, copy: &str, file: &Path) -> Result<f64> {
+    use futures_util::SinkExt;
+    use std::io::Read;
     let mut input =
         std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
     let t = Instant::now();
-    let sink = client
-        .copy_in("COPY bench_copy_baseline (canonical_symbol, timeframe, ts_utc, open, high, low, close, vol) FROM STDIN")
-        .await
-        .context("starting the baseline COPY")?;
+    let sink = client.copy_in(copy).await.context("starting the COPY")?;
     futures_util::pin_mut!(sink);
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -617,12 +625,9 @@ async fn copy_baseline(client: &Client, file: &Path) -> Result<f64> {
         }
         sink.send(bytes::Bytes::copy_from_slice(&buf[..n]))
             .await
-            .context("sending baseline COPY data")?;
+            .context("sending COPY data")?;
     }
-    sink.as_mut()
-        .finish()
-        .await
-        .context("finishing the baseline COPY")?;
+    sink.as_mut().finish().await.context("finishing the COPY")?;
     Ok(t.elapsed().as_secs_f64())
 }
 

@@ -4,12 +4,12 @@
 //! binary COPY of all the bars the worker built into a table shaped and
 //! indexed like `derived_data_bars`. No aggregation can beat the sum.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio_postgres::Client;
 
 /// The two halves of one floor measurement.
@@ -85,31 +85,13 @@ pub async fn write_all_bars(client: &Client, file: &Path, table: &str) -> Result
         ))
         .await
         .context("creating the floor's bar table")?;
-    let mut input =
-        std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
-    let t = Instant::now();
-    let sink = client
-        .copy_in(&format!("COPY {table} FROM STDIN (FORMAT binary)"))
-        .await
-        .context("starting the floor's COPY of the bars")?;
-    futures_util::pin_mut!(sink);
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = input
-            .read(&mut buf)
-            .with_context(|| format!("reading {}", file.display()))?;
-        if n == 0 {
-            break;
-        }
-        sink.send(bytes::Bytes::copy_from_slice(&buf[..n]))
-            .await
-            .context("sending the floor's bars")?;
-    }
-    sink.as_mut()
-        .finish()
-        .await
-        .context("finishing the floor's COPY of the bars")?;
-    let seconds = t.elapsed().as_secs_f64();
+    let seconds = super::copy_file_in(
+        client,
+        &format!("COPY {table} FROM STDIN (FORMAT binary)"),
+        file,
+    )
+    .await
+    .context("the floor's COPY of the bars")?;
     client
         .batch_execute(&format!("DROP TABLE {table}"))
         .await

@@ -110,13 +110,13 @@ struct Handoff {
     bars: Vec<Bar>,
 }
 
-/// Span of source time read per chunk: at most about 45 thousand source
-/// rows (a few MB). Fewer, larger chunks mean fewer transactions and reads;
-/// the cost per row of a read falls as the range grows.
+/// Span of source time read per chunk: at most about 130 thousand source
+/// rows (about 10 MB). Fewer, larger chunks mean fewer transactions and
+/// reads; the cost per row of a read falls as the range grows.
 fn chunk_span(source: Timeframe) -> Duration {
     match source {
-        Timeframe::M1 => Duration::days(30),
-        Timeframe::M5 | Timeframe::M15 => Duration::days(50),
+        Timeframe::M1 => Duration::days(90),
+        Timeframe::M5 | Timeframe::M15 => Duration::days(150),
         Timeframe::H1 | Timeframe::H4 => Duration::days(600),
         Timeframe::D1 | Timeframe::W1 => Duration::days(20_000),
     }

@@ -98,6 +98,16 @@ LANGUAGE sql STABLE AS $$
   ) g
 $$;
 
+-- The derivation_version of the newest retired version of a bar (NULL:
+-- none), which a rebuild keeping versions gives the bar's next version.
+CREATE OR REPLACE FUNCTION agg_retired_version(symbol text, timeframe text, bucket timestamptz)
+RETURNS integer
+LANGUAGE sql STABLE AS $$
+  SELECT r.derivation_version FROM derived_data_bars r
+  WHERE r.canonical_symbol = $1 AND r.timeframe = $2 AND r.ts_utc = $3 AND r.deleted_at IS NOT NULL
+  ORDER BY r.deleted_at DESC LIMIT 1
+$$;
+
 -- The one write protocol of derived bars (docs/DESIGN.md "Versions of a
 -- bar"), for every bucket in [from_ts, to_ts): a bar that did not exist is
 -- inserted; an unchanged bar is not touched; a changed bar's live row is
@@ -125,32 +135,61 @@ DECLARE
   v_retired timestamptz[];
   v_touched timestamptz[];
 BEGIN
-  -- Retire live bars that changed or went. Catch-up ranges ahead of the
-  -- cursor usually hold none, which one index probe shows.
-  IF EXISTS (SELECT 1 FROM derived_data_bars d
-             WHERE d.canonical_symbol = v_symbol AND d.timeframe = v_tf AND d.deleted_at IS NULL
-               AND d.ts_utc >= v_from AND d.ts_utc < v_to) THEN
+  -- Catch-up ranges ahead of the cursor usually hold no live bar, which one
+  -- index probe shows: every bar of the range is then new, and a plain
+  -- INSERT does without the speculative insertion of ON CONFLICT (the task
+  -- row lock keeps other writers of this task out; a bar that appeared
+  -- anyway is a unique violation, not a silent skip).
+  IF NOT EXISTS (SELECT 1 FROM derived_data_bars d
+                 WHERE d.canonical_symbol = v_symbol AND d.timeframe = v_tf
+                   AND d.deleted_at IS NULL AND d.ts_utc >= v_from AND d.ts_utc < v_to) THEN
     WITH nb AS MATERIALIZED (
-      SELECT * FROM agg_bucket_bars(v_symbol, v_tf, v_cal, v_from, v_to) n
-      WHERE n.quality_score IS NOT NULL
-    ), gone AS (
-      UPDATE derived_data_bars d SET deleted_at = now(), updated_at = now()
-      WHERE d.canonical_symbol = v_symbol AND d.timeframe = v_tf AND d.deleted_at IS NULL
-        AND d.ts_utc >= v_from AND d.ts_utc < v_to
-        AND NOT EXISTS (
-          SELECT 1 FROM nb
-          WHERE nb.bucket = d.ts_utc
-            AND (nb.open, nb.high, nb.low, nb.close, nb.vol, nb.vwap, nb.trade_count, v_src,
-                 nb.source_candles, nb.expected_candles, nb.quality_score, false,
-                 coalesce(v_version, d.derivation_version))
-                IS NOT DISTINCT FROM
-                (d.open, d.high, d.low, d.close, d.vol, d.vwap, d.trade_count, d.source_timeframe,
-                 d.source_candles, d.expected_candles, d.quality_score, d.is_partial,
-                 d.derivation_version))
-      RETURNING d.ts_utc
+      SELECT * FROM agg_bucket_bars(v_symbol, v_tf, v_cal, v_from, v_to)
+    ), ins AS (
+      INSERT INTO derived_data_bars AS d (canonical_symbol, timeframe, ts_utc, open, high, low,
+        close, vol, vwap, trade_count, source_timeframe, source_candles, expected_candles,
+        quality_score, is_partial, derivation_version)
+      SELECT v_symbol, v_tf, nb.bucket, nb.open, nb.high, nb.low, nb.close, nb.vol, nb.vwap,
+             nb.trade_count, v_src, nb.source_candles, nb.expected_candles, nb.quality_score,
+             false, coalesce(v_version, agg_retired_version(v_symbol, v_tf, nb.bucket), 1)
+      FROM nb WHERE nb.quality_score IS NOT NULL
+      RETURNING d.ts_utc, d.quality_score
     )
-    SELECT array_agg(gone.ts_utc) INTO v_retired FROM gone;
+    SELECT count(*), count(*) FILTER (WHERE ins.quality_score <= 0),
+           (SELECT count(*) FROM nb WHERE nb.quality_score IS NULL),
+           array_agg(ins.ts_utc) FILTER (WHERE v_cascade_created)
+    INTO created, poor, skipped, v_touched
+    FROM ins;
+    changed := 0;
+    deleted := 0;
+    IF cardinality(v_touched) > 0
+       AND to_regprocedure('agg_mark_dependents(text,text,text,timestamptz[],integer)') IS NOT NULL THEN
+      PERFORM agg_mark_dependents(v_symbol, v_tf, v_cal, v_touched, v_version);
+    END IF;
+    RETURN;
   END IF;
+
+  -- Retire live bars that changed or went.
+  WITH nb AS MATERIALIZED (
+    SELECT * FROM agg_bucket_bars(v_symbol, v_tf, v_cal, v_from, v_to) n
+    WHERE n.quality_score IS NOT NULL
+  ), gone AS (
+    UPDATE derived_data_bars d SET deleted_at = now(), updated_at = now()
+    WHERE d.canonical_symbol = v_symbol AND d.timeframe = v_tf AND d.deleted_at IS NULL
+      AND d.ts_utc >= v_from AND d.ts_utc < v_to
+      AND NOT EXISTS (
+        SELECT 1 FROM nb
+        WHERE nb.bucket = d.ts_utc
+          AND (nb.open, nb.high, nb.low, nb.close, nb.vol, nb.vwap, nb.trade_count, v_src,
+               nb.source_candles, nb.expected_candles, nb.quality_score, false,
+               coalesce(v_version, d.derivation_version))
+              IS NOT DISTINCT FROM
+              (d.open, d.high, d.low, d.close, d.vol, d.vwap, d.trade_count, d.source_timeframe,
+               d.source_candles, d.expected_candles, d.quality_score, d.is_partial,
+               d.derivation_version))
+    RETURNING d.ts_utc
+  )
+  SELECT array_agg(gone.ts_utc) INTO v_retired FROM gone;
 
   WITH nb AS MATERIALIZED (
     SELECT * FROM agg_bucket_bars(v_symbol, v_tf, v_cal, v_from, v_to)
@@ -160,12 +199,7 @@ BEGIN
       is_partial, derivation_version)
     SELECT v_symbol, v_tf, nb.bucket, nb.open, nb.high, nb.low, nb.close, nb.vol, nb.vwap,
            nb.trade_count, v_src, nb.source_candles, nb.expected_candles, nb.quality_score, false,
-           coalesce(v_version,
-             (SELECT r.derivation_version FROM derived_data_bars r
-              WHERE r.canonical_symbol = v_symbol AND r.timeframe = v_tf AND r.ts_utc = nb.bucket
-                AND r.deleted_at IS NOT NULL
-              ORDER BY r.deleted_at DESC LIMIT 1),
-             1)
+           coalesce(v_version, agg_retired_version(v_symbol, v_tf, nb.bucket), 1)
     FROM nb WHERE nb.quality_score IS NOT NULL
     ON CONFLICT (canonical_symbol, timeframe, ts_utc) WHERE deleted_at IS NULL DO NOTHING
     RETURNING d.ts_utc, d.quality_score

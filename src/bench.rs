@@ -5,6 +5,8 @@
 //! bars, then times:
 //! 1. ingest: `barkeep ingest` of HistData files against a plain `COPY` of
 //!    the same rows into a table with the same unique key;
+//!    the merge path: the same files ingested again, every row already
+//!    stored, against the same plain `COPY`;
 //! 2. change tracking: the same ingest with the late-data triggers on
 //!    `data_bars` enabled against disabled, every row ahead of the 5m
 //!    cursors (what a live feed or a new range costs);
@@ -47,6 +49,8 @@ pub use machine::Machine;
 pub enum PairKind {
     /// `barkeep ingest` against plain COPY.
     Ingest,
+    /// `barkeep ingest` of files already stored (the merge path) against plain COPY.
+    Merge,
     /// Ingest with change tracking against without.
     Tracking,
     /// The worker's full ladder against plain SQL 5m, with the floor.
@@ -124,6 +128,9 @@ pub struct BenchReport {
     pub rows_1m: u64,
     pub machine: Machine,
     pub ingest: Option<Pair>,
+    /// barkeep = ingest of the same files again (every row already stored,
+    /// the merge path); baseline = the plain COPY of the ingest pair's round.
+    pub merge: Option<Pair>,
     /// barkeep = ingest with change tracking, baseline = without.
     pub tracking: Option<Pair>,
     pub catchup: Option<Pair>,
@@ -204,7 +211,8 @@ pub async fn run(server: &Database, args: &BenchConfig) -> Result<BenchReport> {
         files.push((symbol.clone(), path));
     }
     let mut ingest_pairs = Vec::new();
-    if wants(PairKind::Ingest) {
+    let mut merge_pairs = Vec::new();
+    if wants(PairKind::Ingest) || wants(PairKind::Merge) {
         let copy_text = dir.join("copy_baseline.tsv");
         write_copy_text(&copy_text, &symbols, args.weeks)?;
         for round in 1..=args.repeat {
@@ -223,6 +231,15 @@ pub async fn run(server: &Database, args: &BenchConfig) -> Result<BenchReport> {
             let t = Instant::now();
             ingest_all(&mut client, &files).await?;
             ingest_pairs.push((t.elapsed().as_secs_f64(), baseline));
+            if wants(PairKind::Merge) {
+                settle(&client, "").await?;
+                let t = Instant::now();
+                ingest_all(&mut client, &files).await?;
+                merge_pairs.push((t.elapsed().as_secs_f64(), baseline));
+            }
+        }
+        if !wants(PairKind::Ingest) {
+            ingest_pairs.clear();
         }
         let _ = std::fs::remove_file(&copy_text);
     }
@@ -386,6 +403,7 @@ pub async fn run(server: &Database, args: &BenchConfig) -> Result<BenchReport> {
         rows_1m,
         machine,
         ingest: nonempty("ingest 1m rows", &ingest_pairs),
+        merge: nonempty("ingest again: merge path vs plain COPY", &merge_pairs),
         tracking: nonempty("ingest: change tracking on vs off", &tracking_pairs),
         catchup: nonempty(
             "catch-up: barkeep full ladder vs SQL 5m only",

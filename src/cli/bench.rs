@@ -32,7 +32,7 @@ pub struct BenchArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "ingest,tracking,catchup,sql-face"
+        default_value = "ingest,merge,tracking,catchup,sql-face"
     )]
     pub pairs: Vec<PairArg>,
     /// Print the results as JSON.
@@ -47,6 +47,8 @@ pub struct BenchArgs {
 pub enum PairArg {
     /// `barkeep ingest` against plain COPY.
     Ingest,
+    /// `barkeep ingest` of files already stored (the merge path) against plain COPY.
+    Merge,
     /// Ingest with the change-tracking trigger against without.
     Tracking,
     /// The worker's full ladder against plain SQL 5m, and the floor.
@@ -59,6 +61,7 @@ impl From<PairArg> for PairKind {
     fn from(p: PairArg) -> Self {
         match p {
             PairArg::Ingest => PairKind::Ingest,
+            PairArg::Merge => PairKind::Merge,
             PairArg::Tracking => PairKind::Tracking,
             PairArg::Catchup => PairKind::Catchup,
             PairArg::SqlFace => PairKind::SqlFace,
@@ -161,6 +164,7 @@ fn print_report(report: &BenchReport) {
     };
     for p in [
         &report.ingest,
+        &report.merge,
         &report.tracking,
         &report.catchup,
         &report.sql_face,

@@ -110,13 +110,16 @@ struct Handoff {
     bars: Vec<Bar>,
 }
 
-/// Span of source time read per chunk: at most about 130 thousand source
-/// rows (about 10 MB). Fewer, larger chunks mean fewer transactions and
-/// reads; the cost per row of a read falls as the range grows.
+/// Span of source time read per chunk: at most about 45 thousand source
+/// rows (a few MB). Fewer, larger chunks mean fewer transactions and reads;
+/// the cost per row of a read falls as the range grows. Each lane holds one
+/// chunk, so the span also sets the worker's memory: 90 days of 1m and 150
+/// of 5m were 11 % faster but took it past 100 MB on two years of history
+/// (BENCHMARKS.md, "the levers measured").
 fn chunk_span(source: Timeframe) -> Duration {
     match source {
-        Timeframe::M1 => Duration::days(90),
-        Timeframe::M5 | Timeframe::M15 => Duration::days(150),
+        Timeframe::M1 => Duration::days(30),
+        Timeframe::M5 | Timeframe::M15 => Duration::days(50),
         Timeframe::H1 | Timeframe::H4 => Duration::days(600),
         Timeframe::D1 | Timeframe::W1 => Duration::days(20_000),
     }
@@ -378,6 +381,9 @@ impl<'c> SymbolRunner<'c> {
         let mut folder = Folder::new(cal, tf);
         let mut windows: Vec<Window> = sources.iter().filter_map(|b| folder.push(b)).collect();
         windows.extend(folder.finish());
+        // The source rows are the chunk's largest allocation: free them
+        // before the bars are encoded and written.
+        drop(sources);
         if let Some(max) = job.max_windows {
             let room = max.saturating_sub(out.windows) as usize;
             if windows.len() >= room {

@@ -62,10 +62,13 @@ pub async fn run(global: &Global, args: QualityArgs) -> Result<ExitCode> {
         for l in &report.lines {
             let mut flags = Vec::new();
             if l.low_quality {
-                flags.push("quality below threshold");
+                flags.push(format!(
+                    "quality below threshold (the minutes allow {:.1}%)",
+                    l.minutes_allow_good_pct
+                ));
             }
             if l.low_coverage {
-                flags.push("minutes missing");
+                flags.push("minutes missing".to_string());
             }
             println!(
                 "{:<10} {:<4} {:>7} {:>7} {:>6} {:>9.1} {:>10.1}  {}",

@@ -132,8 +132,9 @@ pub async fn load(
     merge(client, &names, reading, first, target).await
 }
 
-/// The two names of an input: as the user gave it (messages) and as the
-/// quarantine records it (canonical).
+/// The two names of an input: as the user gave it (messages, and
+/// `ingest_quarantine.file_as_given`) and canonical (`ingest_quarantine.file`,
+/// which identifies the file whatever folder ingest ran in).
 struct Names {
     label: String,
     quarantine: String,
@@ -333,7 +334,7 @@ async fn new_range(
         }
         Err(e) => return Err(e).context("copying rows into data_bars"),
     }
-    let added = quarantine_held(&tx, &names.quarantine, target.symbol, &direct.held).await?;
+    let added = quarantine_held(&tx, names, target.symbol, &direct.held).await?;
     tx.commit().await.context("committing the load")?;
     Ok(Some(Loaded {
         format,
@@ -353,15 +354,16 @@ async fn new_range(
 }
 
 /// The statement that writes the bad rows `bad` (an SQL query of line,
-/// raw_line, reason) of file `$1` and symbol `$2` to `ingest_quarantine`,
+/// raw_line, reason) of file `$1` (canonical; `$3` as the user gave it) and
+/// symbol `$2` to `ingest_quarantine`,
 /// leaving out those already there from an earlier load of the same file
 /// (same file, symbol, line and text; the reason is left out of the
 /// identity, as it may name the time of the load), and counts the rows added.
 fn quarantine_sql(bad: &str) -> String {
     format!(
         "WITH bad AS ({bad}), added AS (
-           INSERT INTO ingest_quarantine (file, line, canonical_symbol, raw_line, reason)
-           SELECT $1, b.line, $2, b.raw_line, b.reason FROM bad b
+           INSERT INTO ingest_quarantine (file, line, canonical_symbol, raw_line, reason, file_as_given)
+           SELECT $1, b.line, $2, b.raw_line, b.reason, $3 FROM bad b
            WHERE NOT EXISTS (
              SELECT 1 FROM ingest_quarantine q
              WHERE q.file = $1 AND q.line = b.line
@@ -376,7 +378,7 @@ fn quarantine_sql(bad: &str) -> String {
 /// were added.
 async fn quarantine_held(
     tx: &Transaction<'_>,
-    file: &str,
+    file: &Names,
     symbol: &Symbol,
     held: &[(i64, String, String)],
 ) -> Result<u64> {
@@ -389,10 +391,17 @@ async fn quarantine_held(
     let added: i64 = tx
         .query_one(
             &quarantine_sql(
-                "SELECT * FROM unnest($3::bigint[], $4::text[], $5::text[])
+                "SELECT * FROM unnest($4::bigint[], $5::text[], $6::text[])
                    AS q(line, raw_line, reason)",
             ),
-            &[&file, &symbol.as_str(), &lines, &raws, &reasons],
+            &[
+                &file.quarantine,
+                &symbol.as_str(),
+                &file.label,
+                &lines,
+                &raws,
+                &reasons,
+            ],
         )
         .await
         .context("writing bad rows to ingest_quarantine")?
@@ -448,7 +457,7 @@ async fn merge(
             &quarantine_sql(
                 "SELECT line, raw_line, reason FROM ingest_stage WHERE reason IS NOT NULL",
             ),
-            &[&names.quarantine, &target.symbol.as_str()],
+            &[&names.quarantine, &target.symbol.as_str(), &names.label],
         )
         .await
         .context("writing bad rows to ingest_quarantine")?

@@ -64,7 +64,8 @@ pub struct VerifySettings {
 pub struct VerifyReport {
     pub checks: Vec<Check>,
     pub deep: Option<DeepReport>,
-    /// True when no check failed and the deep check found no difference.
+    /// True when every check passed (none failed, none skipped) and the deep
+    /// check found no difference.
     pub passed: bool,
 }
 
@@ -501,7 +502,9 @@ pub async fn verify(client: &Client, settings: &VerifySettings) -> Result<Verify
         Some(d) => Some(deep::deep(client, d).await?),
         None => None,
     };
-    let passed = c.0.iter().all(|k| k.outcome != Outcome::Fail)
+    // A skipped check is not a passed one: a database without tasks or runs
+    // has not met the criteria yet, and its SKIP lines say what to run.
+    let passed = c.0.iter().all(|k| k.outcome == Outcome::Pass)
         && deep.as_ref().is_none_or(|d| d.differences.is_empty());
     Ok(VerifyReport {
         checks: c.0,

@@ -168,6 +168,17 @@ async fn an_empty_or_unmigrated_database_says_what_to_run_next() {
         "{}",
         stdout(&out)
     );
+    // verify has nothing to judge for the tasks: not a pass.
+    let out = db.cli(&["verify"]);
+    let text = stdout(&out);
+    assert_eq!(code(&out), 1, "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("SKIP") && l.contains("no tasks: run `barkeep sync`")),
+        "{text}"
+    );
+    assert!(!text.contains("FAIL "), "{text}");
+    assert!(text.contains("INCOMPLETE: "), "{text}");
     let out = db.cli(&["run", "--once"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(

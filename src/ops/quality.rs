@@ -121,6 +121,22 @@ impl QualityReport {
     }
 }
 
+/// The newest 1m bar of any symbol with a task, and the database's clock:
+/// where a window "back from the newest data" ends.
+pub async fn newest_1m_and_now(client: &Client) -> Result<(Option<DateTime<Utc>>, DateTime<Utc>)> {
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT max(latest_1m), now() FROM ({}) n",
+                super::status::NEWEST_1M_OF_TASKS
+            ),
+            &[&None::<String>],
+        )
+        .await
+        .context("finding the newest 1m bar")?;
+    Ok((row.get(0), row.get(1)))
+}
+
 /// Run the quality query.
 pub async fn quality(client: &Client, settings: &QualitySettings) -> Result<QualityReport> {
     super::require_migrated(client).await?;

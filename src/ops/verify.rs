@@ -740,19 +740,8 @@ async fn criterion8(client: &Client, c: &mut Checks) -> Result<()> {
 /// not in the aggregation.
 async fn criterion12(client: &Client, c: &mut Checks) -> Result<()> {
     let title = "12. data quality stable (>= 90% good bars, or all the 1m minutes allow, newest 24 h of data)";
-    let row = client
-        .query_one(
-            &format!(
-                "SELECT least(now(), max(latest_1m) + interval '1 minute'), now()
-                 FROM ({}) n",
-                status::NEWEST_1M_OF_TASKS
-            ),
-            &[&None::<String>],
-        )
-        .await
-        .context("criterion 12: finding the newest 1m bar")?;
-    let (window_end, now): (Option<DateTime<Utc>>, DateTime<Utc>) = (row.get(0), row.get(1));
-    let Some(window_end) = window_end else {
+    let (newest, now) = quality::newest_1m_and_now(client).await?;
+    let Some(window_end) = newest.map(|n| (n + chrono::Duration::minutes(1)).min(now)) else {
         c.skip(
             "criterion12",
             title,

@@ -319,7 +319,9 @@ pub async fn verify(client: &Client, settings: &VerifySettings) -> Result<Verify
         "step5.enabled",
         "Step 5: tasks enabled (except those parked with an inactive asset)",
         disabled.is_empty(),
-        if disabled.is_empty() {
+        if disabled.is_empty() && parked == 0 {
+            format!("all {tasks} tasks enabled")
+        } else if disabled.is_empty() {
             format!("{parked} disabled, all with an inactive asset")
         } else {
             format!(

@@ -189,17 +189,36 @@ async fn bad_timeframes_symbols_and_flags_are_usage_errors() {
     let out = db.cli(&["status", "--timeframe", "H1", "--json"]);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["tasks"][0]["timeframe"], "1h");
+    let sample = sample_path();
+    let sample = sample.to_str().unwrap();
     for (args, message) in [
         (&["status", "--timeframe", "1M"][..], "ambiguous"),
+        (&["export", "AUDUSD", "1M"], "write 1m for minutes"),
         (&["status", "--timeframe", "7m"], "unknown task timeframe"),
         (&["status", "--symbol", "NOPE"], "unknown symbol NOPE"),
         (&["quality", "--symbol", "NOPE"], "unknown symbol NOPE"),
+        (&["export", "NOPE", "1h"], "unknown symbol NOPE"),
+        (
+            &["ingest", "--symbol", "NOPE", sample],
+            "unknown symbol NOPE",
+        ),
+        (
+            &["verify", "--deep", "--symbol", "NOPE"],
+            "unknown symbol NOPE",
+        ),
         (&["alerts", "--no-such-flag"], "unexpected argument"),
+        (
+            &["export", "AUDUSD", "1h", "--limit", "3"],
+            "unexpected argument",
+        ),
+        (&["db", "down", "--to", "one"], "invalid value"),
         (&["quality", "--since", "yesterday-ish"], "unknown duration"),
     ] {
         let out = db.cli(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
-        assert!(stderr(&out).contains(message), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains(message), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
     }
     for (args, message) in [
         (&["task", "disable", "NOPE"][..], "unknown symbol NOPE"),

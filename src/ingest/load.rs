@@ -112,6 +112,7 @@ pub async fn load(
     let names = Names {
         label: input.label(),
         quarantine: input.quarantine_name(),
+        given_column: keeps_path_as_given(client).await?,
     };
     let (reading, first) = start(input, plan, progress).await?;
     if target.dry_run || !input.rereadable() || overlaps(client, target.symbol, &first.rows).await?
@@ -138,6 +139,24 @@ pub async fn load(
 struct Names {
     label: String,
     quarantine: String,
+    /// `ingest_quarantine.file_as_given` exists (migration 11): a database
+    /// not yet brought up to it still takes bad rows, without that column.
+    given_column: bool,
+}
+
+/// Whether `ingest_quarantine` has the `file_as_given` column. The catalog,
+/// which the ingest role may read, not information_schema.
+async fn keeps_path_as_given(client: &Client) -> Result<bool> {
+    Ok(client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_attribute
+                            WHERE attrelid = to_regclass('ingest_quarantine')
+                              AND attname = 'file_as_given' AND NOT attisdropped)",
+            &[],
+        )
+        .await
+        .context("looking for ingest_quarantine.file_as_given")?
+        .get(0))
 }
 
 async fn start(
@@ -359,12 +378,19 @@ async fn new_range(
 /// leaving out those already there from an earlier load of the same file
 /// (same file, symbol, line and text; the reason is left out of the
 /// identity, as it may name the time of the load), and counts the rows added.
-fn quarantine_sql(bad: &str) -> String {
+fn quarantine_sql(bad: &str, given_column: bool) -> String {
+    // Without the column, $3 is still named (its type given, its value
+    // unused) so the parameters keep their places.
+    let (column, value, named) = if given_column {
+        (", file_as_given", ", $3", "")
+    } else {
+        ("", "", "$3::text IS NULL OR ")
+    };
     format!(
         "WITH bad AS ({bad}), added AS (
-           INSERT INTO ingest_quarantine (file, line, canonical_symbol, raw_line, reason, file_as_given)
-           SELECT $1, b.line, $2, b.raw_line, b.reason, $3 FROM bad b
-           WHERE NOT EXISTS (
+           INSERT INTO ingest_quarantine (file, line, canonical_symbol, raw_line, reason{column})
+           SELECT $1, b.line, $2, b.raw_line, b.reason{value} FROM bad b
+           WHERE ({named}true) AND NOT EXISTS (
              SELECT 1 FROM ingest_quarantine q
              WHERE q.file = $1 AND q.line = b.line
                AND q.canonical_symbol = $2 AND q.raw_line = b.raw_line)
@@ -393,6 +419,7 @@ async fn quarantine_held(
             &quarantine_sql(
                 "SELECT * FROM unnest($4::bigint[], $5::text[], $6::text[])
                    AS q(line, raw_line, reason)",
+                file.given_column,
             ),
             &[
                 &file.quarantine,
@@ -456,6 +483,7 @@ async fn merge(
         .query_one(
             &quarantine_sql(
                 "SELECT line, raw_line, reason FROM ingest_stage WHERE reason IS NOT NULL",
+                names.given_column,
             ),
             &[&names.quarantine, &target.symbol.as_str(), &names.label],
         )

@@ -148,8 +148,11 @@ pub async fn list(
     let (clause, mut params) = filter.sql();
     params.push(Box::new(limit.max(0)));
     let sql = format!(
-        "SELECT id, file, line, canonical_symbol, reason, raw_line, quarantined_at, file_as_given
-         FROM ingest_quarantine WHERE {clause} ORDER BY id DESC LIMIT ${}",
+        // Through to_jsonb, so a database not yet brought up to migration 11
+        // (no file_as_given column) lists its rows too.
+        "SELECT id, file, line, canonical_symbol, reason, raw_line, quarantined_at,
+                to_jsonb(q) ->> 'file_as_given'
+         FROM ingest_quarantine q WHERE {clause} ORDER BY id DESC LIMIT ${}",
         params.len()
     );
     let refs: Vec<&(dyn ToSql + Sync)> = params

@@ -288,3 +288,38 @@ async fn standard_input_is_recorded_as_stdin_and_listed_by_a_dash() {
     let out = db.cli(&["quarantine", "list", "--file", "-", "--json"]);
     assert_eq!(json(&out).as_array().unwrap().len(), 1, "{}", stderr(&out));
 }
+
+#[tokio::test]
+async fn a_database_without_migration_11_still_quarantines_and_lists() {
+    let db = audusd_db().await;
+    let out = db.cli(&["db", "down", "--to", "10"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "bars.csv", &[GOOD_FIRST, BAD_PRICE, GOOD_LAST]);
+    let file = file.to_str().unwrap();
+    let out = db.cli(&[
+        "ingest",
+        "--symbol",
+        "AUDUSD",
+        "--max-quarantined",
+        "50",
+        file,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(quarantine_rows(&db).await.len(), 1);
+    let out = db.cli(&["quarantine", "list", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json(&out)[0]["file_as_given"], serde_json::Value::Null);
+    // Brought up to date, the same load adds nothing and a new one keeps its path.
+    let out = db.cli(&["db", "up"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    db.cli(&[
+        "ingest",
+        "--symbol",
+        "AUDUSD",
+        "--max-quarantined",
+        "50",
+        file,
+    ]);
+    assert_eq!(quarantine_rows(&db).await.len(), 1);
+}

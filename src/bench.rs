@@ -259,7 +259,13 @@ pub async fn run(server: &Database, args: &BenchConfig) -> Result<BenchReport> {
                 args.repeat
             );
             let mut times = [0.0; 2];
-            for (i, toggle) in ["ENABLE", "DISABLE"].iter().enumerate() {
+            // Sides alternate which goes first, so neither always runs
+            // right after the other's load.
+            let mut sides = [(0, "ENABLE"), (1, "DISABLE")];
+            if round % 2 == 0 {
+                sides.reverse();
+            }
+            for (i, toggle) in sides {
                 settle(
                     &client,
                     &format!("TRUNCATE data_bars; ALTER TABLE data_bars {toggle} TRIGGER data_bars_track_insert"),

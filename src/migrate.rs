@@ -173,6 +173,8 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(9, "0009_quarantine_lookup"),
     // Lease recoveries per task (sql/functions/55_lease_recoveries.sql).
     migration!(10, "0010_lease_recoveries"),
+    // The quarantined file's path as the user gave it, beside the canonical one.
+    migration!(11, "0011_quarantine_path_as_given"),
 ];
 
 /// One repeatable file of SQL functions.

@@ -96,6 +96,129 @@ BEGIN
   RETURN FOUND;
 END $$;
 
+-- When a task runs next after a successful run that left its cursor at
+-- `cursor` (agg_finish for one task, agg_finish_runs for a set): at once
+-- when its next bucket is final already (`horizon`, agg_horizon: more
+-- became final while it ran, new 1m data or its source task moving on); a
+-- 1m-sourced task at that bucket's end + delay at the latest (new 1m data
+-- reaching the bucket's end wakes it earlier, agg_wake); any other task
+-- when its source's progress wakes it, the run interval as the fallback.
+CREATE OR REPLACE FUNCTION agg_next_run(calendar text, timeframe text, source_timeframe text,
+                                        cursor timestamptz, horizon timestamptz,
+                                        delay_seconds integer, run_interval_minutes integer,
+                                        now timestamptz)
+RETURNS timestamptz
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = public, pg_temp AS $$
+DECLARE
+  v_end timestamptz := agg_bucket_end($1, $2, $4);
+BEGIN
+  IF v_end IS NOT NULL AND $5 IS NOT NULL AND v_end <= $5 THEN
+    RETURN $8;
+  ELSIF $3 = '1m' AND v_end IS NOT NULL THEN
+    RETURN greatest(v_end + make_interval(secs => $6), $8);
+  END IF;
+  RETURN $8 + make_interval(mins => $7);
+END $$;
+
+-- Tasks built from the given tasks (parallel arrays: symbol, timeframe,
+-- new cursor, calendar) run as soon as that cursor has made one of their
+-- buckets final; a task backing off after a failure keeps waiting.
+CREATE OR REPLACE FUNCTION agg_wake_dependents(symbols text[], timeframes text[],
+                                               cursors timestamptz[], calendars text[],
+                                               now timestamptz)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+  UPDATE data_agg_state s SET next_run_at = $5, updated_at = now()
+  FROM unnest($1, $2, $3, $4) AS f (sym, tf, cur, cal)
+  WHERE s.canonical_symbol = f.sym AND s.source_timeframe = f.tf
+    AND s.status = 'idle' AND s.next_run_at > $5
+    AND s.transient_fail_streak = 0 AND s.hard_fail_streak = 0
+    AND s.last_agg_bar_ts_utc IS NOT NULL
+    AND agg_bucket_end(f.cal, s.timeframe, s.last_agg_bar_ts_utc) <= least(f.cur, $5);
+END $$;
+
+-- agg_finish's success transition for a set of tasks at once (the live
+-- path, sql/functions/47_live.sql, finishes a wave of hundreds of tasks in
+-- one call): parallel arrays of symbol, timeframe, lease token, new
+-- cursor, the cursor the run started from, bars created and bars of poor
+-- quality; and, when the caller knows them, the horizons its next run
+-- would see (NULL: agg_horizon finds them). A task whose lease is no longer held is left alone (not
+-- returned). Every recorded task is logged in agg_run_log as agg_finish
+-- logs it, and its dependents woken the same way.
+CREATE OR REPLACE FUNCTION agg_finish_runs(symbols text[], timeframes text[], lease_tokens uuid[],
+                                           cursors timestamptz[], cursors_from timestamptz[],
+                                           bars_created integer[], bars_quality_poor integer[],
+                                           now timestamptz DEFAULT now(),
+                                           horizons timestamptz[] DEFAULT NULL)
+RETURNS TABLE (task_symbol text, task_timeframe text, task_status text, task_cursor timestamptz)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+  v_now timestamptz := coalesce($8, now());
+  v_syms text[];
+  v_tfs text[];
+  v_curs timestamptz[];
+  v_cals text[];
+  v_first bigint;
+  v_last bigint;
+BEGIN
+  WITH r AS (
+    SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $9)
+      AS u (sym, tf, tok, cur, cur_from, created, poor, horizon)
+  ), t AS MATERIALIZED (
+    SELECT s.canonical_symbol AS sym, s.timeframe AS tf, s.lease_owner AS owner,
+           coalesce(s.running_started_at_utc, v_now) AS started,
+           greatest(s.last_agg_bar_ts_utc, r.cur) AS cur,
+           coalesce(r.cur_from, s.last_agg_bar_ts_utc) AS cur_from,
+           coalesce(r.created, 0) AS created, coalesce(r.poor, 0) AS poor,
+           s.source_timeframe AS src, s.aggregation_delay_seconds AS delay,
+           s.run_interval_minutes AS run_interval, r.horizon,
+           agg_calendar(coalesce(g.asset_class, 'crypto')) AS cal
+    FROM data_agg_state s
+    JOIN r ON s.canonical_symbol = r.sym AND s.timeframe = r.tf
+    LEFT JOIN core_asset_registry_all g ON g.canonical_symbol = s.canonical_symbol
+    WHERE s.status = 'running' AND s.lease_token = r.tok
+    ORDER BY s.canonical_symbol, agg_timeframe_rank(s.timeframe)
+    FOR UPDATE OF s
+  ), done AS (
+    UPDATE data_agg_state s SET status = 'idle', last_agg_bar_ts_utc = t.cur,
+      hard_fail_streak = 0, transient_fail_streak = 0, last_error = NULL,
+      last_successful_at_utc = v_now,
+      next_run_at = agg_next_run(t.cal, t.tf, t.src, t.cur,
+                                 coalesce(t.horizon, agg_horizon(t.sym, t.tf, v_now)),
+                                 t.delay, t.run_interval, v_now),
+      total_runs = s.total_runs + 1,
+      total_bars_created = s.total_bars_created + t.created,
+      total_bars_quality_poor = s.total_bars_quality_poor + t.poor,
+      lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+    FROM t WHERE s.canonical_symbol = t.sym AND s.timeframe = t.tf
+    RETURNING s.canonical_symbol
+  ), logged AS (
+    INSERT INTO agg_run_log (canonical_symbol, timeframe, worker_id, started_at, finished_at, status,
+      cursor_from, cursor_to, bars_created, bars_quality_poor, fail_kind, error)
+    SELECT t.sym, t.tf, t.owner, t.started, v_now, 'success', t.cur_from, t.cur, t.created, t.poor,
+           NULL, NULL
+    FROM t ORDER BY t.sym, agg_timeframe_rank(t.tf)
+    RETURNING id
+  )
+  SELECT array_agg(t.sym), array_agg(t.tf), array_agg(t.cur), array_agg(t.cal),
+         (SELECT min(id) FROM logged), (SELECT max(id) FROM logged)
+  INTO v_syms, v_tfs, v_curs, v_cals, v_first, v_last
+  FROM t;
+  IF v_syms IS NULL THEN
+    RETURN;
+  END IF;
+  PERFORM agg_wake_dependents(v_syms, v_tfs, v_curs, v_cals, v_now);
+  -- Keep the newest 10 000 runs, pruning when an id passes a hundred (as
+  -- agg_finish does).
+  IF v_last / 100 > (v_first - 1) / 100 THEN
+    DELETE FROM agg_run_log WHERE id <= v_last - 10000;
+  END IF;
+  RETURN QUERY SELECT u.sym, u.tf, 'idle'::text, u.cur FROM unnest(v_syms, v_tfs, v_curs) AS u (sym, tf, cur);
+END $$;
+
 CREATE OR REPLACE FUNCTION agg_finish(symbol text, timeframe text, success boolean, new_cursor timestamptz,
                            stats jsonb DEFAULT '{}', fail_kind text DEFAULT NULL, error text DEFAULT NULL,
                            now timestamptz DEFAULT now(), hard_fail_threshold integer DEFAULT 3,
@@ -149,23 +272,11 @@ BEGIN
     IF coalesce((v_stats->>'continue')::boolean, false) THEN
       v_next := v_now;
     ELSE
-      v_end := agg_bucket_end(v_cal, v_tf, v_cursor);
       -- The cursor is committed already (chunks move it), so the horizon
       -- read here is the one the next run would see.
-      v_horizon := agg_horizon(v_symbol, v_tf, v_now);
-      IF v_end IS NOT NULL AND v_horizon IS NOT NULL AND v_end <= v_horizon THEN
-        -- More became final while this run went on (new 1m data, or the
-        -- source task moved on): run again at once.
-        v_next := v_now;
-      ELSIF v_task.source_timeframe = '1m' AND v_end IS NOT NULL THEN
-        -- Final by the clock at end + delay at the latest; new 1m data
-        -- reaching the bucket's end wakes the task earlier (agg_wake).
-        v_next := greatest(v_end + make_interval(secs => v_task.aggregation_delay_seconds), v_now);
-      ELSE
-        -- Waiting on the source task, whose progress wakes this one; the
-        -- run interval is the fallback.
-        v_next := v_now + make_interval(mins => v_task.run_interval_minutes);
-      END IF;
+      v_next := agg_next_run(v_cal, v_tf, v_task.source_timeframe, v_cursor,
+                             agg_horizon(v_symbol, v_tf, v_now),
+                             v_task.aggregation_delay_seconds, v_task.run_interval_minutes, v_now);
     END IF;
     UPDATE data_agg_state s SET status = v_status, last_agg_bar_ts_utc = v_cursor,
       hard_fail_streak = 0, transient_fail_streak = 0, last_error = NULL,
@@ -175,14 +286,7 @@ BEGIN
                                 + coalesce((v_stats->>'bars_quality_poor')::bigint, 0),
       lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
     WHERE s.canonical_symbol = v_symbol AND s.timeframe = v_tf;
-    -- Tasks built from this one run as soon as its cursor has made one of
-    -- their buckets final; a task backing off after a failure keeps waiting.
-    UPDATE data_agg_state s SET next_run_at = v_now, updated_at = now()
-    WHERE s.canonical_symbol = v_symbol AND s.source_timeframe = v_tf
-      AND s.status = 'idle' AND s.next_run_at > v_now
-      AND s.transient_fail_streak = 0 AND s.hard_fail_streak = 0
-      AND s.last_agg_bar_ts_utc IS NOT NULL
-      AND agg_bucket_end(v_cal, s.timeframe, s.last_agg_bar_ts_utc) <= least(v_cursor, v_now);
+    PERFORM agg_wake_dependents(ARRAY[v_symbol], ARRAY[v_tf], ARRAY[v_cursor], ARRAY[v_cal], v_now);
   ELSIF v_kind = 'transient' THEN
     v_cursor := v_task.last_agg_bar_ts_utc;
     v_status := 'idle';
@@ -389,6 +493,8 @@ REVOKE EXECUTE ON FUNCTION
   agg_claim_tasks(text, text, timestamptz, integer, integer),
   agg_heartbeat(text, text, uuid, timestamptz, integer),
   agg_finish(text, text, boolean, timestamptz, jsonb, text, text, timestamptz, integer, uuid),
+  agg_finish_runs(text[], text[], uuid[], timestamptz[], timestamptz[], integer[], integer[], timestamptz, timestamptz[]),
+  agg_wake_dependents(text[], text[], timestamptz[], text[], timestamptz),
   agg_release(text, text, uuid, timestamptz),
   agg_wake(text[], timestamptz),
   agg_end_frozen_sessions(timestamptz, integer),
@@ -399,6 +505,8 @@ GRANT EXECUTE ON FUNCTION
   agg_claim_tasks(text, text, timestamptz, integer, integer),
   agg_heartbeat(text, text, uuid, timestamptz, integer),
   agg_finish(text, text, boolean, timestamptz, jsonb, text, text, timestamptz, integer, uuid),
+  agg_finish_runs(text[], text[], uuid[], timestamptz[], timestamptz[], integer[], integer[], timestamptz, timestamptz[]),
+  agg_wake_dependents(text[], text[], timestamptz[], text[], timestamptz),
   agg_release(text, text, uuid, timestamptz),
   agg_wake(text[], timestamptz),
   agg_end_frozen_sessions(timestamptz, integer),

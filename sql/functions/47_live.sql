@@ -112,6 +112,13 @@ DECLARE
   v_toks uuid[] := $3;
   v_tf text;
   v_src text;
+  a_sym text[];
+  a_tok uuid[];
+  a_from timestamptz[];
+  a_to timestamptz[];
+  a_hor timestamptz[];
+  a_created integer[];
+  a_poor integer[];
 BEGIN
   IF cardinality($1) IS DISTINCT FROM cardinality($2)
      OR cardinality($1) IS DISTINCT FROM cardinality($3) THEN
@@ -134,11 +141,12 @@ BEGIN
   END LOOP;
   v_symbol := NULL;
   -- The claimed tasks, one set-based write per timeframe in ladder order:
-  -- rows locked in symbol order, horizons as agg_horizon computes them, and
+  -- rows locked in symbol order, horizons as agg_horizon finds them, and
   -- the bars of every task whose range holds no live bar yet (the usual
-  -- case) inserted in one statement; cursors move. The loop below then only
-  -- records them; a task with live bars in its range, or every task when
-  -- this fails, takes the loop's one-task-at-a-time way.
+  -- case) inserted in one statement; cursors move, and the runs are
+  -- recorded in one more (agg_finish_runs). The loop below then only
+  -- returns their rows; a task with live bars in its range, or every task
+  -- when this fails, takes the loop's one-task-at-a-time way.
   --
   -- With take_dependents, each timeframe's tasks of these symbols that are
   -- idle, close to the present and have a bucket to finalize (their
@@ -153,10 +161,11 @@ BEGIN
           SELECT s.canonical_symbol AS sym
           FROM data_agg_state s
           JOIN data_agg_state p ON p.canonical_symbol = s.canonical_symbol AND p.timeframe = v_src
+          LEFT JOIN core_asset_registry_all r ON r.canonical_symbol = s.canonical_symbol
           WHERE s.canonical_symbol = ANY ($1) AND s.timeframe = v_tf AND s.enabled
             AND s.status = 'idle' AND s.transient_fail_streak = 0 AND s.hard_fail_streak = 0
             AND s.last_agg_bar_ts_utc >= v_now - agg_timeframe_interval(v_tf) * 12
-            AND agg_bucket_start(agg_symbol_calendar(s.canonical_symbol), v_tf,
+            AND agg_bucket_start(agg_calendar(coalesce(r.asset_class, 'crypto')), v_tf,
                                  least(v_now, p.last_agg_bar_ts_utc)) > s.last_agg_bar_ts_utc
           ORDER BY s.canonical_symbol
           FOR UPDATE OF s SKIP LOCKED
@@ -174,7 +183,7 @@ BEGIN
         FROM got g;
       END IF;
       WITH locked AS MATERIALIZED (
-        SELECT s.canonical_symbol AS sym, s.last_agg_bar_ts_utc AS cur,
+        SELECT s.canonical_symbol AS sym, u.tok, s.last_agg_bar_ts_utc AS cur,
                s.aggregation_delay_seconds AS delay
         FROM data_agg_state s
         JOIN unnest(v_syms, v_tfs, v_toks) AS u (sym, tf, tok)
@@ -183,9 +192,13 @@ BEGIN
         ORDER BY s.canonical_symbol
         FOR UPDATE OF s
       ), ranged AS MATERIALIZED (
-        SELECT l.sym, l.cur, c.cal, agg_bucket_start(c.cal, v_tf, h.horizon) AS lim
+        SELECT l.sym, l.tok, l.cur, c.cal, h.horizon, agg_bucket_start(c.cal, v_tf, h.horizon) AS lim
         FROM locked l
-        CROSS JOIN LATERAL (SELECT agg_symbol_calendar(l.sym) AS cal) c
+        -- agg_symbol_calendar, joined.
+        CROSS JOIN LATERAL (
+          SELECT agg_calendar(coalesce(
+                   (SELECT r.asset_class FROM core_asset_registry_all r WHERE r.canonical_symbol = l.sym),
+                   'crypto')) AS cal) c
         CROSS JOIN LATERAL (
           SELECT CASE WHEN v_src = '1m' THEN
                    greatest(v_now - make_interval(secs => coalesce(l.delay, 0)),
@@ -194,8 +207,10 @@ BEGIN
                                WHERE b.canonical_symbol = l.sym AND b.timeframe = '1m'
                                ORDER BY b.ts_utc DESC LIMIT 1),
                               v_now - make_interval(secs => coalesce(l.delay, 0)))))
-                 ELSE least(v_now, (SELECT p.last_agg_bar_ts_utc FROM data_agg_state p
-                                    WHERE p.canonical_symbol = l.sym AND p.timeframe = v_src))
+                 -- NULL while the source has no cursor, as agg_horizon.
+                 ELSE (SELECT least(v_now, p.last_agg_bar_ts_utc) FROM data_agg_state p
+                       WHERE p.canonical_symbol = l.sym AND p.timeframe = v_src
+                         AND p.last_agg_bar_ts_utc IS NOT NULL)
                  END AS horizon) h
       ), clear AS MATERIALIZED (
         SELECT r.* FROM ranged r
@@ -218,17 +233,42 @@ BEGIN
         UPDATE data_agg_state s SET last_agg_bar_ts_utc = c.lim, updated_at = now()
         FROM clear c WHERE s.canonical_symbol = c.sym AND s.timeframe = v_tf
         RETURNING s.canonical_symbol
+      ), made AS (
+        SELECT i.canonical_symbol AS sym, count(*)::integer AS n,
+               (count(*) FILTER (WHERE i.quality_score <= 0))::integer AS poor
+        FROM ins i GROUP BY 1
+      ), res AS (
+        SELECT c.sym, c.tok, c.cur AS cur_from, c.lim AS cur_to, c.horizon,
+               coalesce(m.n, 0) AS created, coalesce(m.poor, 0) AS poor
+        FROM clear c LEFT JOIN made m ON m.sym = c.sym
+        UNION ALL
+        SELECT r.sym, r.tok, r.cur, r.cur, r.horizon, 0, 0
+        FROM ranged r WHERE r.lim IS NULL OR r.lim <= r.cur
       )
-      SELECT v_done || coalesce(jsonb_object_agg(c.sym || ' ' || v_tf, jsonb_build_object(
-               'from', c.cur, 'to', c.lim,
-               'created', (SELECT count(*) FROM ins i WHERE i.canonical_symbol = c.sym),
-               'poor', (SELECT count(*) FROM ins i
-                        WHERE i.canonical_symbol = c.sym AND i.quality_score <= 0))), '{}')
-           || coalesce((SELECT jsonb_object_agg(r.sym || ' ' || v_tf, jsonb_build_object(
-               'from', r.cur, 'to', r.cur, 'created', 0, 'poor', 0))
-               FROM ranged r WHERE r.lim IS NULL OR r.lim <= r.cur), '{}')
-      INTO v_done
-      FROM clear c;
+      SELECT array_agg(r.sym ORDER BY r.sym), array_agg(r.tok ORDER BY r.sym),
+             array_agg(r.cur_from ORDER BY r.sym), array_agg(r.cur_to ORDER BY r.sym),
+             array_agg(r.horizon ORDER BY r.sym),
+             array_agg(r.created ORDER BY r.sym), array_agg(r.poor ORDER BY r.sym)
+      INTO a_sym, a_tok, a_from, a_to, a_hor, a_created, a_poor
+      FROM res r;
+      -- Recorded at once, set-based (agg_finish_runs), with what late data
+      -- rewrote for them counted as agg_finish would count it, and the
+      -- horizons found above (the next run would see the same).
+      IF a_sym IS NOT NULL THEN
+        SELECT v_done || coalesce(jsonb_object_agg(f.task_symbol || ' ' || v_tf, jsonb_build_object(
+                 'from', u.cur_from, 'to', u.cur_to, 'created', u.created, 'poor', u.poor,
+                 'status', f.task_status)), '{}')
+        INTO v_done
+        FROM agg_finish_runs(
+               a_sym, array_fill(v_tf, ARRAY[cardinality(a_sym)]), a_tok, a_to, a_from,
+               ARRAY(SELECT x.created + coalesce((v_lates -> x.sym -> v_tf ->> 'bars_created')::integer, 0)
+                     FROM unnest(a_sym, a_created) WITH ORDINALITY AS x (sym, created, i) ORDER BY x.i),
+               ARRAY(SELECT x.poor + coalesce((v_lates -> x.sym -> v_tf ->> 'bars_quality_poor')::integer, 0)
+                     FROM unnest(a_sym, a_poor) WITH ORDINALITY AS x (sym, poor, i) ORDER BY x.i),
+               v_now, a_hor) f
+        JOIN unnest(a_sym, a_from, a_to, a_created, a_poor) AS u (sym, cur_from, cur_to, created, poor)
+          ON u.sym = f.task_symbol;
+      END IF;
     END LOOP;
   EXCEPTION WHEN OTHERS THEN
     -- Undone with the claims made above: one task at a time instead.
@@ -246,7 +286,7 @@ BEGIN
   LOOP
     IF t.sym IS DISTINCT FROM v_symbol THEN
       v_symbol := t.sym;
-      v_cal := agg_symbol_calendar(t.sym);
+      v_cal := NULL;
       v_late := coalesce(v_lates -> t.sym, '{}');
     END IF;
     v_tok := t.tok;
@@ -279,6 +319,18 @@ BEGIN
       bars_deleted := (v_tl ->> 'bars_deleted')::integer;
       bars_quality_poor := (v_tl ->> 'bars_quality_poor')::integer;
     END IF;
+    v_tl := v_done -> (t.sym || ' ' || t.tf);
+    IF v_tl IS NOT NULL THEN
+      -- Written and recorded above.
+      outcome := 'done';
+      task_status := v_tl ->> 'status';
+      cursor_from := (v_tl ->> 'from')::timestamptz;
+      cursor_to := (v_tl ->> 'to')::timestamptz;
+      bars_created := bars_created + (v_tl ->> 'created')::integer;
+      bars_quality_poor := bars_quality_poor + (v_tl ->> 'poor')::integer;
+      RETURN NEXT;
+      CONTINUE;
+    END IF;
     BEGIN
       SELECT s.last_agg_bar_ts_utc INTO v_from FROM data_agg_state s
       WHERE s.canonical_symbol = t.sym AND s.timeframe = t.tf AND s.lease_token = v_tok
@@ -295,18 +347,9 @@ BEGIN
       END IF;
       cursor_from := v_from;
       cursor_to := v_from;
-      v_tl := v_done -> (t.sym || ' ' || t.tf);
-      IF v_tl IS NOT NULL THEN
-        -- Written above.
-        cursor_from := (v_tl ->> 'from')::timestamptz;
-        cursor_to := (v_tl ->> 'to')::timestamptz;
-        bars_created := bars_created + (v_tl ->> 'created')::integer;
-        bars_quality_poor := bars_quality_poor + (v_tl ->> 'poor')::integer;
-        v_horizon := NULL;
-      ELSE
-        v_horizon := agg_horizon(t.sym, t.tf, v_now);
-      END IF;
+      v_horizon := agg_horizon(t.sym, t.tf, v_now);
       IF v_horizon IS NOT NULL THEN
+        v_cal := coalesce(v_cal, agg_symbol_calendar(t.sym));
         v_limit := agg_bucket_start(v_cal, t.tf, v_horizon);
         IF v_limit > v_from THEN
           SELECT * INTO w FROM agg_write_range(t.sym, t.tf, v_cal, v_from, v_limit, v_version, false);

@@ -62,7 +62,10 @@ pub async fn run(global: &Global, cmd: DbCommand) -> Result<ExitCode> {
             if !at_risk.is_empty() && !force {
                 let what = at_risk
                     .iter()
-                    .map(|r| format!("{} ({} rows, step {})", r.table, r.rows, r.version))
+                    .map(|r| {
+                        let rows = if r.rows == 1 { "row" } else { "rows" };
+                        format!("{} ({} {rows}, step {})", r.table, r.rows, r.version)
+                    })
                     .collect::<Vec<_>>()
                     .join(", ");
                 anyhow::bail!(

@@ -31,7 +31,7 @@ pub async fn run(global: &Global, args: DemoArgs) -> Result<ExitCode> {
         .into());
     }
     let database = global.database().await?;
-    println!("demo: database {}", database.describe);
+    println!("demo: {}", database.describe);
     let report = demo::run(&database, &global.home).await?;
     println!(
         "demo: migrations applied now: {}",

@@ -51,9 +51,18 @@ pub async fn run(global: &Global, args: QualityArgs) -> Result<ExitCode> {
             .from
             .map(|f| format!("since {}", f.format("%Y-%m-%d %H:%MZ")))
             .unwrap_or_else(|| "at all".into());
-        println!(
-            "no derived bars {window}; try `--since all`, or run `barkeep run --once` to aggregate"
-        );
+        // History loaded from files ends long before now: say where it ends.
+        let newest = quality::newest_1m_and_now(&client).await?.0;
+        match newest {
+            Some(n) if report.from.is_some_and(|f| n < f) => println!(
+                "no derived bars {window}: the newest 1m bar is {}; try `--since {}` or `--since all`",
+                n.format("%Y-%m-%d %H:%MZ"),
+                (n - chrono::Duration::days(1)).format("%Y-%m-%d")
+            ),
+            _ => println!(
+                "no derived bars {window}; try `--since all`, or run `barkeep run --once` to aggregate"
+            ),
+        }
     } else {
         println!(
             "{:<10} {:<4} {:>7} {:>7} {:>6} {:>9} {:>10}",
@@ -62,10 +71,13 @@ pub async fn run(global: &Global, args: QualityArgs) -> Result<ExitCode> {
         for l in &report.lines {
             let mut flags = Vec::new();
             if l.low_quality {
-                flags.push("quality below threshold");
+                flags.push(format!(
+                    "quality below threshold (the minutes allow {:.1}%)",
+                    l.minutes_allow_good_pct
+                ));
             }
             if l.low_coverage {
-                flags.push("minutes missing");
+                flags.push("minutes missing".to_string());
             }
             println!(
                 "{:<10} {:<4} {:>7} {:>7} {:>6} {:>9.1} {:>10.1}  {}",

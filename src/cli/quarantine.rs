@@ -95,11 +95,10 @@ pub async fn run(global: &Global, cmd: QuarantineCommand) -> Result<ExitCode> {
                 println!("{total} quarantined rows ({})", filter.describe());
                 for e in &rows {
                     println!(
-                        "{:>8} {} {}:{} [{}] {}: {}",
+                        "{:>8} {} {} [{}] {}: {}",
                         e.id,
                         e.quarantined_at.format("%Y-%m-%d %H:%M"),
-                        e.file,
-                        e.line,
+                        e.location(),
                         e.symbol.as_deref().unwrap_or("-"),
                         e.reason,
                         crate::ops::shorten(&e.raw_line, RAW_CHARS)

@@ -134,10 +134,9 @@ pub async fn run(global: &Global, args: StatusArgs) -> Result<ExitCode> {
     );
     for e in &q.newest {
         println!(
-            "  {} {}:{}: {}",
+            "  {} {}: {}",
             e.quarantined_at.format("%Y-%m-%d %H:%M"),
-            e.file,
-            e.line,
+            e.location(),
             e.reason
         );
     }

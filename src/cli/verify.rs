@@ -2,7 +2,8 @@
 //! criteria and the SQL face's security properties (docs/DESIGN.md) as
 //! PASS/FAIL/SKIP lines;
 //! `--deep` recomputes stored bars from their sources. Exit 0 only when
-//! nothing failed.
+//! everything passed: a FAIL, or a SKIP (a check with nothing to judge yet),
+//! exits 1.
 
 use std::process::ExitCode;
 
@@ -98,7 +99,13 @@ pub async fn run(global: &Global, args: VerifyArgs) -> Result<ExitCode> {
         println!();
         println!(
             "{}: {passed} passed, {failed} failed, {skipped} skipped",
-            if report.passed { "PASSED" } else { "FAILED" },
+            if report.passed {
+                "PASSED"
+            } else if failed > 0 {
+                "FAILED"
+            } else {
+                "INCOMPLETE"
+            },
         );
     }
     Ok(if report.passed {

@@ -112,6 +112,7 @@ pub async fn load(
     let names = Names {
         label: input.label(),
         quarantine: input.quarantine_name(),
+        given_column: keeps_path_as_given(client).await?,
     };
     let (reading, first) = start(input, plan, progress).await?;
     if target.dry_run || !input.rereadable() || overlaps(client, target.symbol, &first.rows).await?
@@ -132,11 +133,30 @@ pub async fn load(
     merge(client, &names, reading, first, target).await
 }
 
-/// The two names of an input: as the user gave it (messages) and as the
-/// quarantine records it (canonical).
+/// The two names of an input: as the user gave it (messages, and
+/// `ingest_quarantine.file_as_given`) and canonical (`ingest_quarantine.file`,
+/// which identifies the file whatever folder ingest ran in).
 struct Names {
     label: String,
     quarantine: String,
+    /// `ingest_quarantine.file_as_given` exists (migration 11): a database
+    /// not yet brought up to it still takes bad rows, without that column.
+    given_column: bool,
+}
+
+/// Whether `ingest_quarantine` has the `file_as_given` column. The catalog,
+/// which the ingest role may read, not information_schema.
+async fn keeps_path_as_given(client: &Client) -> Result<bool> {
+    Ok(client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_attribute
+                            WHERE attrelid = to_regclass('ingest_quarantine')
+                              AND attname = 'file_as_given' AND NOT attisdropped)",
+            &[],
+        )
+        .await
+        .context("looking for ingest_quarantine.file_as_given")?
+        .get(0))
 }
 
 async fn start(
@@ -333,7 +353,7 @@ async fn new_range(
         }
         Err(e) => return Err(e).context("copying rows into data_bars"),
     }
-    let added = quarantine_held(&tx, &names.quarantine, target.symbol, &direct.held).await?;
+    let added = quarantine_held(&tx, names, target.symbol, &direct.held).await?;
     tx.commit().await.context("committing the load")?;
     Ok(Some(Loaded {
         format,
@@ -353,16 +373,24 @@ async fn new_range(
 }
 
 /// The statement that writes the bad rows `bad` (an SQL query of line,
-/// raw_line, reason) of file `$1` and symbol `$2` to `ingest_quarantine`,
+/// raw_line, reason) of file `$1` (canonical; `$3` as the user gave it) and
+/// symbol `$2` to `ingest_quarantine`,
 /// leaving out those already there from an earlier load of the same file
 /// (same file, symbol, line and text; the reason is left out of the
 /// identity, as it may name the time of the load), and counts the rows added.
-fn quarantine_sql(bad: &str) -> String {
+fn quarantine_sql(bad: &str, given_column: bool) -> String {
+    // Without the column, $3 is still named (its type given, its value
+    // unused) so the parameters keep their places.
+    let (column, value, named) = if given_column {
+        (", file_as_given", ", $3", "")
+    } else {
+        ("", "", "$3::text IS NULL OR ")
+    };
     format!(
         "WITH bad AS ({bad}), added AS (
-           INSERT INTO ingest_quarantine (file, line, canonical_symbol, raw_line, reason)
-           SELECT $1, b.line, $2, b.raw_line, b.reason FROM bad b
-           WHERE NOT EXISTS (
+           INSERT INTO ingest_quarantine (file, line, canonical_symbol, raw_line, reason{column})
+           SELECT $1, b.line, $2, b.raw_line, b.reason{value} FROM bad b
+           WHERE ({named}true) AND NOT EXISTS (
              SELECT 1 FROM ingest_quarantine q
              WHERE q.file = $1 AND q.line = b.line
                AND q.canonical_symbol = $2 AND q.raw_line = b.raw_line)
@@ -376,7 +404,7 @@ fn quarantine_sql(bad: &str) -> String {
 /// were added.
 async fn quarantine_held(
     tx: &Transaction<'_>,
-    file: &str,
+    file: &Names,
     symbol: &Symbol,
     held: &[(i64, String, String)],
 ) -> Result<u64> {
@@ -389,10 +417,18 @@ async fn quarantine_held(
     let added: i64 = tx
         .query_one(
             &quarantine_sql(
-                "SELECT * FROM unnest($3::bigint[], $4::text[], $5::text[])
+                "SELECT * FROM unnest($4::bigint[], $5::text[], $6::text[])
                    AS q(line, raw_line, reason)",
+                file.given_column,
             ),
-            &[&file, &symbol.as_str(), &lines, &raws, &reasons],
+            &[
+                &file.quarantine,
+                &symbol.as_str(),
+                &file.label,
+                &lines,
+                &raws,
+                &reasons,
+            ],
         )
         .await
         .context("writing bad rows to ingest_quarantine")?
@@ -447,8 +483,9 @@ async fn merge(
         .query_one(
             &quarantine_sql(
                 "SELECT line, raw_line, reason FROM ingest_stage WHERE reason IS NOT NULL",
+                names.given_column,
             ),
-            &[&names.quarantine, &target.symbol.as_str()],
+            &[&names.quarantine, &target.symbol.as_str(), &names.label],
         )
         .await
         .context("writing bad rows to ingest_quarantine")?

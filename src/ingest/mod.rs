@@ -186,8 +186,10 @@ pub async fn ingest_files(
     Ok(summary)
 }
 
-/// Warn when a file's name names another registered symbol than the one
-/// its rows are loaded for (`DAT_ASCII_EURUSD_M1_2023.csv --symbol AUDUSD`).
+/// Warn when a file's name names another symbol than the one its rows are
+/// loaded for (`DAT_ASCII_EURUSD_M1_2023.csv --symbol AUDUSD`): a registered
+/// symbol anywhere in the name, or any symbol where HistData's names put it
+/// (`DAT_<kind>_<SYMBOL>_…`), registered or not.
 async fn warn_on_other_symbols(client: &Client, inputs: &[Input], symbol: &Symbol) -> Result<()> {
     let rows = client
         .query("SELECT canonical_symbol FROM core_asset_registry_all", &[])
@@ -207,9 +209,15 @@ async fn warn_on_other_symbols(client: &Client, inputs: &[Input], symbol: &Symbo
         if tokens.contains(&symbol.as_str()) {
             continue;
         }
+        let histdata = match tokens.as_slice() {
+            ["DAT", _, named, ..] if named.len() >= 3 => Some(*named),
+            _ => None,
+        };
         if let Some(other) = known
             .iter()
-            .find(|k| k.as_str() != symbol.as_str() && tokens.contains(&k.as_str()))
+            .map(String::as_str)
+            .find(|k| *k != symbol.as_str() && tokens.contains(k))
+            .or(histdata)
         {
             tracing::warn!(
                 "{}: the file name names {other}, but its rows are loaded for {symbol}",

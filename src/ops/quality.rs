@@ -1,7 +1,9 @@
 //! `barkeep quality` as a service: the checklist's daily quality query (good
 //! bars, `quality_score >= 1`, per symbol and timeframe) plus the share of
 //! expected 1m minutes actually present under the bars, so a week built
-//! from five thin days does not read as a 100% good week.
+//! from five thin days does not read as a 100% good week, and how many bars
+//! those minutes allow to be good (what the data allows, whatever the ladder
+//! did with it).
 
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Duration, Utc};
@@ -92,6 +94,12 @@ pub struct QualityLine {
     /// 1m bars full buckets would have.
     pub minutes_expected: i64,
     pub minute_coverage_pct: f64,
+    /// Bars whose 1m minutes present would make a good bar on their own (at
+    /// least 4 in 5 of those expected, as `agg_quality` judges quality 1):
+    /// the good bars the data allows.
+    pub minutes_allow_good: i64,
+    /// `minutes_allow_good` as a share of the bars.
+    pub minutes_allow_good_pct: f64,
     /// `quality_pct` below the threshold.
     pub low_quality: bool,
     /// `minute_coverage_pct` below the threshold.
@@ -111,6 +119,22 @@ impl QualityReport {
     pub fn flagged(&self) -> bool {
         self.lines.iter().any(|l| l.low_quality || l.low_coverage)
     }
+}
+
+/// The newest 1m bar of any symbol with a task, and the database's clock:
+/// where a window "back from the newest data" ends.
+pub async fn newest_1m_and_now(client: &Client) -> Result<(Option<DateTime<Utc>>, DateTime<Utc>)> {
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT max(latest_1m), now() FROM ({}) n",
+                super::status::NEWEST_1M_OF_TASKS
+            ),
+            &[&None::<String>],
+        )
+        .await
+        .context("finding the newest 1m bar")?;
+    Ok((row.get(0), row.get(1)))
 }
 
 /// Run the quality query.
@@ -139,11 +163,15 @@ pub async fn quality(client: &Client, settings: &QualitySettings) -> Result<Qual
                     count(*) FILTER (WHERE d.quality_score <= 0),
                     round(100.0 * count(*) FILTER (WHERE d.quality_score >= 1) / count(*), 1)::float8,
                     coalesce(sum(m.present), 0)::bigint,
-                    sum(d.expected_candles * CASE d.source_timeframe WHEN '1m' THEN 1 WHEN '5m' THEN 5
-                          WHEN '15m' THEN 15 WHEN '1h' THEN 60 WHEN '4h' THEN 240 WHEN '1d' THEN 1440
-                          ELSE 0 END)::bigint
+                    sum(e.minutes)::bigint,
+                    count(*) FILTER (WHERE 5 * m.present >= 4 * e.minutes)
              FROM derived_data_bars d
              LEFT JOIN core_asset_registry_all r ON r.canonical_symbol = d.canonical_symbol
+             CROSS JOIN LATERAL (
+               SELECT d.expected_candles * CASE d.source_timeframe WHEN '1m' THEN 1 WHEN '5m' THEN 5
+                          WHEN '15m' THEN 15 WHEN '1h' THEN 60 WHEN '4h' THEN 240 WHEN '1d' THEN 1440
+                          ELSE 0 END AS minutes
+             ) e
              CROSS JOIN LATERAL (
                SELECT count(*) AS present FROM data_bars b
                WHERE b.canonical_symbol = d.canonical_symbol AND b.timeframe = '1m'
@@ -171,16 +199,20 @@ pub async fn quality(client: &Client, settings: &QualitySettings) -> Result<Qual
                 0.0
             };
             let quality_pct: f64 = r.get(5);
+            let total: i64 = r.get(2);
+            let allow_good: i64 = r.get(8);
             QualityLine {
                 symbol: r.get(0),
                 timeframe: r.get(1),
-                total_bars: r.get(2),
+                total_bars: total,
                 good_bars: r.get(3),
                 poor_bars: r.get(4),
                 quality_pct,
                 minutes_present: present,
                 minutes_expected: expected,
                 minute_coverage_pct: coverage,
+                minutes_allow_good: allow_good,
+                minutes_allow_good_pct: (1000.0 * allow_good as f64 / total as f64).round() / 10.0,
                 low_quality: quality_pct < settings.threshold_pct,
                 low_coverage: coverage < settings.threshold_pct,
             }

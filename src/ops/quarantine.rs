@@ -13,7 +13,12 @@ use crate::ingest::read::canonical_path;
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct QuarantineEntry {
     pub id: i64,
+    /// The file's canonical path (absolute, links resolved): what
+    /// identifies it.
     pub file: String,
+    /// The path as the user gave it to ingest; None for rows quarantined
+    /// before barkeep recorded it.
+    pub file_as_given: Option<String>,
     pub line: i64,
     pub symbol: Option<String>,
     pub reason: String,
@@ -116,6 +121,20 @@ fn entry(r: &tokio_postgres::Row) -> QuarantineEntry {
         reason: r.get(4),
         raw_line: r.get(5),
         quarantined_at: r.get(6),
+        file_as_given: r.get(7),
+    }
+}
+
+impl QuarantineEntry {
+    /// File and line as ingest's messages named them, and the canonical
+    /// path when that differs: `bars.csv:2 (/data/bars.csv)`.
+    pub fn location(&self) -> String {
+        match &self.file_as_given {
+            Some(given) if *given != self.file => {
+                format!("{given}:{} ({})", self.line, self.file)
+            }
+            _ => format!("{}:{}", self.file, self.line),
+        }
     }
 }
 
@@ -129,8 +148,11 @@ pub async fn list(
     let (clause, mut params) = filter.sql();
     params.push(Box::new(limit.max(0)));
     let sql = format!(
-        "SELECT id, file, line, canonical_symbol, reason, raw_line, quarantined_at
-         FROM ingest_quarantine WHERE {clause} ORDER BY id DESC LIMIT ${}",
+        // Through to_jsonb, so a database not yet brought up to migration 11
+        // (no file_as_given column) lists its rows too.
+        "SELECT id, file, line, canonical_symbol, reason, raw_line, quarantined_at,
+                to_jsonb(q) ->> 'file_as_given'
+         FROM ingest_quarantine q WHERE {clause} ORDER BY id DESC LIMIT ${}",
         params.len()
     );
     let refs: Vec<&(dyn ToSql + Sync)> = params

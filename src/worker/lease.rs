@@ -343,19 +343,18 @@ pub(super) async fn awaiting_retry(control: &Client, keys: &[(Symbol, Timeframe)
         .get(0))
 }
 
-/// Hand back tasks this worker holds in the database but not in memory: a
-/// claim whose answer was lost with the connection (the server committed
-/// it, then the connection died) leaves such leases behind. Called only
-/// when nothing is in flight, so every lease of ours not in `held` is one
-/// of those. Returns how many were handed back.
-pub(super) async fn release_orphans(control: &Client, worker: &str, held: &[Uuid]) -> Result<i64> {
+/// Hand back every task this worker holds in the database. Called only
+/// when nothing is in flight, so each such lease belongs to no job: a claim
+/// whose answer was lost with the connection (the server committed it, then
+/// the connection died), or whose jobs could not be planned. Returns how
+/// many were handed back.
+pub(super) async fn release_orphans(control: &Client, worker: &str) -> Result<i64> {
     Ok(control
         .query_one(
             "SELECT count(*) FILTER (WHERE agg_release(s.canonical_symbol, s.timeframe, s.lease_token, now()))
              FROM data_agg_state s
-             WHERE s.status = 'running' AND s.lease_owner = $1
-               AND NOT (s.lease_token = ANY ($2::uuid[]))",
-            &[&worker, &held],
+             WHERE s.status = 'running' AND s.lease_owner = $1",
+            &[&worker],
         )
         .await
         .context("handing back tasks of a lost claim")?

@@ -518,15 +518,19 @@ async fn main_loop(
                 return Ok(Some(MAX_IDLE));
             }
             if state.in_flight == 0 {
-                let held: Vec<uuid::Uuid> = leases
-                    .lock()
-                    .map(|l| l.values().copied().collect())
-                    .unwrap_or_default();
-                let orphans = lease::release_orphans(client, worker, &held).await?;
+                // No job is in flight, so no lease of this worker belongs to
+                // one: a claim whose answer was lost with the connection, or
+                // whose jobs could not be planned, left it. Forget them all
+                // (the heartbeat would renew them for ever) and hand back
+                // every task the database still shows as ours.
+                if let Ok(mut held) = leases.lock() {
+                    held.clear();
+                }
+                let orphans = lease::release_orphans(client, worker).await?;
                 if orphans > 0 {
                     tracing::warn!(
                         tasks = orphans,
-                        "handed back tasks of a claim whose answer was lost"
+                        "handed back tasks of a claim that never ran"
                     );
                     state.claim_wanted = true;
                     return Ok(None);

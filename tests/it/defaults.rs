@@ -112,7 +112,7 @@ async fn db_down_reverts_one_step_and_refuses_to_drop_rows_without_force() {
         "{message}"
     );
     assert!(
-        message.contains("core_asset_registry_all (1 rows, step 1)"),
+        message.contains("core_asset_registry_all (1 row, step 1)"),
         "{message}"
     );
     assert!(message.contains("--force"), "{message}");
@@ -158,6 +158,7 @@ async fn demo_refuses_a_database_named_only_by_the_environment() {
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
     assert!(!text.contains("FAIL"), "{text}");
+    assert!(!text.contains("SKIP"), "{text}");
     assert!(text.contains("PASS  deep"), "{text}");
 }
 
@@ -188,17 +189,36 @@ async fn bad_timeframes_symbols_and_flags_are_usage_errors() {
     let out = db.cli(&["status", "--timeframe", "H1", "--json"]);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["tasks"][0]["timeframe"], "1h");
+    let sample = sample_path();
+    let sample = sample.to_str().unwrap();
     for (args, message) in [
         (&["status", "--timeframe", "1M"][..], "ambiguous"),
+        (&["export", "AUDUSD", "1M"], "write 1m for minutes"),
         (&["status", "--timeframe", "7m"], "unknown task timeframe"),
         (&["status", "--symbol", "NOPE"], "unknown symbol NOPE"),
         (&["quality", "--symbol", "NOPE"], "unknown symbol NOPE"),
+        (&["export", "NOPE", "1h"], "unknown symbol NOPE"),
+        (
+            &["ingest", "--symbol", "NOPE", sample],
+            "unknown symbol NOPE",
+        ),
+        (
+            &["verify", "--deep", "--symbol", "NOPE"],
+            "unknown symbol NOPE",
+        ),
         (&["alerts", "--no-such-flag"], "unexpected argument"),
+        (
+            &["export", "AUDUSD", "1h", "--limit", "3"],
+            "unexpected argument",
+        ),
+        (&["db", "down", "--to", "one"], "invalid value"),
         (&["quality", "--since", "yesterday-ish"], "unknown duration"),
     ] {
         let out = db.cli(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
-        assert!(stderr(&out).contains(message), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains(message), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
     }
     for (args, message) in [
         (&["task", "disable", "NOPE"][..], "unknown symbol NOPE"),
@@ -433,6 +453,26 @@ async fn ingest_names_directories_devices_and_a_file_named_for_another_symbol() 
         "{}",
         stderr(&out)
     );
+    // HistData's names say the symbol whether it is registered or not.
+    let unregistered = write(
+        dir.path(),
+        "DAT_ASCII_XAUUSD_M1_202306.csv",
+        b"20230601 000100;1.1;1.2;1.0;1.15;0\n",
+    );
+    let out = db.cli(&["ingest", "--symbol", "AUDUSD", &unregistered]);
+    assert!(
+        stderr(&out).contains("the file name names XAUUSD, but its rows are loaded for AUDUSD"),
+        "{}",
+        stderr(&out)
+    );
+    let own = write(
+        dir.path(),
+        "DAT_ASCII_AUDUSD_M1_202306.csv",
+        b"20230601 000200;1.1;1.2;1.0;1.15;0\n",
+    );
+    let out = db.cli(&["ingest", "--symbol", "AUDUSD", &own]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("names"), "{}", stderr(&out));
     let out = db.cli(&["ingest", "--symbol", "GBPUSD", &file]);
     assert_eq!(
         out.status.code(),

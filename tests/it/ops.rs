@@ -168,6 +168,17 @@ async fn an_empty_or_unmigrated_database_says_what_to_run_next() {
         "{}",
         stdout(&out)
     );
+    // verify has nothing to judge for the tasks: not a pass.
+    let out = db.cli(&["verify"]);
+    let text = stdout(&out);
+    assert_eq!(code(&out), 1, "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("SKIP") && l.contains("no tasks: run `barkeep sync`")),
+        "{text}"
+    );
+    assert!(!text.contains("FAIL "), "{text}");
+    assert!(text.contains("INCOMPLETE: "), "{text}");
     let out = db.cli(&["run", "--once"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
@@ -246,11 +257,32 @@ async fn quality_reports_the_checklist_share_and_minute_coverage() {
         week["minute_coverage_pct"].as_f64().unwrap() < 100.0,
         "{week}"
     );
-    // Nothing in the last 24 hours: says so and exits 0.
+    // The 1m minutes allow a good bar where at least 4 in 5 are present;
+    // 5m bars are built from minutes, so there the two agree exactly.
+    assert_eq!(five["minutes_allow_good"], five["good_bars"], "{five}");
+    let daily = lines.iter().find(|l| l["timeframe"] == "1d").unwrap();
+    let thin_days = db
+        .count(
+            "SELECT count(*) FROM derived_data_bars d
+             WHERE d.timeframe = '1d' AND d.deleted_at IS NULL
+               AND 5 * (SELECT count(*) FROM data_bars b WHERE b.timeframe = '1m'
+                        AND b.ts_utc >= d.ts_utc AND b.ts_utc < d.ts_utc + interval '1 day')
+                   < 4 * d.expected_candles * 240",
+        )
+        .await;
+    assert_eq!(
+        daily["minutes_allow_good"].as_i64().unwrap(),
+        daily["total_bars"].as_i64().unwrap() - thin_days,
+        "{daily}"
+    );
+    // Nothing in the last 24 hours: says so, and where the data ends, and exits 0.
     let out = db.cli(&["quality"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(
-        stdout(&out).contains("no derived bars since"),
+        stdout(&out).contains("no derived bars since")
+            && stdout(&out).contains(
+                "the newest 1m bar is 2023-06-23 19:58Z; try `--since 2023-06-22` or `--since all`"
+            ),
         "{}",
         stdout(&out)
     );

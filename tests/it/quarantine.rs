@@ -180,6 +180,32 @@ async fn the_quarantine_records_the_canonical_path_and_takes_the_path_as_typed()
     let rows = quarantine_rows(&db).await;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].0, canonical);
+    // Beside it, the path as the user gave it; listings show both.
+    let given: Option<String> = db
+        .client()
+        .await
+        .query_one("SELECT file_as_given FROM ingest_quarantine", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(given.as_deref(), Some("bars.csv"));
+    let out = db.cli_in(&data, &["quarantine", "list"]);
+    assert!(
+        stdout(&out).contains(&format!(
+            "bars.csv:2 ({canonical}) [AUDUSD] open is not a number"
+        )),
+        "{}",
+        stdout(&out)
+    );
+    let out = db.cli_in(&data, &["quarantine", "list", "--json"]);
+    assert_eq!(json(&out)[0]["file_as_given"], "bars.csv");
+    assert_eq!(json(&out)[0]["file"], canonical.as_str());
+    let out = db.cli_in(&data, &["status"]);
+    assert!(
+        stdout(&out).contains(&format!("bars.csv:2 ({canonical}): open is not a number")),
+        "{}",
+        stdout(&out)
+    );
 
     // Loaded again by another spelling of the same file: nothing added.
     for (cwd, path) in [
@@ -253,6 +279,47 @@ async fn standard_input_is_recorded_as_stdin_and_listed_by_a_dash() {
     let rows = quarantine_rows(&db).await;
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0].0, "<stdin>");
+    let out = db.cli(&["quarantine", "list"]);
+    assert!(
+        stdout(&out).contains(" <stdin>:2 [AUDUSD]"),
+        "{}",
+        stdout(&out)
+    );
     let out = db.cli(&["quarantine", "list", "--file", "-", "--json"]);
     assert_eq!(json(&out).as_array().unwrap().len(), 1, "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn a_database_without_migration_11_still_quarantines_and_lists() {
+    let db = audusd_db().await;
+    let out = db.cli(&["db", "down", "--to", "10"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "bars.csv", &[GOOD_FIRST, BAD_PRICE, GOOD_LAST]);
+    let file = file.to_str().unwrap();
+    let out = db.cli(&[
+        "ingest",
+        "--symbol",
+        "AUDUSD",
+        "--max-quarantined",
+        "50",
+        file,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(quarantine_rows(&db).await.len(), 1);
+    let out = db.cli(&["quarantine", "list", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json(&out)[0]["file_as_given"], serde_json::Value::Null);
+    // Brought up to date, the same load adds nothing and a new one keeps its path.
+    let out = db.cli(&["db", "up"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    db.cli(&[
+        "ingest",
+        "--symbol",
+        "AUDUSD",
+        "--max-quarantined",
+        "50",
+        file,
+    ]);
+    assert_eq!(quarantine_rows(&db).await.len(), 1);
 }

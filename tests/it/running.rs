@@ -504,6 +504,14 @@ async fn the_worker_rides_out_postgresql_restarts_mid_run_and_mid_idle() {
         "the log says what happened: {log}"
     );
     let c = pg.client().await;
+    // Shown only when an assertion below fails.
+    for r in c
+        .query("SELECT s::text FROM data_agg_state s ORDER BY 1", &[])
+        .await
+        .unwrap()
+    {
+        eprintln!("task {}", r.get::<_, String>(0));
+    }
     assert_eq!(live_bars(&c).await, expected);
     assert_eq!(
         pg_count(

@@ -38,6 +38,10 @@ async fn verify_passes_everything_on_a_demo_like_database() {
     let text = stdout(&out);
     assert!(out.status.success(), "{text}{}", stderr(&out));
     assert!(!text.contains("FAIL "), "{text}");
+    assert!(
+        !text.contains("SKIP "),
+        "nothing skipped on a demo database: {text}"
+    );
     for id in [
         "step2",
         "step3",
@@ -127,9 +131,8 @@ const BREAKS: &[(&str, &str, &[&str])] = &[
         &["criterion9"],
     ),
     (
-        "the newest day's 5m bars are poor",
-        "UPDATE derived_data_bars SET quality_score = 0, ts_utc = ts_utc + (date_trunc('day', now()) - '2023-06-23')
-         WHERE timeframe = '5m' AND ts_utc >= '2023-06-23'",
+        "the newest day's 5m bars are poor over complete minutes",
+        "UPDATE derived_data_bars SET quality_score = 0 WHERE timeframe = '5m' AND ts_utc >= '2023-06-23'",
         &["criterion12"],
     ),
     (
@@ -279,5 +282,89 @@ async fn verify_deep_finds_a_derived_bar_altered_by_sql() {
             .iter()
             .any(|d| d["timeframe"] == "1h" && d["kind"] == "changed"),
         "{report:#}"
+    );
+}
+
+/// The observed value and outcome of one check.
+fn check(report: &serde_json::Value, id: &str) -> (String, String) {
+    let c = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("no {id}: {report:#}"));
+    (
+        c["outcome"].as_str().unwrap().to_string(),
+        c["observed"].as_str().unwrap().to_string(),
+    )
+}
+
+#[tokio::test]
+async fn criterion_12_judges_the_newest_day_of_data_against_what_its_minutes_allow() {
+    let db = demo_like_db().await;
+    let newest_1m: chrono::DateTime<chrono::Utc> = db
+        .client()
+        .await
+        .query_one(
+            "SELECT max(ts_utc) FROM data_bars WHERE timeframe = '1m'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let window_end = newest_1m + chrono::Duration::minutes(1);
+    // History ending in 2023: judged on its own newest 24 hours, not skipped.
+    let (_, report) = verify_json(&db, &[]);
+    let (outcome, observed) = check(&report, "criterion12");
+    assert_eq!(outcome, "PASS", "{observed}");
+    assert!(
+        observed.contains(&window_end.format("%Y-%m-%d %H:%MZ").to_string()),
+        "{observed}"
+    );
+    // The sample's 1d bars are thin (about 17 of 24 hours hold minutes):
+    // below 90%, but as good as their minutes allow, and said so.
+    let thin_daily: i64 = db
+        .count(&format!(
+            "SELECT count(*) FROM derived_data_bars WHERE timeframe = '1d' AND quality_score <= 0
+             AND ts_utc >= '{}'",
+            (window_end - chrono::Duration::hours(24)).to_rfc3339()
+        ))
+        .await;
+    assert!(thin_daily > 0, "the window holds a poor daily bar");
+    assert!(
+        observed.contains("AUDUSD 1d 0.0% (minutes allow 0.0%)"),
+        "{observed}"
+    );
+
+    // Poor 5m bars before the window do not count; inside it, over minutes
+    // that are all there, they fail the criterion and are named.
+    let older = db.copy().await;
+    older
+        .client()
+        .await
+        .batch_execute(
+            "UPDATE derived_data_bars SET quality_score = 0
+             WHERE timeframe = '5m' AND ts_utc < '2023-06-22'",
+        )
+        .await
+        .unwrap();
+    let (code, report) = verify_json(&older, &[]);
+    assert_eq!(check(&report, "criterion12").0, "PASS");
+    assert_eq!(code, 0);
+    db.client()
+        .await
+        .batch_execute(&format!(
+            "UPDATE derived_data_bars SET quality_score = 0
+             WHERE timeframe = '15m' AND ts_utc >= '{}'",
+            (window_end - chrono::Duration::hours(3)).to_rfc3339()
+        ))
+        .await
+        .unwrap();
+    let (code, report) = verify_json(&db, &[]);
+    let (outcome, observed) = check(&report, "criterion12");
+    assert_eq!((outcome.as_str(), code), ("FAIL", 1), "{observed}");
+    assert!(
+        observed.contains("below 90% with the minutes for better: AUDUSD 15m"),
+        "{observed}"
     );
 }

@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use crate::assets::Symbol;
 use crate::calendar::{bucket_start, first_bucket_at_or_after, Calendar, Timeframe};
-use fold::{Bar, DerivedBar, Folder, Window};
+use fold::{Bar, DerivedBar, Window};
 use sink::{begin_chunk, commit, rollback, write_chunk, ChunkTarget, Written};
 
 /// Most source bars kept in memory per timeframe for the dependents.
@@ -110,16 +110,16 @@ struct Handoff {
     bars: Vec<Bar>,
 }
 
-/// Span of source time read per chunk: at most about 45 thousand source
-/// rows (a few MB). Fewer, larger chunks mean fewer transactions and reads;
-/// the cost per row of a read falls as the range grows. Each lane holds one
-/// chunk, so the span also sets the worker's memory: 90 days of 1m and 150
-/// of 5m were 11 % faster but took it past 100 MB on two years of history
-/// (BENCHMARKS.md, "the levers measured").
+/// Span of source time read per chunk: at most about 130 thousand 1m rows.
+/// Fewer, larger chunks mean fewer transactions and reads; the cost per row
+/// of a read falls as the range grows. Source rows read from the database
+/// are folded as they arrive (`source::fold_bars`), so a chunk holds only
+/// its windows; 180 days of 1m was no faster than 90 and took more memory
+/// (BENCHMARKS.md, "Folding rows as they arrive").
 fn chunk_span(source: Timeframe) -> Duration {
     match source {
-        Timeframe::M1 => Duration::days(30),
-        Timeframe::M5 | Timeframe::M15 => Duration::days(50),
+        Timeframe::M1 => Duration::days(90),
+        Timeframe::M5 | Timeframe::M15 => Duration::days(150),
         Timeframe::H1 | Timeframe::H4 => Duration::days(600),
         Timeframe::D1 | Timeframe::W1 => Duration::days(20_000),
     }
@@ -221,21 +221,24 @@ impl<'c> SymbolRunner<'c> {
         Ok(cursor)
     }
 
-    /// Source bars of [from, to): from the hand-off when it covers the range.
-    async fn sources(
+    /// The windows of `task` over [from, to), folded from the hand-off when
+    /// it covers the range, else from the database as the rows arrive.
+    async fn windows(
         &mut self,
-        source: Timeframe,
+        task: &TaskPlan,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> Result<Vec<Bar>> {
+    ) -> Result<Vec<Window>> {
+        let (cal, tf, source) = (self.job.calendar, task.timeframe, task.source);
         if let Some(h) = self.handoffs.get(&source) {
             if h.from <= from && to <= h.to {
                 let lo = h.bars.partition_point(|b| b.ts < from);
                 let hi = h.bars.partition_point(|b| b.ts < to);
-                return Ok(h.bars[lo..hi].to_vec());
+                return Ok(fold::fold_all(cal, tf, &h.bars[lo..hi]));
             }
         }
-        source::read_bars(self.client, self.job.symbol.as_str(), source, from, to).await
+        let symbol = self.job.symbol.as_str();
+        source::fold_bars(self.client, symbol, source, from, to, cal, tf).await
     }
 
     /// Where the source gap starting at `from` ends: the start of the bucket
@@ -370,20 +373,14 @@ impl<'c> SymbolRunner<'c> {
         let (cal, tf) = (job.calendar, task.timeframe);
         let mut chunk_end =
             first_bucket_at_or_after(cal, tf, cursor + chunk_span(task.source)).min(limit);
-        let sources = self.sources(task.source, cursor, chunk_end).await?;
+        let mut windows = self.windows(task, cursor, chunk_end).await?;
         pause::point(job.symbol.as_str(), tf).await;
-        if sources.is_empty() && chunk_end < limit {
+        if windows.is_empty() && chunk_end < limit {
             // A gap (a weekend, a halt, the time after the last source
             // bar): stretch the chunk over it so one transaction covers
             // it rather than one per span.
             chunk_end = self.gap_end(task, chunk_end, limit).await?;
         }
-        let mut folder = Folder::new(cal, tf);
-        let mut windows: Vec<Window> = sources.iter().filter_map(|b| folder.push(b)).collect();
-        windows.extend(folder.finish());
-        // The source rows are the chunk's largest allocation: free them
-        // before the bars are encoded and written.
-        drop(sources);
         if let Some(max) = job.max_windows {
             let room = max.saturating_sub(out.windows) as usize;
             if windows.len() >= room {

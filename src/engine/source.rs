@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use futures_util::{pin_mut, StreamExt};
 use tokio_postgres::Client;
 
-use super::fold::Bar;
-use crate::calendar::Timeframe;
+use super::fold::{Bar, Folder, Window};
+use crate::calendar::{Calendar, Timeframe};
 use crate::copy_binary::{field8, from_pg_micros, tuple_header, HEADER as COPY_HEADER};
 
 /// Quote a string as an SQL literal (COPY takes no bind parameters).
@@ -42,6 +42,14 @@ pub(crate) fn source_rows(
     )
 }
 
+/// `COPY (SELECT <the columns the decoder reads> FROM …) TO STDOUT`.
+fn copy_sql(rows: &str, order: &str) -> String {
+    format!(
+        "COPY (SELECT ts_utc, open, high, low, close, vol, vwap, trade_count FROM {rows}{order}) \
+         TO STDOUT (FORMAT binary)"
+    )
+}
+
 /// Every source bar of `source` for `symbol` in [from, to), in time order.
 /// Callers keep the range bounded so the result stays small.
 ///
@@ -56,43 +64,135 @@ pub async fn read_bars(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<Bar>> {
-    let sql = format!(
-        "COPY (SELECT ts_utc, open, high, low, close, vol, vwap, trade_count FROM {}) TO STDOUT (FORMAT binary)",
-        source_rows(symbol, source, from, to)
-    );
-    let stream = client
-        .copy_out(&sql)
+    let sql = copy_sql(&source_rows(symbol, source, from, to), "");
+    let mut bars = copy_rows(client, &sql, Vec::new())
         .await
         .with_context(|| format!("reading {symbol} {source} bars from {from} to {to}"))?;
-    pin_mut!(stream);
-    let mut decoder = BarDecoder::default();
-    while let Some(data) = stream.next().await {
-        let data = data.with_context(|| format!("reading {symbol} {source} bars"))?;
-        decoder
-            .feed(&data)
-            .with_context(|| format!("decoding {symbol} {source} bars"))?;
-    }
-    let mut bars = decoder
-        .finish()
-        .with_context(|| format!("decoding {symbol} {source} bars"))?;
     // Timestamps are unique per (symbol, timeframe) among source rows.
     bars.sort_by_key(|b| b.ts);
     Ok(bars)
 }
 
+/// The windows of timeframe `tf` folded from the source bars of `source`
+/// for `symbol` in [from, to), without holding the source rows: they are
+/// folded as they arrive. Rows come in heap order, which is time order
+/// wherever the rows were written in time order (the common case: a feed,
+/// a file, a backfill of a range); the first row out of order abandons the
+/// pass and the range is read again sorted by the server, so memory stays
+/// at the windows whatever the heap looks like.
+pub async fn fold_bars(
+    client: &Client,
+    symbol: &str,
+    source: Timeframe,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    cal: Calendar,
+    tf: Timeframe,
+) -> Result<Vec<Window>> {
+    let rows = source_rows(symbol, source, from, to);
+    let what = || format!("reading {symbol} {source} bars from {from} to {to}");
+    let pass = copy_rows(client, &copy_sql(&rows, ""), OrderedFold::new(cal, tf))
+        .await
+        .with_context(what)?;
+    if let Some(windows) = pass.finish() {
+        return Ok(windows);
+    }
+    let sorted = copy_sql(&rows, " ORDER BY ts_utc");
+    copy_rows(client, &sorted, OrderedFold::new(cal, tf))
+        .await
+        .with_context(what)?
+        .finish()
+        .with_context(|| {
+            format!("{symbol} {source} bars sorted by the server arrived out of order")
+        })
+}
+
+/// Runs a binary COPY of source rows and hands each decoded row to `sink`.
+async fn copy_rows<S: RowSink>(client: &Client, sql: &str, sink: S) -> Result<S> {
+    let stream = client.copy_out(sql).await?;
+    pin_mut!(stream);
+    let mut decoder = BarDecoder::new(sink);
+    while let Some(data) = stream.next().await {
+        decoder.feed(&data?).context("decoding the rows")?;
+    }
+    decoder.finish().context("decoding the rows")
+}
+
+/// Where decoded source rows go.
+trait RowSink {
+    fn row(&mut self, bar: Bar);
+}
+
+impl RowSink for Vec<Bar> {
+    fn row(&mut self, bar: Bar) {
+        self.push(bar);
+    }
+}
+
+/// Folds rows while they arrive in strictly increasing time; notes the
+/// first one that does not and ignores the rest.
+struct OrderedFold {
+    folder: Folder,
+    windows: Vec<Window>,
+    last: Option<DateTime<Utc>>,
+    in_order: bool,
+}
+
+impl OrderedFold {
+    fn new(cal: Calendar, tf: Timeframe) -> Self {
+        Self {
+            folder: Folder::new(cal, tf),
+            windows: Vec::new(),
+            last: None,
+            in_order: true,
+        }
+    }
+
+    /// The windows, or None when the rows were not in time order.
+    fn finish(mut self) -> Option<Vec<Window>> {
+        if !self.in_order {
+            return None;
+        }
+        self.windows.extend(self.folder.finish());
+        Some(self.windows)
+    }
+}
+
+impl RowSink for OrderedFold {
+    fn row(&mut self, bar: Bar) {
+        if !self.in_order {
+            return;
+        }
+        if self.last.is_some_and(|last| bar.ts <= last) {
+            self.in_order = false;
+            return;
+        }
+        self.last = Some(bar.ts);
+        self.windows.extend(self.folder.push(&bar));
+    }
+}
+
 /// Decodes a binary COPY stream of (ts_utc, open, high, low, close, vol,
 /// vwap, trade_count) rows straight into bars. The generic row decoder
 /// allocated per row and checked types per field, which cost more client
-/// CPU than the fold itself; the layout here is fixed by the query above.
-#[derive(Default)]
-struct BarDecoder {
+/// CPU than the fold itself; the layout here is fixed by `copy_sql`.
+struct BarDecoder<S> {
     pending: Vec<u8>,
     header_seen: bool,
     trailer_seen: bool,
-    bars: Vec<Bar>,
+    sink: S,
 }
 
-impl BarDecoder {
+impl<S: RowSink> BarDecoder<S> {
+    fn new(sink: S) -> Self {
+        Self {
+            pending: Vec::new(),
+            header_seen: false,
+            trailer_seen: false,
+            sink,
+        }
+    }
+
     fn feed(&mut self, data: &[u8]) -> Result<()> {
         self.pending.extend_from_slice(data);
         let mut at = 0;
@@ -115,7 +215,7 @@ impl BarDecoder {
                     at += 2;
                 }
                 Row::Bar(bar, used) => {
-                    self.bars.push(bar);
+                    self.sink.row(bar);
                     at += used;
                 }
             }
@@ -124,12 +224,12 @@ impl BarDecoder {
         Ok(())
     }
 
-    fn finish(self) -> Result<Vec<Bar>> {
+    fn finish(self) -> Result<S> {
         anyhow::ensure!(
             self.trailer_seen && self.pending.is_empty(),
             "the COPY stream ended mid-row"
         );
-        Ok(self.bars)
+        Ok(self.sink)
     }
 }
 
@@ -219,7 +319,7 @@ mod tests {
         ];
         let stream = encode(&bars);
         for piece in [1, 2, 3, 7, 13, stream.len()] {
-            let mut decoder = BarDecoder::default();
+            let mut decoder = BarDecoder::new(Vec::new());
             for chunk in stream.chunks(piece) {
                 decoder.feed(chunk).unwrap();
             }
@@ -228,9 +328,35 @@ mod tests {
     }
 
     #[test]
+    fn rows_in_time_order_fold_as_they_arrive_and_rows_out_of_order_give_up() {
+        let bars: Vec<Bar> = (0..23)
+            .map(|m| {
+                let ts = format!("2025-03-10T10:{m:02}:00Z");
+                bar(&ts, (m % 3 == 0).then_some(1.5), Some(m))
+            })
+            .collect();
+        let mut fold = OrderedFold::new(Calendar::Utc, Timeframe::M5);
+        bars.iter().cloned().for_each(|b| fold.row(b));
+        let expected = super::super::fold::fold_all(Calendar::Utc, Timeframe::M5, &bars);
+        assert_eq!(fold.finish(), Some(expected));
+
+        let mut fold = OrderedFold::new(Calendar::Utc, Timeframe::M5);
+        let mut swapped = bars.clone();
+        swapped.swap(10, 11);
+        swapped.into_iter().for_each(|b| fold.row(b));
+        assert_eq!(fold.finish(), None, "a row earlier than the one before");
+
+        let mut fold = OrderedFold::new(Calendar::Utc, Timeframe::M5);
+        let mut doubled = bars.clone();
+        doubled.insert(5, bars[4].clone());
+        doubled.into_iter().for_each(|b| fold.row(b));
+        assert_eq!(fold.finish(), None, "the same timestamp twice");
+    }
+
+    #[test]
     fn a_stream_cut_short_is_an_error() {
         let stream = encode(&[bar("2025-01-01T00:00:00Z", None, None)]);
-        let mut decoder = BarDecoder::default();
+        let mut decoder = BarDecoder::new(Vec::new());
         decoder.feed(&stream[..stream.len() - 5]).unwrap();
         assert!(decoder.finish().is_err());
     }

@@ -8,6 +8,7 @@ use clap::Args;
 
 use super::Global;
 use crate::ops::alerts::{self, AlertSettings, Severity};
+use crate::ops::counted;
 
 /// Arguments of `barkeep alerts`.
 #[derive(Debug, Args)]
@@ -49,7 +50,7 @@ pub async fn run(global: &Global, args: AlertsArgs) -> Result<ExitCode> {
             .filter(|a| a.severity == Severity::Warning)
             .count();
         if report.alerts.is_empty() {
-            println!("OK: {} tasks, no problem", report.tasks_checked);
+            println!("OK: {}, no problem", counted(report.tasks_checked, "task"));
         } else {
             println!(
                 "{}: {critical} critical, {warning} warning ({} tasks)",

@@ -10,6 +10,7 @@ use clap::Args;
 
 use super::Global;
 use crate::ops::backup::{self, Backup};
+use crate::ops::counted;
 
 /// Arguments of `barkeep backup`.
 #[derive(Debug, Args)]
@@ -54,9 +55,9 @@ pub async fn run_backup(global: &Global, args: BackupArgs) -> Result<ExitCode> {
             std::fs::rename(&tmp, path)
                 .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
             eprintln!(
-                "backed up {} assets and {} tasks to {}",
-                doc.core_asset_registry_all.len(),
-                doc.data_agg_state.len(),
+                "backed up {} and {} to {}",
+                counted(doc.core_asset_registry_all.len(), "asset"),
+                counted(doc.data_agg_state.len(), "task"),
                 path.display()
             );
         }
@@ -80,11 +81,11 @@ pub async fn run_restore(global: &Global, args: RestoreArgs) -> Result<ExitCode>
     }
     let report = backup::restore(&mut client, &doc).await?;
     println!(
-        "restored {} assets and {} tasks from {} ({} tasks replaced)",
-        report.assets_restored,
-        report.tasks_restored,
+        "restored {} and {} from {} ({} replaced)",
+        counted(report.assets_restored, "asset"),
+        counted(report.tasks_restored, "task"),
         args.file.display(),
-        report.tasks_replaced
+        counted(report.tasks_replaced, "task")
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -11,6 +11,7 @@ use super::{print_json, Global};
 use crate::assets::Symbol;
 use crate::ingest::format::Pass;
 use crate::ingest::{self, Counts, Format, IngestOptions, IngestSummary, LoadPath, Zone};
+use crate::ops::counted;
 
 /// Arguments of `barkeep ingest`.
 #[derive(Debug, clap::Args)]
@@ -131,8 +132,8 @@ fn print_summary(summary: &IngestSummary) {
         }
         if let (Some(from), Some(to)) = (f.revised_from, f.revised_to) {
             println!(
-                "  revised {} bars from {} to {} (previous values kept in data_bars_history)",
-                f.counts.revised,
+                "  revised {} from {} to {} (previous values kept in data_bars_history)",
+                counted(f.counts.revised, "bar"),
                 stamp(from),
                 stamp(to)
             );

@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 
 use super::Global;
 use crate::assets::Symbol;
+use crate::ops::counted;
 use crate::ops::quarantine::{self, QuarantineFilter};
 
 #[derive(Debug, Subcommand)]
@@ -92,7 +93,11 @@ pub async fn run(global: &Global, cmd: QuarantineCommand) -> Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                println!("{total} quarantined rows ({})", filter.describe());
+                println!(
+                    "{} ({})",
+                    counted(total, "quarantined row"),
+                    filter.describe()
+                );
                 for e in &rows {
                     println!(
                         "{:>8} {} {} [{}] {}: {}",
@@ -112,7 +117,11 @@ pub async fn run(global: &Global, cmd: QuarantineCommand) -> Result<ExitCode> {
         QuarantineCommand::Purge { filter, force } => {
             let filter = filter.filter();
             let deleted = quarantine::purge(&client, &filter, force).await?;
-            println!("purged {deleted} quarantined rows ({})", filter.describe());
+            println!(
+                "purged {} ({})",
+                counted(deleted, "quarantined row"),
+                filter.describe()
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -10,6 +10,7 @@ use clap::Args;
 use super::Global;
 use crate::assets::Symbol;
 use crate::calendar::Timeframe;
+use crate::ops::counted;
 use crate::ops::status::{self, StatusSettings, TaskState};
 
 /// Arguments of `barkeep status`.
@@ -123,9 +124,9 @@ pub async fn run(global: &Global, args: StatusArgs) -> Result<ExitCode> {
     let q = &report.quarantine;
     println!();
     println!(
-        "quarantine: {} rows from {} files{}",
-        q.rows,
-        q.files,
+        "quarantine: {} from {}{}",
+        counted(q.rows, "row"),
+        counted(q.files, "file"),
         if q.rows > 0 {
             " (see `barkeep quarantine list`)"
         } else {

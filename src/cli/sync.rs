@@ -8,6 +8,7 @@ use clap::Args;
 
 use super::{print_json, Global};
 use crate::calendar::parse_instant;
+use crate::ops::counted;
 use crate::tasks::{self, Env};
 
 #[derive(Debug, Args)]
@@ -39,8 +40,8 @@ pub async fn run(global: &Global, args: SyncArgs) -> Result<ExitCode> {
     }
     let report = &outcome.report;
     println!(
-        "synced {} tasks for {}: {} created, {} re-enabled, {} disabled",
-        report.tasks_total,
+        "synced {} for {}: {} created, {} re-enabled, {} disabled",
+        counted(report.tasks_total, "task"),
         args.env,
         report.tasks_created,
         report.tasks_enabled,

@@ -54,6 +54,14 @@ pub async fn require_migrated(client: &Client) -> Result<()> {
     Ok(())
 }
 
+/// A count and its noun, singular for one: `counted(1, "row")` is "1 row",
+/// `counted(3, "row")` "3 rows".
+pub fn counted(n: impl std::fmt::Display, noun: &str) -> String {
+    let n = n.to_string();
+    let s = if n == "1" { "" } else { "s" };
+    format!("{n} {noun}{s}")
+}
+
 /// Shorten a text to at most `max` characters on one line, marking the cut.
 pub fn shorten(text: &str, max: usize) -> String {
     let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -66,7 +74,14 @@ pub fn shorten(text: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::shorten;
+    use super::{counted, shorten};
+
+    #[test]
+    fn counted_is_singular_for_one_only() {
+        assert_eq!(counted(1, "row"), "1 row");
+        assert_eq!(counted(0, "row"), "0 rows");
+        assert_eq!(counted(2_i32, "quarantined row"), "2 quarantined rows");
+    }
 
     #[test]
     fn shorten_keeps_short_text_and_marks_a_cut() {

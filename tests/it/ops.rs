@@ -373,7 +373,7 @@ async fn backup_then_damage_then_restore_gives_the_original_rows_back() {
     let out = db.cli(&["restore", file_arg, "--force"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stdout(&out).contains("restored 1 assets and 6 tasks"),
+        stdout(&out).contains("restored 1 asset and 6 tasks"),
         "{}",
         stdout(&out)
     );

@@ -238,7 +238,7 @@ async fn the_quarantine_records_the_canonical_path_and_takes_the_path_as_typed()
     let out = db.cli_in(dir.path(), &["quarantine", "purge", "--file", "link.csv"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stdout(&out).contains("purged 1 quarantined rows"),
+        stdout(&out).contains("purged 1 quarantined row"),
         "{}",
         stdout(&out)
     );

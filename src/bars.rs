@@ -153,6 +153,7 @@ pub async fn as_of(
     range: Range,
     as_of: DateTime<Utc>,
 ) -> Result<Vec<BarRecord>> {
+    crate::ops::history::check_as_of(client, symbol, as_of).await?;
     let newest_first = range.limit.is_some() && range.from.is_none();
     let order = if newest_first { "DESC" } else { "ASC" };
     // Only fixed text is spliced in; every value is a bind parameter.

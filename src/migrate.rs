@@ -175,6 +175,8 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(10, "0010_lease_recoveries"),
     // The quarantined file's path as the user gave it, beside the canonical one.
     migration!(11, "0011_quarantine_path_as_given"),
+    // The instants history was pruned before (`barkeep history prune`).
+    migration!(12, "0012_history_prunes"),
 ];
 
 /// One repeatable file of SQL functions.

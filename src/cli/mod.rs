@@ -11,6 +11,7 @@ mod completions;
 mod db;
 mod demo;
 mod export;
+mod history;
 mod ingest;
 mod pg;
 mod quality;
@@ -126,6 +127,9 @@ pub enum Command {
     Quarantine(quarantine::QuarantineCommand),
     /// Run the checklist's verification steps and success criteria (and `--deep`).
     Verify(verify::VerifyArgs),
+    /// Prune the history kept for as-of reads (retired bar versions, 1m revisions).
+    #[command(subcommand)]
+    History(history::HistoryCommand),
     /// Write the task state and the registry to a JSON file.
     Backup(backup::BackupArgs),
     /// Put back a file written by `barkeep backup`.
@@ -277,6 +281,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Quality(args) => quality::run(&global, args).await,
         Command::Quarantine(cmd) => quarantine::run(&global, cmd).await,
         Command::Verify(args) => verify::run(&global, args).await,
+        Command::History(cmd) => history::run(&global, cmd).await,
         Command::Backup(args) => backup::run_backup(&global, args).await,
         Command::Restore(args) => backup::run_restore(&global, args).await,
         Command::Completions(args) => completions::run(args),

@@ -107,6 +107,13 @@ impl IntoResponse for ApiError {
 
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> Self {
+        // An as-of read before a history prune asks for what is gone.
+        if let Some(pruned) = e.downcast_ref::<crate::ops::history::HistoryPruned>() {
+            return Self {
+                status: StatusCode::GONE,
+                message: pruned.to_string(),
+            };
+        }
         Self::internal(e)
     }
 }

@@ -11,11 +11,14 @@
 //! - [`verify`]: Steps 2–6, the 12 success criteria, the SQL face's security and
 //!   the deep recomputation of stored bars.
 //! - [`backup`]: task state and registry to a JSON file and back.
+//! - [`history`]: pruning retired bar versions and 1m revisions, and
+//!   refusing as-of reads before a prune.
 //! - [`instant`]: instants in JSON as chrono writes them, without its
 //!   formatter (reports list thousands).
 
 pub mod alerts;
 pub mod backup;
+pub mod history;
 pub mod instant;
 pub mod quality;
 pub mod quarantine;

@@ -947,6 +947,25 @@ async fn bars_as_of_an_instant_are_the_bars_export_as_of_reads() {
         );
         assert_eq!(new["bars"], export_json(&db, tf, &from, &to, None), "{tf}");
     }
+
+    // Once history before now is pruned, `as_of` before it is gone (410),
+    // read with the reader role's rights, and `as_of` after it still answers.
+    let pruned: DateTime<Utc> = c.query_one("SELECT now()", &[]).await.unwrap().get(0);
+    let out = db.cli(&["history", "prune", "--before", &stamp(pruned), "--force"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let query = format!("/api/bars?symbol=AUDUSD&timeframe=1h&from={from}&to={to}");
+    let (status, body) = get_json(server.addr, &format!("{query}&as_of={as_of}"), None);
+    assert_eq!(status, 410, "{body}");
+    assert!(
+        body["error"].as_str().unwrap_or("").contains("was pruned"),
+        "{body}"
+    );
+    let (status, body) = get_json(
+        server.addr,
+        &format!("{query}&as_of={}", stamp(pruned)),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
 }
 
 /// The sum over timeframes of a counter family of `/metrics`.

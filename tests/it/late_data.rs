@@ -823,6 +823,25 @@ fn export(db: &TestDb, symbol: &str, tf: &str, as_of: Option<DateTime<Utc>>) -> 
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// The first 1m bar from 2025-07-08 10:00 on whose 5m and 1h bars are
+/// live: a correction there changes every timeframe up to 1d.
+async fn first_minute_under_live_5m_and_1h_bars(c: &Client, symbol: &str) -> DateTime<Utc> {
+    c.query_one(
+        "SELECT min(b.ts_utc) FROM data_bars b
+         WHERE b.canonical_symbol = $1 AND b.ts_utc >= (
+           SELECT min(f.ts_utc) FROM derived_data_bars f
+           JOIN derived_data_bars h ON h.canonical_symbol = f.canonical_symbol
+             AND h.timeframe = '1h' AND h.ts_utc = date_trunc('hour', f.ts_utc)
+             AND h.deleted_at IS NULL
+           WHERE f.canonical_symbol = $1 AND f.timeframe = '5m' AND f.deleted_at IS NULL
+             AND f.ts_utc >= '2025-07-08T10:00:00Z')",
+        &[&symbol],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
 #[tokio::test]
 async fn export_as_of_an_instant_returns_the_bars_as_they_stood() {
     let start = "2025-07-06T00:00:00Z";
@@ -839,21 +858,7 @@ async fn export_as_of_an_instant_returns_the_bars_as_they_stood() {
         .collect();
     // A correction: one minute's high, through plain SQL, in a 5m bucket
     // whose bar and hour bar exist (so every timeframe up to 1d changes).
-    let t: DateTime<Utc> = c
-        .query_one(
-            "SELECT min(b.ts_utc) FROM data_bars b
-             WHERE b.canonical_symbol = 'ASOF' AND b.ts_utc >= (
-               SELECT min(f.ts_utc) FROM derived_data_bars f
-               JOIN derived_data_bars h ON h.canonical_symbol = f.canonical_symbol
-                 AND h.timeframe = '1h' AND h.ts_utc = date_trunc('hour', f.ts_utc)
-                 AND h.deleted_at IS NULL
-               WHERE f.canonical_symbol = 'ASOF' AND f.timeframe = '5m' AND f.deleted_at IS NULL
-                 AND f.ts_utc >= '2025-07-08T10:00:00Z')",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let t: DateTime<Utc> = first_minute_under_live_5m_and_1h_bars(&c, "ASOF").await;
     let fixed = c
         .execute(
             "UPDATE data_bars SET high = high + 1 WHERE canonical_symbol = 'ASOF' AND ts_utc = $1",
@@ -881,6 +886,96 @@ async fn export_as_of_an_instant_returns_the_bars_as_they_stood() {
     let mut model = model_of(&bars);
     model.get_mut(&t).unwrap().high += 1.0;
     assert_reference(&db, "ASOF", true, &model, start).await;
+}
+
+/// Retired versions and earlier 1m values of the symbol: (derived, 1m).
+async fn history_rows(c: &Client, symbol: &str) -> (i64, i64) {
+    let r = c
+        .query_one(
+            "SELECT (SELECT count(*) FROM derived_data_bars
+                     WHERE canonical_symbol = $1 AND deleted_at IS NOT NULL),
+                    (SELECT count(*) FROM data_bars_history WHERE canonical_symbol = $1)",
+            &[&symbol],
+        )
+        .await
+        .unwrap();
+    (r.get(0), r.get(1))
+}
+
+#[tokio::test]
+async fn pruning_history_keeps_as_of_reads_after_it_and_refuses_those_before() {
+    let start = "2025-07-06T00:00:00Z";
+    let db = TestDb::migrated().await;
+    let c = db.client().await;
+    let bars: Vec<SynthBar> = generate(&fx_spec(start, 3, 72)).collect();
+    register(&c, "PRUNE", AssetClass::Fx, start).await;
+    load_bars(&c, "PRUNE", &bars).await;
+    rust_ladder(&db).await;
+    let t0 = instant(&c).await;
+    // Two corrections of one minute, each re-aggregated, with an instant
+    // between them: history then holds the original and the first correction.
+    let minute: DateTime<Utc> = first_minute_under_live_5m_and_1h_bars(&c, "PRUNE").await;
+    let correct = |by: f64| {
+        let c = &c;
+        async move {
+            let n = c
+                .execute(
+                    "UPDATE data_bars SET high = high + $2 WHERE canonical_symbol = 'PRUNE' AND ts_utc = $1",
+                    &[&minute, &by],
+                )
+                .await
+                .unwrap();
+            assert_eq!(n, 1);
+        }
+    };
+    correct(1.0).await;
+    rust_ladder(&db).await;
+    let t1 = instant(&c).await;
+    let at_t1: Vec<Value> = ["1m", "1h", "1d"]
+        .iter()
+        .map(|tf| export(&db, "PRUNE", tf, Some(t1)))
+        .collect();
+    correct(1.0).await;
+    rust_ladder(&db).await;
+    let (versions, revisions) = history_rows(&c, "PRUNE").await;
+    assert!(versions >= 8 && revisions == 2, "{versions} {revisions}");
+
+    // Without --force: a count and a refusal, nothing deleted.
+    let stamp = t1.to_rfc3339();
+    let out = db.cli(&["history", "prune", "--before", &stamp]);
+    let err = crate::common::stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("add --force"), "{err}");
+    assert!(err.contains("1 earlier 1m value"), "{err}");
+    assert_eq!(history_rows(&c, "PRUNE").await, (versions, revisions));
+    let future = (Utc::now() + Duration::days(1)).to_rfc3339();
+    let out = db.cli(&["history", "prune", "--before", &future, "--force"]);
+    assert!(!out.status.success());
+    assert!(crate::common::stderr(&out).contains("in the future"));
+    assert_eq!(history_rows(&c, "PRUNE").await, (versions, revisions));
+
+    let out = db.cli(&["history", "prune", "--before", &stamp, "--force"]);
+    assert!(out.status.success(), "{}", crate::common::stderr(&out));
+    let (left, left_1m) = history_rows(&c, "PRUNE").await;
+    assert!(left > 0 && left < versions, "{left} of {versions}");
+    assert_eq!(left_1m, 1, "the value the second correction replaced stays");
+    for (i, tf) in ["1m", "1h", "1d"].iter().enumerate() {
+        assert_eq!(
+            export(&db, "PRUNE", tf, Some(t1)),
+            at_t1[i],
+            "{tf} as of t1"
+        );
+        let now = instant(&c).await;
+        assert_eq!(
+            export(&db, "PRUNE", tf, Some(now)),
+            export(&db, "PRUNE", tf, None),
+            "{tf} as of now is live"
+        );
+    }
+    let out = db.cli(&["export", "PRUNE", "1h", "--as-of", &t0.to_rfc3339()]);
+    let err = crate::common::stderr(&out);
+    assert!(!out.status.success() && out.stdout.is_empty(), "{err}");
+    assert!(err.contains("was pruned"), "{err}");
 }
 
 #[tokio::test]

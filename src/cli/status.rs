@@ -141,6 +141,20 @@ pub async fn run(global: &Global, args: StatusArgs) -> Result<ExitCode> {
             e.reason
         );
     }
+    let h = &report.history;
+    println!(
+        "history: {} and {} kept for as-of reads{}{}",
+        counted(h.kept.bar_versions, "retired bar version"),
+        counted(h.kept.revisions_1m, "earlier 1m value"),
+        h.pruned_before
+            .map(|t| format!(", pruned before {}", t.format("%Y-%m-%d %H:%M")))
+            .unwrap_or_default(),
+        if h.kept.bar_versions + h.kept.revisions_1m > 0 {
+            " (`barkeep history prune` bounds it)"
+        } else {
+            ""
+        }
+    );
     Ok(ExitCode::SUCCESS)
 }
 

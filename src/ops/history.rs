@@ -87,6 +87,50 @@ pub async fn prune(
     Ok(counts)
 }
 
+/// The history kept for as-of reads, as `barkeep status` shows it.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct HistorySummary {
+    /// Retired versions of derived bars and earlier values of 1m bars kept.
+    #[serde(flatten)]
+    pub kept: PruneCounts,
+    /// The newest instant history of every symbol was pruned before.
+    pub pruned_before: Option<DateTime<Utc>>,
+}
+
+/// How much history is kept, and when it was last pruned for every symbol.
+pub async fn summary(client: &Client) -> Result<HistorySummary> {
+    let row = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM derived_data_bars WHERE deleted_at IS NOT NULL),
+                    (SELECT count(*) FROM data_bars_history),
+                    to_regclass('history_prunes') IS NOT NULL",
+            &[],
+        )
+        .await
+        .context("counting the history kept")?;
+    let kept = PruneCounts {
+        bar_versions: row.get(0),
+        revisions_1m: row.get(1),
+    };
+    // A database one step behind the binary has no record of prunes.
+    let pruned_before = if row.get(2) {
+        client
+            .query_one(
+                "SELECT max(pruned_before) FROM history_prunes WHERE canonical_symbol IS NULL",
+                &[],
+            )
+            .await
+            .context("reading when history was pruned")?
+            .get(0)
+    } else {
+        None
+    };
+    Ok(HistorySummary {
+        kept,
+        pruned_before,
+    })
+}
+
 /// An as-of read before the history of its symbol was pruned.
 #[derive(Debug, thiserror::Error)]
 #[error(

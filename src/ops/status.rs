@@ -6,6 +6,7 @@ use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Duration, Utc};
 use tokio_postgres::Client;
 
+use super::history::{self, HistorySummary};
 use super::instant;
 use super::quarantine::{self, QuarantineSummary};
 use crate::assets::Symbol;
@@ -113,6 +114,8 @@ pub struct StatusReport {
     /// Tasks in the database before any filter (0 means `barkeep sync` is next).
     pub tasks_in_database: i64,
     pub quarantine: QuarantineSummary,
+    /// History kept for as-of reads (`barkeep history prune` bounds it).
+    pub history: HistorySummary,
 }
 
 /// Each symbol with a task (the one bound as `$1`, or all when it is null)
@@ -234,10 +237,12 @@ pub async fn status(client: &Client, settings: &StatusSettings) -> Result<Status
         .context("counting tasks")?
         .get(0);
     let quarantine = quarantine::summary(client, settings.quarantine_newest).await?;
+    let history = history::summary(client).await?;
     Ok(StatusReport {
         now,
         tasks,
         tasks_in_database,
         quarantine,
+        history,
     })
 }

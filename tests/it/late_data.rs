@@ -954,9 +954,31 @@ async fn pruning_history_keeps_as_of_reads_after_it_and_refuses_those_before() {
     assert!(crate::common::stderr(&out).contains("in the future"));
     assert_eq!(history_rows(&c, "PRUNE").await, (versions, revisions));
 
+    let status = |db: &TestDb| -> Value {
+        let out = db.cli(&["status", "--json"]);
+        assert!(out.status.success(), "{}", crate::common::stderr(&out));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()["history"].clone()
+    };
+    let kept = status(&db);
+    assert_eq!(kept["bar_versions"], versions, "{kept}");
+    assert_eq!(kept["revisions_1m"], revisions, "{kept}");
+    assert_eq!(kept["pruned_before"], Value::Null, "{kept}");
+
     let out = db.cli(&["history", "prune", "--before", &stamp, "--force"]);
     assert!(out.status.success(), "{}", crate::common::stderr(&out));
     let (left, left_1m) = history_rows(&c, "PRUNE").await;
+    let kept = status(&db);
+    assert_eq!(
+        (&kept["bar_versions"], &kept["revisions_1m"]),
+        (&left.into(), &left_1m.into())
+    );
+    assert_eq!(
+        kept["pruned_before"]
+            .as_str()
+            .map(|s| s.parse::<DateTime<Utc>>().unwrap()),
+        Some(t1),
+        "{kept}"
+    );
     assert!(left > 0 && left < versions, "{left} of {versions}");
     assert_eq!(left_1m, 1, "the value the second correction replaced stays");
     for (i, tf) in ["1m", "1h", "1d"].iter().enumerate() {

@@ -83,12 +83,7 @@ pub async fn rows_dropped_by_down(client: &Client, to: i64) -> Result<Vec<RowsAt
     let mut at_risk = Vec::new();
     for m in MIGRATIONS.iter().filter(|m| applied.contains(&m.version)) {
         for table in m.dropped_tables() {
-            let exists: bool = client
-                .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
-                .await
-                .with_context(|| format!("looking up {table}"))?
-                .get(0);
-            if !exists {
+            if !has_table(client, &table).await? {
                 continue;
             }
             let rows: i64 = client
@@ -147,6 +142,30 @@ macro_rules! migration {
             previous_checksums: &[$($previous),*],
         }
     };
+}
+
+/// Whether `table` exists: a database one step behind the binary may lack
+/// what a later step adds, and readers of it fall back instead of failing.
+pub async fn has_table(client: &Client, table: &str) -> Result<bool> {
+    Ok(client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+        .await
+        .with_context(|| format!("looking up {table}"))?
+        .get(0))
+}
+
+/// Whether `table` has `column`. The catalog, which every barkeep role may
+/// read, not information_schema, which hides what a role has no rights on.
+pub async fn has_column(client: &Client, table: &str, column: &str) -> Result<bool> {
+    Ok(client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_attribute
+                            WHERE attrelid = to_regclass($1) AND attname = $2 AND NOT attisdropped)",
+            &[&table, &column],
+        )
+        .await
+        .with_context(|| format!("looking for {table}.{column}"))?
+        .get(0))
 }
 
 /// Every step, in order.

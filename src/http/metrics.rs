@@ -189,19 +189,8 @@ struct TaskRead {
 
 /// The tasks in one pass over `data_agg_state`.
 async fn read_tasks(client: &Client) -> Result<TaskRead> {
-    let recoveries = async {
-        client
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_attribute
-                                WHERE attrelid = to_regclass('data_agg_state')
-                                  AND attname = 'lease_recoveries' AND NOT attisdropped)",
-                &[],
-            )
-            .await
-            .context("looking for data_agg_state.lease_recoveries")
-    };
-    let (_, recoveries) = tokio::try_join!(crate::ops::require_migrated(client), recoveries)?;
-    let recoveries_kept: bool = recoveries.get(0);
+    let recoveries = crate::migrate::has_column(client, "data_agg_state", "lease_recoveries");
+    let (_, recoveries_kept) = tokio::try_join!(crate::ops::require_migrated(client), recoveries)?;
     // Only fixed text is spliced in.
     let sql = format!(
         "SELECT canonical_symbol, timeframe, status, hard_fail_streak, last_agg_bar_ts_utc,

@@ -144,19 +144,9 @@ struct Names {
     given_column: bool,
 }
 
-/// Whether `ingest_quarantine` has the `file_as_given` column. The catalog,
-/// which the ingest role may read, not information_schema.
+/// Whether `ingest_quarantine` has the `file_as_given` column.
 async fn keeps_path_as_given(client: &Client) -> Result<bool> {
-    Ok(client
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_attribute
-                            WHERE attrelid = to_regclass('ingest_quarantine')
-                              AND attname = 'file_as_given' AND NOT attisdropped)",
-            &[],
-        )
-        .await
-        .context("looking for ingest_quarantine.file_as_given")?
-        .get(0))
+    crate::migrate::has_column(client, "ingest_quarantine", "file_as_given").await
 }
 
 async fn start(

@@ -11,6 +11,7 @@ use serde::Serialize;
 use tokio_postgres::Client;
 
 use crate::assets::Symbol;
+use crate::migrate::has_table;
 
 /// What a prune deletes (or deleted).
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -102,8 +103,7 @@ pub async fn summary(client: &Client) -> Result<HistorySummary> {
     let row = client
         .query_one(
             "SELECT (SELECT count(*) FROM derived_data_bars WHERE deleted_at IS NOT NULL),
-                    (SELECT count(*) FROM data_bars_history),
-                    to_regclass('history_prunes') IS NOT NULL",
+                    (SELECT count(*) FROM data_bars_history)",
             &[],
         )
         .await
@@ -113,7 +113,7 @@ pub async fn summary(client: &Client) -> Result<HistorySummary> {
         revisions_1m: row.get(1),
     };
     // A database one step behind the binary has no record of prunes.
-    let pruned_before = if row.get(2) {
+    let pruned_before = if has_table(client, "history_prunes").await? {
         client
             .query_one(
                 "SELECT max(pruned_before) FROM history_prunes WHERE canonical_symbol IS NULL",
@@ -146,12 +146,7 @@ pub struct HistoryPruned {
 /// Refuse an as-of read of `symbol` at `as_of` when history it needs was pruned.
 pub async fn check_as_of(client: &Client, symbol: &str, as_of: DateTime<Utc>) -> Result<()> {
     // A database one step behind the binary has no record, and no prune.
-    let recorded: bool = client
-        .query_one("SELECT to_regclass('history_prunes') IS NOT NULL", &[])
-        .await
-        .context("looking for history_prunes")?
-        .get(0);
-    if !recorded {
+    if !has_table(client, "history_prunes").await? {
         return Ok(());
     }
     let floor: Option<DateTime<Utc>> = client

@@ -481,8 +481,10 @@ async fn merge(
         .context("writing bad rows to ingest_quarantine")?
         .get(0);
     // Statistics and sort memory let the planner hash-join a big staging
-    // table instead of probing the index a million times.
-    tx.batch_execute("ANALYZE ingest_stage; SET LOCAL work_mem = '256MB'")
+    // table instead of probing the index a million times. The merge needs
+    // the row count, the distinct times and the share of good rows; the
+    // other columns' statistics would only cost time.
+    tx.batch_execute("ANALYZE ingest_stage (ts_utc, reason); SET LOCAL work_mem = '256MB'")
         .await
         .context("preparing the merge")?;
     let bounds = tx
@@ -494,28 +496,42 @@ async fn merge(
         .context("reading the staged time range")?;
     let (first_ts, last_ts): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
         (bounds.get(0), bounds.get(1));
-    // Separate UPDATE and anti-join INSERT: ON CONFLICT DO UPDATE would lock
-    // (and so write) every identical row. Both see one snapshot, so a bar is
-    // either revised or inserted, never both; DO NOTHING covers a concurrent
-    // load of the same bars. A stored vwap or trade count stays when the
-    // input has no such column ($5, $6: it has).
+    // One join of the staged rows with the stored ones finds what is new
+    // and what differs (in a reload, usually nothing: the rest of the
+    // statement then has no row to touch); a separate UPDATE and INSERT then
+    // write those. ON CONFLICT DO UPDATE would lock (and so write) every
+    // identical row. Everything sees one snapshot, so a bar is either
+    // revised or inserted, never both; the UPDATE compares again, so a row
+    // changed meanwhile by another load is compared as it is now, and DO
+    // NOTHING covers a concurrent load of the same bars. A stored vwap or
+    // trade count stays when the input has no such column ($5, $6: it has).
     let row = tx
         .query_one(
             "WITH latest AS MATERIALIZED (
                SELECT DISTINCT ON (ts_utc) ts_utc, open, high, low, close, vol, vwap, trade_count
                FROM ingest_stage WHERE reason IS NULL
                ORDER BY ts_utc, line DESC
-             ), stored AS (
-               SELECT ts_utc FROM data_bars
-               WHERE canonical_symbol = $1 AND timeframe = '1m' AND ts_utc BETWEEN $3 AND $4
+             ), todo AS MATERIALIZED (
+               SELECT l.*, d.ts_utc IS NULL AS is_new
+               FROM latest l
+               LEFT JOIN data_bars d
+                 ON d.canonical_symbol = $1 AND d.timeframe = '1m' AND d.ts_utc = l.ts_utc
+                AND d.ts_utc BETWEEN $3 AND $4
+               WHERE d.ts_utc IS NULL
+                  OR (d.open, d.high, d.low, d.close, d.vol, d.vwap, d.trade_count)
+                     IS DISTINCT FROM
+                     (l.open, l.high, l.low, l.close, l.vol,
+                      CASE WHEN $5 THEN l.vwap ELSE d.vwap END,
+                      CASE WHEN $6 THEN l.trade_count ELSE d.trade_count END)
              ), revised AS (
                UPDATE data_bars d
                  SET open = l.open, high = l.high, low = l.low, close = l.close, vol = l.vol,
                      vwap = CASE WHEN $5 THEN l.vwap ELSE d.vwap END,
                      trade_count = CASE WHEN $6 THEN l.trade_count ELSE d.trade_count END,
                      source = $2, ingested_at = now()
-               FROM latest l
-               WHERE d.canonical_symbol = $1 AND d.timeframe = '1m' AND d.ts_utc = l.ts_utc
+               FROM todo l
+               WHERE NOT l.is_new
+                 AND d.canonical_symbol = $1 AND d.timeframe = '1m' AND d.ts_utc = l.ts_utc
                  AND d.ts_utc BETWEEN $3 AND $4
                  AND (d.open, d.high, d.low, d.close, d.vol, d.vwap, d.trade_count)
                      IS DISTINCT FROM
@@ -529,8 +545,8 @@ async fn merge(
                   vwap, trade_count, source)
                SELECT $1, '1m', l.ts_utc, l.open, l.high, l.low, l.close, l.vol,
                       l.vwap, l.trade_count, $2
-               FROM latest l
-               WHERE NOT EXISTS (SELECT 1 FROM stored s WHERE s.ts_utc = l.ts_utc)
+               FROM todo l
+               WHERE l.is_new
                ON CONFLICT (canonical_symbol, timeframe, ts_utc) DO NOTHING
                RETURNING 1
              )

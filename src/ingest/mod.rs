@@ -127,6 +127,14 @@ pub async fn ingest_files(
         }
     }
     crate::ops::require_migrated(client).await?;
+    // The merge path stages a file's rows in a temporary table. With the
+    // server's default temp_buffers (8 MB, about 80,000 rows) a larger file
+    // is written out to disk and read back by each statement of the merge.
+    // Local buffers are taken only as a table grows, and the setting cannot
+    // change once the session has used a temporary table: then it stays.
+    if let Err(e) = client.batch_execute("SET temp_buffers = '128MB'").await {
+        tracing::debug!("keeping the session's temp_buffers: {e}");
+    }
     assets::class_of(client, &opts.symbol).await?;
     warn_on_other_symbols(client, &inputs, &opts.symbol).await?;
     let target = load::Target {

@@ -372,6 +372,56 @@ async fn a_changed_row_is_a_revision_updated_in_place() {
 }
 
 #[tokio::test]
+async fn one_merge_inserts_revises_and_skips_in_the_same_file() {
+    let db = audusd_db().await;
+    let sample = std::fs::read_to_string(sample_path()).unwrap();
+    assert!(ingest(&db, &[sample_path().to_str().unwrap()])
+        .status
+        .success());
+    let mut lines = sample.lines();
+    let (same, second) = (lines.next().unwrap(), lines.next().unwrap());
+    // The second minute with another close, and a Saturday minute the sample
+    // does not have, inside the sample's range.
+    let mut changed: Vec<&str> = second.split(';').collect();
+    changed[4] = "0.651200";
+    let input = format!(
+        "{same}\n{}\n20230603 120000;0.66000;0.66100;0.65900;0.66050;0\n",
+        changed.join(";")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "mixed.csv", input.as_bytes());
+    let out = ingest(&db, &[file.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = summary_json(&out);
+    assert_eq!(s["files"][0]["path"], "merge");
+    assert_eq!(
+        (
+            &s["total"]["loaded"],
+            &s["total"]["revised"],
+            &s["total"]["duplicates"]
+        ),
+        (&1.into(), &1.into(), &1.into())
+    );
+    assert_eq!(bars(&db).await, 16_876);
+    let (_, _, _, close, _, _) = bar_at(&db, "2023-06-01T05:01:00Z").await.unwrap();
+    assert_eq!(close, 0.6512);
+    let new = bar_at(&db, "2023-06-03T17:00:00Z").await.unwrap();
+    assert_eq!(new, (0.66, 0.661, 0.659, 0.6605, 0.0, "histdata".into()));
+    // Loading the same file again finds nothing to do.
+    let again = ingest(&db, &[file.to_str().unwrap(), "--json"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    let s = summary_json(&again);
+    assert_eq!(
+        (
+            &s["total"]["loaded"],
+            &s["total"]["revised"],
+            &s["total"]["duplicates"]
+        ),
+        (&0.into(), &0.into(), &3.into())
+    );
+}
+
+#[tokio::test]
 async fn a_row_repeated_within_a_file_takes_its_last_line() {
     let db = audusd_db().await;
     let dir = tempfile::tempdir().unwrap();

@@ -320,13 +320,15 @@ pub async fn bars(State(state): State<Arc<AppState>>, raw: Params) -> ApiResult<
     Ok((json, axum::body::Body::from_stream(pieces)).into_response())
 }
 
-/// `GET /api/tasks?symbol=&timeframe=&status=`: the tasks as `barkeep
-/// status` reports them.
-pub async fn tasks(
-    State(state): State<Arc<AppState>>,
-    raw: Params,
-) -> ApiResult<Json<Vec<TaskStatus>>> {
-    let map = params(raw, &["symbol", "timeframe", "status"])?;
+/// The most tasks one `/api/tasks` page may ask for.
+const TASKS_PAGE_CAP: usize = 100_000;
+
+/// `GET /api/tasks?symbol=&timeframe=&status=&limit=&offset=`: the tasks as
+/// `barkeep status` reports them, in its order. Without `limit`, every
+/// matching task from `offset` on; `X-Total-Count` says how many match, so
+/// a client paging with `limit` and `offset` knows when it has them all.
+pub async fn tasks(State(state): State<Arc<AppState>>, raw: Params) -> ApiResult<Response> {
+    let map = params(raw, &["symbol", "timeframe", "status", "limit", "offset"])?;
     let symbol = given(&map, "symbol")
         .map(|s| Symbol::parse(s).map_err(|e| ApiError::bad_request(format!("{e:#}"))))
         .transpose()?;
@@ -336,6 +338,25 @@ pub async fn tasks(
     let status = given(&map, "status")
         .map(|s| TaskState::parse(s).map_err(|e| ApiError::bad_request(format!("{e:#}"))))
         .transpose()?;
+    let limit = match given(&map, "limit") {
+        None => None,
+        Some(raw) => match raw.parse::<usize>() {
+            Ok(n) if (1..=TASKS_PAGE_CAP).contains(&n) => Some(n),
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "limit: expected a whole number from 1 to {TASKS_PAGE_CAP}, got {raw:?}"
+                )))
+            }
+        },
+    };
+    let offset = match given(&map, "offset") {
+        None => 0,
+        Some(raw) => raw.parse::<usize>().map_err(|_| {
+            ApiError::bad_request(format!(
+                "offset: expected a whole number from 0, got {raw:?}"
+            ))
+        })?,
+    };
     let settings = StatusSettings {
         symbol,
         timeframe,
@@ -344,7 +365,13 @@ pub async fn tasks(
     };
     let client = client(&state).await?;
     let (_, tasks) = status::tasks(&client, &settings).await?;
-    Ok(Json(tasks))
+    let total = tasks.len();
+    let page: Vec<TaskStatus> = tasks
+        .into_iter()
+        .skip(offset)
+        .take(limit.unwrap_or(usize::MAX))
+        .collect();
+    Ok(([("x-total-count", total.to_string())], Json(page)).into_response())
 }
 
 /// `GET /api/alerts`: the report of `barkeep alerts --json`, with its

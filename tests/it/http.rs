@@ -61,6 +61,12 @@ fn serve(db: &TestDb, extra: &[&str]) -> Served {
 
 /// A GET over plain HTTP/1.1: (status, body).
 fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
+    let (status, _, body) = get_with_head(addr, path, token);
+    (status, body)
+}
+
+/// A GET over plain HTTP/1.1: (status, the head in lower case, body).
+fn get_with_head(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String, String) {
     let mut s = TcpStream::connect(addr).expect("connecting to barkeep serve");
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
@@ -75,15 +81,13 @@ fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
     let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
+    let head = head.to_ascii_lowercase();
+    let body = if head.contains("transfer-encoding: chunked") {
         dechunk(body)
     } else {
         body.to_string()
     };
-    (status, body)
+    (status, head, body)
 }
 
 fn dechunk(mut body: &str) -> String {
@@ -232,6 +236,9 @@ async fn bad_requests_get_a_4xx_with_a_json_error() {
         ),
         ("/api/tasks?status=sleeping", 400, "unknown task status"),
         ("/api/tasks?timeframe=1m", 400, "timeframe"),
+        ("/api/tasks?limit=0", 400, "limit"),
+        ("/api/tasks?limit=ten", 400, "limit"),
+        ("/api/tasks?offset=-1", 400, "offset"),
         ("/api/nothing", 404, "no such path"),
     ];
     for (path, want, says) in cases {
@@ -833,6 +840,33 @@ async fn the_dashboard_renders_tasks_and_a_drawn_chart_in_chromium() {
     if let Ok(to) = std::env::var("BARKEEP_SAVE_SCREENSHOT") {
         std::fs::copy(&shot, to).unwrap();
     }
+
+    // More tasks than the table draws: the first 500 are drawn and the
+    // count says how many there are.
+    db.client()
+        .await
+        .batch_execute(
+            "INSERT INTO core_asset_registry_all (canonical_symbol, asset_class, active)
+             SELECT 'X' || lpad(i::text, 3, '0') || 'USD', 'crypto', true
+             FROM generate_series(1, 100) i",
+        )
+        .await
+        .unwrap();
+    let out = db.cli(&["sync"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let tasks = db.count("SELECT count(*) FROM data_agg_state").await;
+    assert!(tasks > 500, "{tasks} tasks");
+    let profile = tempfile::tempdir().unwrap();
+    let out = chromium(profile.path(), &["--dump-dom"], &url);
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    let check = selfcheck(&dom);
+    assert_eq!(check["task-rows"], "500", "{check:?}");
+    assert!(
+        dom.contains(&format!(
+            "{tasks} (first 500 shown; filter to see the rest)"
+        )),
+        "the count says what is not drawn"
+    );
 }
 
 /// Bars of `export … --format json` in [from, to), optionally as of an instant.
@@ -1129,6 +1163,29 @@ async fn the_api_reports_the_alerts_and_tasks_the_command_line_reports() {
     let (_, failed) = get_json(server.addr, "/api/tasks?status=hard-failed", None);
     assert_eq!(failed.as_array().unwrap().len(), 1, "{failed}");
     assert_eq!(failed[0]["timeframe"], "1d");
+
+    // Pages: `limit` and `offset` cut the same list, and the total matching
+    // is in a header.
+    let all = keyed(&tasks);
+    assert!(all.len() >= 4, "{tasks}");
+    let total = format!("x-total-count: {}\r\n", all.len());
+    let (status, head, body) = get_with_head(server.addr, "/api/tasks?limit=2&offset=1", None);
+    assert_eq!(status, 200, "{body}");
+    assert!(head.contains(&total), "{head}");
+    let page: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(keyed(&page), all[1..3].to_vec());
+    let (_, head, body) = get_with_head(
+        server.addr,
+        &format!("/api/tasks?offset={}", all.len() - 1),
+        None,
+    );
+    assert!(head.contains(&total), "{head}");
+    let last: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(keyed(&last), all[all.len() - 1..].to_vec());
+    let (_, past) = get_json(server.addr, "/api/tasks?offset=1000000", None);
+    assert_eq!(past, Value::Array(vec![]));
+    let (_, head, _) = get_with_head(server.addr, "/api/tasks?status=hard-failed&limit=5", None);
+    assert!(head.contains("x-total-count: 1\r\n"), "{head}");
 }
 
 #[tokio::test]

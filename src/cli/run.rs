@@ -47,6 +47,12 @@ pub struct RunArgs {
     /// Do not sync tasks from the registry (leave that to `barkeep sync`).
     #[arg(long)]
     pub no_sync: bool,
+    /// Prune the history kept for as-of reads (retired bar versions, earlier
+    /// 1m values) that stopped being live more than this many days ago: at
+    /// start and every hour. As-of reads before that are refused from then
+    /// on. Default: keep all history (`barkeep history prune` by hand).
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..=36500))]
+    pub keep_history_days: Option<u32>,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -65,6 +71,9 @@ impl RunArgs {
             grace: std::time::Duration::from_secs(self.grace_seconds),
             sync: !self.no_sync,
             sync_from: self.sync_from,
+            keep_history: self
+                .keep_history_days
+                .map(|d| chrono::Duration::days(i64::from(d))),
         }
     }
 }
@@ -154,6 +163,13 @@ fn print_summary(summary: &Summary, json: bool) -> Result<()> {
         "  poor {:>10} bars (quality <= 0)",
         summary.bars_quality_poor
     );
+    if let Some(pruned) = &summary.history_pruned {
+        println!(
+            "  history pruned: {} and {}",
+            crate::ops::counted(pruned.bar_versions, "retired bar version"),
+            crate::ops::counted(pruned.revisions_1m, "earlier 1m value")
+        );
+    }
     if summary.buckets_reaggregated + summary.bars_changed + summary.bars_deleted > 0 {
         println!(
             "  late data: {} buckets re-aggregated, {} bars changed, {} deleted",

@@ -30,6 +30,7 @@ use crate::tasks::Env;
 
 mod lease;
 mod live;
+mod retention;
 mod retry;
 pub use lease::{is_transient, is_transient_sqlstate};
 use lease::{Claim, Finished, Leases};
@@ -65,6 +66,9 @@ pub struct WorkerConfig {
     pub sync: bool,
     /// First bucket of tasks such a sync creates (None: as `barkeep sync`).
     pub sync_from: Option<DateTime<Utc>>,
+    /// Prune the history kept for as-of reads that stopped being live longer
+    /// ago than this, at start and every hour (None: keep it all).
+    pub keep_history: Option<Duration>,
 }
 
 impl WorkerConfig {
@@ -81,6 +85,7 @@ impl WorkerConfig {
             grace: StdDuration::from_secs(30),
             sync: false,
             sync_from: None,
+            keep_history: None,
         }
     }
 
@@ -97,6 +102,9 @@ impl WorkerConfig {
         }
         if self.lease_seconds < 1 {
             bail!("lease-seconds must be at least 1");
+        }
+        if self.keep_history.is_some_and(|k| k < Duration::days(1)) {
+            bail!("keep-history-days must be at least 1");
         }
         Ok(())
     }
@@ -121,6 +129,8 @@ pub struct Summary {
     pub bars_changed: u64,
     /// Bars retired because their bucket no longer qualifies.
     pub bars_deleted: u64,
+    /// History pruned by `--once` with `keep_history` (None: nothing was).
+    pub history_pruned: Option<crate::ops::history::PruneCounts>,
     /// Late or corrected buckets behind a cursor re-aggregated.
     pub buckets_reaggregated: u64,
     pub bars_quality_poor: u64,
@@ -274,6 +284,22 @@ pub async fn run_worker(
 
     let mut control = Conn::new(db.clone(), "control");
     let mut summary = Summary::default();
+    // `--once` prunes before it catches up (an error ends the run, as any
+    // other would); a worker left running prunes every hour beside its work.
+    let mut retention = None;
+    if let Some(keep) = config.keep_history {
+        if config.once {
+            if let Some(client) = control.get(&shutdown).await {
+                summary.history_pruned = retention::prune_older_than(client, keep).await?;
+            }
+        } else {
+            retention = Some(tokio::spawn(retention::retention_loop(
+                Conn::new(db.clone(), "retention"),
+                keep,
+                kill.clone(),
+            )));
+        }
+    }
     let mut state = LoopState {
         claim_wanted: true,
         sync_wanted: config.sync,
@@ -338,6 +364,9 @@ pub async fn run_worker(
     heartbeat.abort();
     if let Some(l) = listener {
         l.abort();
+    }
+    if let Some(r) = retention {
+        r.abort();
     }
     summary.tasks_still_failing = state.failing.len() as u64;
     result?;

@@ -888,6 +888,126 @@ async fn export_as_of_an_instant_returns_the_bars_as_they_stood() {
     assert_reference(&db, "ASOF", true, &model, start).await;
 }
 
+#[tokio::test]
+async fn a_worker_keeping_n_days_of_history_prunes_what_is_older() {
+    let start = "2025-07-06T00:00:00Z";
+    let db = TestDb::migrated().await;
+    let c = db.client().await;
+    let bars: Vec<SynthBar> = generate(&fx_spec(start, 3, 72)).collect();
+    register(&c, "KEEP", AssetClass::Fx, start).await;
+    load_bars(&c, "KEEP", &bars).await;
+    rust_ladder(&db).await;
+    let minute: DateTime<Utc> = first_minute_under_live_5m_and_1h_bars(&c, "KEEP").await;
+    let correct = || {
+        let c = &c;
+        async move {
+            c.execute(
+                "UPDATE data_bars SET high = high + 1 WHERE canonical_symbol = 'KEEP' AND ts_utc = $1",
+                &[&minute],
+            )
+            .await
+            .unwrap();
+        }
+    };
+    // One correction's history made 40 days old, then a second correction.
+    correct().await;
+    rust_ladder(&db).await;
+    let (old_versions, old_revisions) = history_rows(&c, "KEEP").await;
+    assert!(old_versions > 0 && old_revisions == 1);
+    c.batch_execute(
+        "UPDATE derived_data_bars SET deleted_at = deleted_at - interval '40 days'
+           WHERE deleted_at IS NOT NULL;
+         UPDATE data_bars_history SET valid_from = valid_from - interval '40 days',
+                                      valid_to = valid_to - interval '40 days';",
+    )
+    .await
+    .unwrap();
+    correct().await;
+    rust_ladder(&db).await;
+    let (versions, revisions) = history_rows(&c, "KEEP").await;
+    assert!(versions > old_versions && revisions == 2);
+
+    let keep = |db: &TestDb| -> Value {
+        let out = db.cli(&[
+            "run",
+            "--once",
+            "--no-sync",
+            "--keep-history-days",
+            "30",
+            "--json",
+        ]);
+        assert!(out.status.success(), "{}", crate::common::stderr(&out));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()["history_pruned"].clone()
+    };
+    let t = instant(&c).await;
+    let pruned = keep(&db);
+    assert_eq!(pruned["bar_versions"], old_versions, "{pruned}");
+    assert_eq!(pruned["revisions_1m"], 1, "{pruned}");
+    assert_eq!(
+        history_rows(&c, "KEEP").await,
+        (versions - old_versions, 1),
+        "the recent correction's history stays"
+    );
+    let floor: DateTime<Utc> = c
+        .query_one("SELECT max(pruned_before) FROM history_prunes", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let since = floor - (t - Duration::days(30));
+    assert!(
+        since >= Duration::zero() && since < Duration::minutes(5),
+        "pruned before {floor}, 30 days before {t}"
+    );
+    let out = db.cli(&[
+        "export",
+        "KEEP",
+        "1h",
+        "--as-of",
+        &(t - Duration::days(35)).to_rfc3339(),
+    ]);
+    assert!(!out.status.success());
+    assert!(crate::common::stderr(&out).contains("was pruned"));
+
+    // Nothing older than 30 days is left: nothing is deleted or recorded.
+    assert_eq!(keep(&db), Value::Null);
+    assert_eq!(db.count("SELECT count(*) FROM history_prunes").await, 1);
+    let out = db.cli(&["run", "--once", "--keep-history-days", "0"]);
+    assert!(!out.status.success());
+    assert!(crate::common::stderr(&out).contains("keep-history-days"));
+
+    // A worker left running prunes at start.
+    c.batch_execute(
+        "UPDATE derived_data_bars SET deleted_at = deleted_at - interval '40 days'
+           WHERE deleted_at IS NOT NULL;
+         UPDATE data_bars_history SET valid_from = valid_from - interval '40 days',
+                                      valid_to = valid_to - interval '40 days';",
+    )
+    .await
+    .unwrap();
+    let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_barkeep"))
+        .args(["run", "--no-sync", "--keep-history-days", "30"])
+        .env("DATABASE_URL", &db.url)
+        .env_remove("BARKEEP_HOME")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while history_rows(&c, "KEEP").await != (0, 0) {
+        if std::time::Instant::now() > deadline {
+            let _ = worker.kill();
+            panic!(
+                "the running worker did not prune: {:?}",
+                history_rows(&c, "KEEP").await
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let _ = worker.kill();
+    let _ = worker.wait();
+    assert_eq!(db.count("SELECT count(*) FROM history_prunes").await, 2);
+}
+
 /// Retired versions and earlier 1m values of the symbol: (derived, 1m).
 async fn history_rows(c: &Client, symbol: &str) -> (i64, i64) {
     let r = c

@@ -150,7 +150,7 @@ pub async fn run(global: &Global, args: StatusArgs) -> Result<ExitCode> {
             .map(|t| format!(", pruned before {}", t.format("%Y-%m-%d %H:%M")))
             .unwrap_or_default(),
         if h.kept.bar_versions + h.kept.revisions_1m > 0 {
-            " (`barkeep history prune` bounds it)"
+            " (`barkeep history prune` or `run --keep-history-days N` bounds it)"
         } else {
             ""
         }

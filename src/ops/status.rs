@@ -114,7 +114,8 @@ pub struct StatusReport {
     /// Tasks in the database before any filter (0 means `barkeep sync` is next).
     pub tasks_in_database: i64,
     pub quarantine: QuarantineSummary,
-    /// History kept for as-of reads (`barkeep history prune` bounds it).
+    /// History kept for as-of reads (`barkeep history prune` or `run
+    /// --keep-history-days` bounds it).
     pub history: HistorySummary,
 }
 

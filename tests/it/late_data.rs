@@ -842,15 +842,61 @@ async fn first_minute_under_live_5m_and_1h_bars(c: &Client, symbol: &str) -> Dat
     .get(0)
 }
 
-#[tokio::test]
-async fn export_as_of_an_instant_returns_the_bars_as_they_stood() {
-    let start = "2025-07-06T00:00:00Z";
+/// First minute of the data of [`caught_up`].
+const CAUGHT_UP_FROM: &str = "2025-07-06T00:00:00Z";
+
+/// `days` of synthetic fx bars of `symbol` (seed `seed`) loaded and caught
+/// up by the worker: the database, a client, the bars and a minute under
+/// live 5m and 1h bars (a correction of it changes every timeframe to 1d).
+async fn caught_up(
+    symbol: &str,
+    days: i64,
+    seed: u64,
+) -> (TestDb, Client, Vec<SynthBar>, DateTime<Utc>) {
+    let start = CAUGHT_UP_FROM;
     let db = TestDb::migrated().await;
     let c = db.client().await;
-    let bars: Vec<SynthBar> = generate(&fx_spec(start, 8, 71)).collect();
-    register(&c, "ASOF", AssetClass::Fx, start).await;
-    load_bars(&c, "ASOF", &bars).await;
+    let bars: Vec<SynthBar> = generate(&fx_spec(start, days, seed)).collect();
+    register(&c, symbol, AssetClass::Fx, start).await;
+    load_bars(&c, symbol, &bars).await;
     rust_ladder(&db).await;
+    let minute = first_minute_under_live_5m_and_1h_bars(&c, symbol).await;
+    (db, c, bars, minute)
+}
+
+/// Correct one stored minute through plain SQL: its high raised by `by`.
+async fn raise_high(c: &Client, symbol: &str, minute: DateTime<Utc>, by: f64) {
+    let n = c
+        .execute(
+            "UPDATE data_bars SET high = high + $3 WHERE canonical_symbol = $1 AND ts_utc = $2",
+            &[&symbol, &minute, &by],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1, "{symbol} {minute}");
+}
+
+/// Make every piece of kept history `days` older.
+async fn age_history(c: &Client, days: i32) {
+    c.execute(
+        "UPDATE derived_data_bars SET deleted_at = deleted_at - make_interval(days => $1)
+         WHERE deleted_at IS NOT NULL",
+        &[&days],
+    )
+    .await
+    .unwrap();
+    c.execute(
+        "UPDATE data_bars_history SET valid_from = valid_from - make_interval(days => $1),
+                                      valid_to = valid_to - make_interval(days => $1)",
+        &[&days],
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn export_as_of_an_instant_returns_the_bars_as_they_stood() {
+    let (db, c, bars, t) = caught_up("ASOF", 8, 71).await;
     let before = instant(&c).await;
     let old: Vec<Value> = ["1m", "1h", "1d"]
         .iter()
@@ -858,15 +904,7 @@ async fn export_as_of_an_instant_returns_the_bars_as_they_stood() {
         .collect();
     // A correction: one minute's high, through plain SQL, in a 5m bucket
     // whose bar and hour bar exist (so every timeframe up to 1d changes).
-    let t: DateTime<Utc> = first_minute_under_live_5m_and_1h_bars(&c, "ASOF").await;
-    let fixed = c
-        .execute(
-            "UPDATE data_bars SET high = high + 1 WHERE canonical_symbol = 'ASOF' AND ts_utc = $1",
-            &[&t],
-        )
-        .await
-        .unwrap();
-    assert_eq!(fixed, 1);
+    raise_high(&c, "ASOF", t, 1.0).await;
     rust_ladder(&db).await;
     let after = instant(&c).await;
     for (i, tf) in ["1m", "1h", "1d"].iter().enumerate() {
@@ -885,44 +923,19 @@ async fn export_as_of_an_instant_returns_the_bars_as_they_stood() {
     }
     let mut model = model_of(&bars);
     model.get_mut(&t).unwrap().high += 1.0;
-    assert_reference(&db, "ASOF", true, &model, start).await;
+    assert_reference(&db, "ASOF", true, &model, CAUGHT_UP_FROM).await;
 }
 
 #[tokio::test]
 async fn a_worker_keeping_n_days_of_history_prunes_what_is_older() {
-    let start = "2025-07-06T00:00:00Z";
-    let db = TestDb::migrated().await;
-    let c = db.client().await;
-    let bars: Vec<SynthBar> = generate(&fx_spec(start, 3, 72)).collect();
-    register(&c, "KEEP", AssetClass::Fx, start).await;
-    load_bars(&c, "KEEP", &bars).await;
-    rust_ladder(&db).await;
-    let minute: DateTime<Utc> = first_minute_under_live_5m_and_1h_bars(&c, "KEEP").await;
-    let correct = || {
-        let c = &c;
-        async move {
-            c.execute(
-                "UPDATE data_bars SET high = high + 1 WHERE canonical_symbol = 'KEEP' AND ts_utc = $1",
-                &[&minute],
-            )
-            .await
-            .unwrap();
-        }
-    };
+    let (db, c, _, minute) = caught_up("KEEP", 3, 72).await;
     // One correction's history made 40 days old, then a second correction.
-    correct().await;
+    raise_high(&c, "KEEP", minute, 1.0).await;
     rust_ladder(&db).await;
     let (old_versions, old_revisions) = history_rows(&c, "KEEP").await;
     assert!(old_versions > 0 && old_revisions == 1);
-    c.batch_execute(
-        "UPDATE derived_data_bars SET deleted_at = deleted_at - interval '40 days'
-           WHERE deleted_at IS NOT NULL;
-         UPDATE data_bars_history SET valid_from = valid_from - interval '40 days',
-                                      valid_to = valid_to - interval '40 days';",
-    )
-    .await
-    .unwrap();
-    correct().await;
+    age_history(&c, 40).await;
+    raise_high(&c, "KEEP", minute, 1.0).await;
     rust_ladder(&db).await;
     let (versions, revisions) = history_rows(&c, "KEEP").await;
     assert!(versions > old_versions && revisions == 2);
@@ -976,14 +989,7 @@ async fn a_worker_keeping_n_days_of_history_prunes_what_is_older() {
     assert!(crate::common::stderr(&out).contains("keep-history-days"));
 
     // A worker left running prunes at start.
-    c.batch_execute(
-        "UPDATE derived_data_bars SET deleted_at = deleted_at - interval '40 days'
-           WHERE deleted_at IS NOT NULL;
-         UPDATE data_bars_history SET valid_from = valid_from - interval '40 days',
-                                      valid_to = valid_to - interval '40 days';",
-    )
-    .await
-    .unwrap();
+    age_history(&c, 40).await;
     let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_barkeep"))
         .args(["run", "--no-sync", "--keep-history-days", "30"])
         .env("DATABASE_URL", &db.url)
@@ -1024,38 +1030,18 @@ async fn history_rows(c: &Client, symbol: &str) -> (i64, i64) {
 
 #[tokio::test]
 async fn pruning_history_keeps_as_of_reads_after_it_and_refuses_those_before() {
-    let start = "2025-07-06T00:00:00Z";
-    let db = TestDb::migrated().await;
-    let c = db.client().await;
-    let bars: Vec<SynthBar> = generate(&fx_spec(start, 3, 72)).collect();
-    register(&c, "PRUNE", AssetClass::Fx, start).await;
-    load_bars(&c, "PRUNE", &bars).await;
-    rust_ladder(&db).await;
+    let (db, c, _, minute) = caught_up("PRUNE", 3, 72).await;
     let t0 = instant(&c).await;
     // Two corrections of one minute, each re-aggregated, with an instant
     // between them: history then holds the original and the first correction.
-    let minute: DateTime<Utc> = first_minute_under_live_5m_and_1h_bars(&c, "PRUNE").await;
-    let correct = |by: f64| {
-        let c = &c;
-        async move {
-            let n = c
-                .execute(
-                    "UPDATE data_bars SET high = high + $2 WHERE canonical_symbol = 'PRUNE' AND ts_utc = $1",
-                    &[&minute, &by],
-                )
-                .await
-                .unwrap();
-            assert_eq!(n, 1);
-        }
-    };
-    correct(1.0).await;
+    raise_high(&c, "PRUNE", minute, 1.0).await;
     rust_ladder(&db).await;
     let t1 = instant(&c).await;
     let at_t1: Vec<Value> = ["1m", "1h", "1d"]
         .iter()
         .map(|tf| export(&db, "PRUNE", tf, Some(t1)))
         .collect();
-    correct(1.0).await;
+    raise_high(&c, "PRUNE", minute, 1.0).await;
     rust_ladder(&db).await;
     let (versions, revisions) = history_rows(&c, "PRUNE").await;
     assert!(versions >= 8 && revisions == 2, "{versions} {revisions}");

@@ -142,6 +142,24 @@ fn given<'a>(map: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
     map.get(name).map(|s| s.trim()).filter(|s| !s.is_empty())
 }
 
+/// A whole-number parameter within `range`, when given.
+fn whole_number(
+    map: &HashMap<String, String>,
+    name: &str,
+    range: std::ops::RangeInclusive<i64>,
+) -> ApiResult<Option<i64>> {
+    given(map, name)
+        .map(|raw| match raw.parse::<i64>() {
+            Ok(n) if range.contains(&n) => Ok(n),
+            _ => Err(ApiError::bad_request(format!(
+                "{name}: expected a whole number from {} to {}, got {raw:?}",
+                range.start(),
+                range.end()
+            ))),
+        })
+        .transpose()
+}
+
 fn instant(map: &HashMap<String, String>, name: &str) -> ApiResult<Option<DateTime<Utc>>> {
     given(map, name)
         .map(|raw| parse_instant(raw).map_err(|e| ApiError::bad_request(format!("{name}: {e}"))))
@@ -321,7 +339,7 @@ pub async fn bars(State(state): State<Arc<AppState>>, raw: Params) -> ApiResult<
 }
 
 /// The most tasks one `/api/tasks` page may ask for.
-const TASKS_PAGE_CAP: usize = 100_000;
+const TASKS_PAGE_CAP: i64 = 100_000;
 
 /// `GET /api/tasks?symbol=&timeframe=&status=&limit=&offset=`: the tasks as
 /// `barkeep status` reports them, in its order. Without `limit`, every
@@ -338,25 +356,8 @@ pub async fn tasks(State(state): State<Arc<AppState>>, raw: Params) -> ApiResult
     let status = given(&map, "status")
         .map(|s| TaskState::parse(s).map_err(|e| ApiError::bad_request(format!("{e:#}"))))
         .transpose()?;
-    let limit = match given(&map, "limit") {
-        None => None,
-        Some(raw) => match raw.parse::<usize>() {
-            Ok(n) if (1..=TASKS_PAGE_CAP).contains(&n) => Some(n),
-            _ => {
-                return Err(ApiError::bad_request(format!(
-                    "limit: expected a whole number from 1 to {TASKS_PAGE_CAP}, got {raw:?}"
-                )))
-            }
-        },
-    };
-    let offset = match given(&map, "offset") {
-        None => 0,
-        Some(raw) => raw.parse::<usize>().map_err(|_| {
-            ApiError::bad_request(format!(
-                "offset: expected a whole number from 0, got {raw:?}"
-            ))
-        })?,
-    };
+    let limit = whole_number(&map, "limit", 1..=TASKS_PAGE_CAP)?;
+    let offset = whole_number(&map, "offset", 0..=1_000_000_000)?.unwrap_or(0);
     let settings = StatusSettings {
         symbol,
         timeframe,
@@ -366,10 +367,11 @@ pub async fn tasks(State(state): State<Arc<AppState>>, raw: Params) -> ApiResult
     let client = client(&state).await?;
     let (_, tasks) = status::tasks(&client, &settings).await?;
     let total = tasks.len();
+    // Both are within 0..=1e9, so they fit in usize.
     let page: Vec<TaskStatus> = tasks
         .into_iter()
-        .skip(offset)
-        .take(limit.unwrap_or(usize::MAX))
+        .skip(offset as usize)
+        .take(limit.map_or(usize::MAX, |n| n as usize))
         .collect();
     Ok(([("x-total-count", total.to_string())], Json(page)).into_response())
 }
@@ -395,17 +397,7 @@ pub async fn quality(
     raw: Params,
 ) -> ApiResult<Json<QualityReport>> {
     let map = params(raw, &["days"])?;
-    let days = match given(&map, "days") {
-        None => 7,
-        Some(raw) => match raw.parse::<i64>() {
-            Ok(d) if (1..=3660).contains(&d) => d,
-            _ => {
-                return Err(ApiError::bad_request(format!(
-                    "days: expected a whole number from 1 to 3660, got {raw:?}"
-                )))
-            }
-        },
-    };
+    let days = whole_number(&map, "days", 1..=3660)?.unwrap_or(7);
     let client = client(&state).await?;
     let since = match reads::newest_1m(&client).await? {
         Some(newest) => Since::At(newest - chrono::Duration::days(days)),
@@ -425,17 +417,7 @@ pub async fn runs(
     raw: Params,
 ) -> ApiResult<Json<Vec<reads::RunView>>> {
     let map = params(raw, &["limit"])?;
-    let limit = match given(&map, "limit") {
-        None => 50,
-        Some(raw) => match raw.parse::<i64>() {
-            Ok(n) if (1..=1000).contains(&n) => n,
-            _ => {
-                return Err(ApiError::bad_request(format!(
-                    "limit: expected a whole number from 1 to 1000, got {raw:?}"
-                )))
-            }
-        },
-    };
+    let limit = whole_number(&map, "limit", 1..=1000)?.unwrap_or(50);
     let client = client(&state).await?;
     Ok(Json(reads::runs(&client, limit).await?))
 }

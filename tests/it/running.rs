@@ -213,6 +213,10 @@ async fn complete_buckets_are_final_when_their_last_minute_lands_and_quiet_ones_
     let log = child_stderr(&mut worker);
     assert!(status.success(), "{log}");
     assert!(log.contains("task run"), "one line per task run: {log}");
+    assert!(
+        log.contains("reaggregated=1 changed=1"),
+        "the run that rewrote the bar says so: {log}"
+    );
     assert_eq!(
         db.count("SELECT count(*) FROM data_agg_state WHERE status = 'running'")
             .await,

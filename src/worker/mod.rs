@@ -415,25 +415,17 @@ fn log_run(symbol: &Symbol, run: &TaskRun, finished: Option<&Finished>) {
         Some(Finished::LeaseLost) => "lease lost",
         None => "not recorded",
     };
+    // Late or corrected data behind the cursor: the line says what it
+    // changed (a None field is left out of the line).
     let late = run.buckets_reaggregated + run.bars_changed + run.bars_deleted > 0;
     match &run.outcome {
-        // Late or corrected data behind the cursor: say what it changed.
-        TaskOutcome::Done | TaskOutcome::More if late => tracing::info!(
-            symbol = %symbol,
-            timeframe = %run.timeframe,
-            bars = run.bars_created,
-            reaggregated = run.buckets_reaggregated,
-            changed = run.bars_changed,
-            deleted = run.bars_deleted,
-            cursor,
-            ms,
-            more = matches!(run.outcome, TaskOutcome::More),
-            "task run"
-        ),
         TaskOutcome::Done | TaskOutcome::More => tracing::info!(
             symbol = %symbol,
             timeframe = %run.timeframe,
             bars = run.bars_created,
+            reaggregated = late.then_some(run.buckets_reaggregated),
+            changed = late.then_some(run.bars_changed),
+            deleted = late.then_some(run.bars_deleted),
             cursor,
             ms,
             more = matches!(run.outcome, TaskOutcome::More),

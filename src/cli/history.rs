@@ -55,7 +55,13 @@ pub async fn run(global: &Global, cmd: HistoryCommand) -> Result<ExitCode> {
             counted(would.revisions_1m, "earlier 1m value"),
         );
     }
-    let done = history::prune(&mut client, symbol.as_ref(), before).await?;
+    let done = history::prune(
+        &mut client,
+        symbol.as_ref(),
+        before,
+        history::Record::Always,
+    )
+    .await?;
     println!(
         "pruned the history of {whose} before {stamp}: deleted {} and {}; \
          as-of reads before {stamp} are refused",

@@ -51,6 +51,17 @@ pub async fn count(
     })
 }
 
+/// Whether a prune that deleted nothing is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Record {
+    /// Always: as-of reads before the instant are refused from then on
+    /// (`barkeep history prune`, which says so).
+    Always,
+    /// Only when something was deleted (a worker's hourly retention, which
+    /// would otherwise record a prune every hour).
+    WhenDeleted,
+}
+
 /// Delete the history of `symbol` (every symbol when None) that stopped
 /// being live at or before `before`, and record the prune, in one
 /// transaction. `before` must not be in the future.
@@ -58,6 +69,7 @@ pub async fn prune(
     client: &mut Client,
     symbol: Option<&Symbol>,
     before: DateTime<Utc>,
+    record: Record,
 ) -> Result<PruneCounts> {
     super::require_migrated(client).await?;
     if before > Utc::now() {
@@ -77,6 +89,10 @@ pub async fn prune(
         bar_versions: bar_versions as i64,
         revisions_1m: revisions_1m as i64,
     };
+    if record == Record::WhenDeleted && counts == PruneCounts::default() {
+        // Nothing deleted, nothing to record: the empty transaction ends.
+        return Ok(counts);
+    }
     tx.execute(
         "INSERT INTO history_prunes (canonical_symbol, pruned_before, bars_deleted, revisions_deleted)
          VALUES ($1, $2, $3, $4)",

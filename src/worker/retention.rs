@@ -13,7 +13,7 @@ use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
 use super::retry::Conn;
-use crate::ops::history::{self, PruneCounts};
+use crate::ops::history::{self, PruneCounts, Record};
 
 /// How often a long-running worker prunes.
 const EVERY: StdDuration = StdDuration::from_secs(3600);
@@ -25,11 +25,10 @@ pub(super) async fn prune_older_than(
     keep: Duration,
 ) -> Result<Option<PruneCounts>> {
     let before = Utc::now() - keep;
-    let would = history::count(client, None, before).await?;
-    if would == PruneCounts::default() {
+    let done = history::prune(client, None, before, Record::WhenDeleted).await?;
+    if done == PruneCounts::default() {
         return Ok(None);
     }
-    let done = history::prune(client, None, before).await?;
     tracing::info!(
         bar_versions = done.bar_versions,
         revisions_1m = done.revisions_1m,

@@ -218,10 +218,10 @@ pub async fn change_class(
     )
     .await
     .context("dropping marks of the old calendar")?;
+    // The task state machine's restart (sql/functions/40_tasks.sql): each
+    // started task back at its first bucket on the new calendar.
     tx.execute(
-        "UPDATE data_agg_state
-         SET last_agg_bar_ts_utc = agg_bootstrap_cursor(canonical_symbol, timeframe), updated_at = now()
-         WHERE canonical_symbol = $1 AND timeframe = ANY($2) AND last_agg_bar_ts_utc IS NOT NULL",
+        "SELECT agg_restart_tasks($1, $2, NULL, true)",
         &[&symbol.as_str(), &tfs],
     )
     .await

@@ -134,6 +134,9 @@ pub struct Summary {
     /// Late or corrected buckets behind a cursor re-aggregated.
     pub buckets_reaggregated: u64,
     pub bars_quality_poor: u64,
+    /// Live calls (`agg_advance_live`) that failed with an error; their
+    /// tasks went to the fast path or wait for the next claim.
+    pub live_errors: u64,
 }
 
 impl Summary {
@@ -221,6 +224,8 @@ struct LaneReport {
     dependents: Option<Vec<Symbol>>,
     /// Late data re-aggregated for tasks no run of this job held: counts only.
     late: Vec<TaskRun>,
+    /// Live calls that failed (logged; their tasks ran on the fast path).
+    live_errors: u64,
 }
 
 /// Something the listening connection heard.
@@ -387,6 +392,7 @@ struct LoopState {
 fn absorb(summary: &mut Summary, state: &mut LoopState, report: LaneReport) {
     state.in_flight = state.in_flight.saturating_sub(1);
     summary.tasks_released += report.released;
+    summary.live_errors += report.live_errors;
     for run in &report.late {
         summary.count_bars(run);
     }
@@ -887,6 +893,7 @@ async fn run_dependents_job(
             if is_transient(&e) {
                 conn.broken();
             }
+            report.live_errors += 1;
             tracing::warn!("advancing the tasks live groups made due: {e:#}");
         }
     }
@@ -955,6 +962,7 @@ async fn run_live_job(
             Err(e) => break e,
         }
     };
+    report.live_errors += 1;
     tracing::warn!(
         tasks = claims.len(),
         "live run failed; running these tasks on the fast path: {error:#}"

@@ -24,6 +24,7 @@ mod quarantine;
 mod reference;
 mod running;
 mod sql_functions;
+mod state_machine;
 mod tasks;
 mod tls;
 mod verify;

@@ -19,6 +19,7 @@ mod managed;
 mod migrations;
 mod ops;
 mod own_cluster;
+mod plpgsql_check;
 mod privileges;
 mod quarantine;
 mod reference;

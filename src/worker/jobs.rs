@@ -1,0 +1,319 @@
+//! The work a lane does: the three kinds of [`Job`] the scheduler queues
+//! (one symbol's ladder on the fast path, a group of live tasks advanced in
+//! one call, the dependents such a group made due), how a lane runs each
+//! (methods of [`Lane`]), and [`LaneReport`], what it sends back. Every run
+//! is recorded with `agg_finish` before it is reported, retried through
+//! transient failures ([`Lane::finish_with_retry`]).
+
+use std::collections::{BTreeMap, HashMap};
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Duration, Utc};
+use tokio_postgres::Client;
+
+use super::lanes::Lane;
+use super::lease::{self, is_transient, Claim, Finished};
+use super::live::{self, Advanced};
+use super::retry::Backoff;
+use crate::assets::Symbol;
+use crate::calendar::{Calendar, Timeframe};
+use crate::engine::{SymbolJob, SymbolRunner, TaskPlan, TaskRun};
+
+/// Work for a lane.
+pub(super) enum Job {
+    /// One symbol's claimed tasks, on the fast path.
+    Symbol(SymbolJob),
+    /// Claimed live tasks of whole symbols, advanced in one call.
+    Live(LiveGroup),
+    /// The tasks of these symbols that live groups made due (15m, 1h, ...
+    /// after 5m), claimed and advanced in one call.
+    Dependents(Vec<Symbol>),
+}
+
+/// Claimed live tasks of whole symbols; the claim's time and `max_windows`
+/// serve the fast path if the live call cannot run.
+pub(super) struct LiveGroup {
+    pub(super) claims: Vec<Claim>,
+    pub(super) now: DateTime<Utc>,
+    pub(super) max_windows: Option<u64>,
+}
+
+impl Job {
+    /// The claimed tasks of this job and their leases, to hand back when it
+    /// is not run. Dependents are claimed inside their call: none yet.
+    pub(super) fn claimed(&self) -> Vec<(Symbol, Timeframe, Option<uuid::Uuid>)> {
+        match self {
+            Job::Symbol(j) => j
+                .tasks
+                .iter()
+                .map(|t| (j.symbol.clone(), t.timeframe, t.lease))
+                .collect(),
+            Job::Live(group) => group
+                .claims
+                .iter()
+                .map(|c| (c.symbol.clone(), c.timeframe, Some(c.lease)))
+                .collect(),
+            Job::Dependents(_) => Vec::new(),
+        }
+    }
+}
+
+/// What a lane did with one job.
+#[derive(Default)]
+pub(super) struct LaneReport {
+    pub(super) runs: Vec<(Symbol, TaskRun, Option<Finished>)>,
+    pub(super) released: u64,
+    /// A live group committed: the symbols whose dependents (15m after
+    /// 5m, ...) are to be taken next, once the group's own rows are free.
+    pub(super) dependents: Option<Vec<Symbol>>,
+    /// Late data re-aggregated for tasks no run of this job held: counts only.
+    pub(super) late: Vec<TaskRun>,
+}
+
+/// Group claims by symbol, look up calendars, bootstrap missing cursors.
+pub(super) async fn plan_jobs(
+    control: &Client,
+    claims: Vec<Claim>,
+    now: DateTime<Utc>,
+    max_windows: Option<u64>,
+) -> Result<Vec<SymbolJob>> {
+    let symbols: Vec<String> = {
+        let mut s: Vec<String> = claims.iter().map(|c| c.symbol.to_string()).collect();
+        s.sort();
+        s.dedup();
+        s
+    };
+    let rows = control
+        .query(
+            "SELECT canonical_symbol, asset_class FROM core_asset_registry_all
+             WHERE canonical_symbol = ANY($1)",
+            &[&symbols],
+        )
+        .await
+        .context("reading asset classes")?;
+    let calendars: HashMap<String, Calendar> = rows
+        .iter()
+        .map(|r| (r.get(0), Calendar::for_asset_class(r.get(1))))
+        .collect();
+    let mut jobs: BTreeMap<Symbol, SymbolJob> = BTreeMap::new();
+    for c in claims {
+        let cursor = match c.cursor {
+            Some(cursor) => cursor,
+            None => control
+                .query_one(
+                    "SELECT agg_bootstrap_cursor($1, $2, $3)",
+                    &[&c.symbol.as_str(), &c.timeframe.as_str(), &now],
+                )
+                .await
+                .with_context(|| format!("bootstrapping the {} {} cursor", c.symbol, c.timeframe))?
+                .get(0),
+        };
+        let job = jobs.entry(c.symbol.clone()).or_insert_with(|| SymbolJob {
+            symbol: c.symbol.clone(),
+            calendar: calendars
+                .get(c.symbol.as_str())
+                .copied()
+                .unwrap_or(Calendar::Utc),
+            tasks: Vec::new(),
+            now,
+            max_windows,
+            derivation_version: 1,
+        });
+        job.tasks.push(TaskPlan {
+            timeframe: c.timeframe,
+            source: c.source,
+            cursor,
+            delay: Duration::seconds(c.delay_seconds.into()),
+            lease: Some(c.lease),
+        });
+    }
+    Ok(jobs.into_values().collect())
+}
+
+impl Lane {
+    /// Run one symbol's tasks on the fast path and record each run. False
+    /// when `kill` ended it (the open chunk is rolled back with the
+    /// connection).
+    pub(super) async fn run_symbol_job(
+        &mut self,
+        job: &SymbolJob,
+        report: &mut LaneReport,
+    ) -> bool {
+        let Some(client) = self.conn.get(&self.shared.kill).await else {
+            return false;
+        };
+        let runs = tokio::select! {
+            runs = SymbolRunner::new(client, job).run(|_| {}) => runs,
+            _ = self.shared.kill.cancelled() => {
+                // Dropping the connection rolls the open chunk back.
+                self.conn.broken();
+                return false;
+            }
+        };
+        for run in runs {
+            let finished = self.finish_with_retry(&job.symbol, &run).await;
+            lease::forget(&self.shared.leases, &job.symbol, run.timeframe);
+            report.runs.push((job.symbol.clone(), run, finished));
+        }
+        true
+    }
+
+    /// Advance a group of live tasks in one call, retrying transient
+    /// failures (nothing of a failed call stays). If the call cannot run at
+    /// all (an older schema, a bug), the tasks go the fast path instead.
+    /// False when `kill` ended it.
+    pub(super) async fn run_live_job(&mut self, group: LiveGroup, report: &mut LaneReport) -> bool {
+        match self.advance_live(&group.claims, report).await {
+            Ok(done) => done,
+            Err(error) => {
+                tracing::warn!(
+                    tasks = group.claims.len(),
+                    "live run failed; running these tasks on the fast path: {error:#}"
+                );
+                self.run_on_fast_path(group, report).await
+            }
+        }
+    }
+
+    /// The live call with its retries: Ok(false) when `kill` ended it, an
+    /// error when the call cannot run.
+    async fn advance_live(&mut self, claims: &[Claim], report: &mut LaneReport) -> Result<bool> {
+        let mut backoff = Backoff::default();
+        loop {
+            let Some(client) = self.conn.get(&self.shared.kill).await else {
+                return Ok(false);
+            };
+            let call = tokio::select! {
+                r = live::advance(client, claims, &self.shared.worker, self.shared.lease_seconds) => r,
+                _ = self.shared.kill.cancelled() => {
+                    self.conn.broken();
+                    return Ok(false);
+                }
+            };
+            match call {
+                Ok(advanced) => {
+                    self.report_live(claims, advanced, report);
+                    return Ok(true);
+                }
+                Err(e) if is_transient(&e) => {
+                    self.conn.broken();
+                    tracing::warn!(tasks = claims.len(), "live run failed, retrying: {e:#}");
+                    if !backoff.wait(&self.shared.kill).await {
+                        return Ok(false);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// A committed live group: its runs, and its symbols for the dependents
+    /// call to come.
+    fn report_live(&self, claims: &[Claim], advanced: Vec<Advanced>, report: &mut LaneReport) {
+        tracing::info!(
+            tasks = advanced.len(),
+            ms = advanced
+                .first()
+                .map(|a| a.run.elapsed.as_millis() as u64)
+                .unwrap_or(0),
+            "advanced live tasks"
+        );
+        let mut symbols: Vec<Symbol> = claims.iter().map(|c| c.symbol.clone()).collect();
+        symbols.dedup();
+        report.dependents = Some(symbols);
+        for a in advanced {
+            match a.finished {
+                Some(f) => {
+                    lease::forget(&self.shared.leases, &a.symbol, a.run.timeframe);
+                    report.runs.push((a.symbol, a.run, Some(f)));
+                }
+                None => report.late.push(a.run),
+            }
+        }
+    }
+
+    /// A live group whose call cannot run, symbol by symbol on the fast
+    /// path. False when `kill` ended it.
+    async fn run_on_fast_path(&mut self, group: LiveGroup, report: &mut LaneReport) -> bool {
+        let Some(client) = self.conn.get(&self.shared.kill).await else {
+            return false;
+        };
+        let jobs = match plan_jobs(client, group.claims, group.now, group.max_windows).await {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                // The leases expire and another claim redoes the tasks.
+                tracing::error!("planning the fast path failed: {e:#}");
+                return true;
+            }
+        };
+        for job in jobs {
+            if !self.run_symbol_job(&job, report).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Claim and advance the tasks of `symbols` that live groups made due. A
+    /// failure leaves them due for the next claim. False when `kill` ended it.
+    pub(super) async fn run_dependents_job(
+        &mut self,
+        symbols: &[Symbol],
+        report: &mut LaneReport,
+    ) -> bool {
+        let Some(client) = self.conn.get(&self.shared.kill).await else {
+            return false;
+        };
+        let call = tokio::select! {
+            r = live::advance_dependents(client, symbols, &self.shared.worker, self.shared.lease_seconds) => r,
+            _ = self.shared.kill.cancelled() => {
+                self.conn.broken();
+                return false;
+            }
+        };
+        match call {
+            Ok(advanced) => {
+                if !advanced.is_empty() {
+                    tracing::info!(tasks = advanced.len(), "advanced live tasks made due");
+                }
+                for a in advanced {
+                    match a.finished {
+                        Some(f) => report.runs.push((a.symbol, a.run, Some(f))),
+                        None => report.late.push(a.run),
+                    }
+                }
+            }
+            Err(e) => {
+                if is_transient(&e) {
+                    self.conn.broken();
+                }
+                tracing::warn!("advancing the tasks live groups made due: {e:#}");
+            }
+        }
+        true
+    }
+
+    /// Record a run, retrying transient failures until it is recorded or
+    /// `kill` is cancelled (an unrecorded run's lease expires and another
+    /// claim redoes it).
+    async fn finish_with_retry(&mut self, symbol: &Symbol, run: &TaskRun) -> Option<Finished> {
+        let mut backoff = Backoff::default();
+        loop {
+            let client = self.conn.get(&self.shared.kill).await?;
+            match lease::finish(client, symbol, run).await {
+                Ok(f) => return Some(f),
+                Err(e) if is_transient(&e) => {
+                    self.conn.broken();
+                    tracing::warn!(symbol = %symbol, timeframe = %run.timeframe, "recording a run failed, retrying: {e:#}");
+                    if !backoff.wait(&self.shared.kill).await {
+                        return None;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(symbol = %symbol, timeframe = %run.timeframe, "recording a run failed: {e:#}");
+                    return None;
+                }
+            }
+        }
+    }
+}

@@ -178,13 +178,14 @@ impl Lane {
     /// The live call with its retries: Ok(false) when `kill` ended it, an
     /// error when the call cannot run.
     async fn advance_live(&mut self, claims: &[Claim], report: &mut LaneReport) -> Result<bool> {
+        let (worker, lease_seconds) = (&self.shared.worker, self.shared.lease_seconds);
         let mut backoff = Backoff::default();
         loop {
             let Some(client) = self.conn.get(&self.shared.kill).await else {
                 return Ok(false);
             };
             let call = tokio::select! {
-                r = live::advance(client, claims, &self.shared.worker, self.shared.lease_seconds) => r,
+                r = live::advance(client, claims, worker, lease_seconds) => r,
                 _ = self.shared.kill.cancelled() => {
                     self.conn.broken();
                     return Ok(false);
@@ -261,11 +262,12 @@ impl Lane {
         symbols: &[Symbol],
         report: &mut LaneReport,
     ) -> bool {
+        let (worker, lease_seconds) = (&self.shared.worker, self.shared.lease_seconds);
         let Some(client) = self.conn.get(&self.shared.kill).await else {
             return false;
         };
         let call = tokio::select! {
-            r = live::advance_dependents(client, symbols, &self.shared.worker, self.shared.lease_seconds) => r,
+            r = live::advance_dependents(client, symbols, worker, lease_seconds) => r,
             _ = self.shared.kill.cancelled() => {
                 self.conn.broken();
                 return false;
@@ -304,13 +306,21 @@ impl Lane {
                 Ok(f) => return Some(f),
                 Err(e) if is_transient(&e) => {
                     self.conn.broken();
-                    tracing::warn!(symbol = %symbol, timeframe = %run.timeframe, "recording a run failed, retrying: {e:#}");
+                    tracing::warn!(
+                        symbol = %symbol,
+                        timeframe = %run.timeframe,
+                        "recording a run failed, retrying: {e:#}"
+                    );
                     if !backoff.wait(&self.shared.kill).await {
                         return None;
                     }
                 }
                 Err(e) => {
-                    tracing::error!(symbol = %symbol, timeframe = %run.timeframe, "recording a run failed: {e:#}");
+                    tracing::error!(
+                        symbol = %symbol,
+                        timeframe = %run.timeframe,
+                        "recording a run failed: {e:#}"
+                    );
                     return None;
                 }
             }

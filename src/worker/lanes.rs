@@ -1,9 +1,12 @@
-//! The lanes: a fixed set of tasks, one connection each (kept across
-//! rounds), that take [`Job`]s from one queue and send a [`LaneReport`] of
-//! each back to the scheduler. A lane stops when the queue closes; once
-//! shutdown is requested it hands queued jobs back unrun with
-//! `agg_release`, and once the grace period is over (`kill`) it abandons
-//! the job in flight, whose open chunk rolls back with the connection.
+//! The lanes: a fixed number of spawned loops, one connection each (kept
+//! across rounds), that take [`Job`]s from one queue and send a
+//! [`LaneReport`] of each back to the scheduler. A lane stops when the
+//! queue closes; once shutdown is requested it hands queued jobs back unrun
+//! with `agg_release`, and once the grace period is over (`kill`) it
+//! abandons the job in flight, whose open chunk rolls back with the
+//! connection.
+
+use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use tokio::sync::mpsc;
@@ -14,6 +17,9 @@ use super::lease;
 use super::retry::Conn;
 use super::Shared;
 use crate::db::Database;
+
+/// The queue all lanes take from: a free lane takes the next job.
+type SharedQueue = Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Job>>>;
 
 /// The lanes as the scheduler sees them: a queue in, reports out.
 pub(super) struct Lanes {
@@ -27,7 +33,7 @@ impl Lanes {
     /// Start `count` lanes, each with a connection of its own to `db`.
     pub(super) fn start(db: &Database, count: usize, shared: &Shared) -> Self {
         let (queue, jobs) = mpsc::unbounded_channel::<Job>();
-        let jobs = std::sync::Arc::new(tokio::sync::Mutex::new(jobs));
+        let jobs: SharedQueue = Arc::new(tokio::sync::Mutex::new(jobs));
         let (report_tx, reports) = mpsc::unbounded_channel::<LaneReport>();
         let handles = (0..count)
             .map(|_| {
@@ -82,8 +88,7 @@ impl Lanes {
 pub(super) struct Lane {
     pub(super) conn: Conn,
     pub(super) shared: Shared,
-    /// The queue all lanes share: a free lane takes the next job.
-    jobs: std::sync::Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Job>>>,
+    jobs: SharedQueue,
     reports: mpsc::UnboundedSender<LaneReport>,
 }
 

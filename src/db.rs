@@ -5,7 +5,7 @@
 //! `verify-ca`, `verify-full`) and `sslrootcert` are read from the URL or
 //! key=value string here, because tokio-postgres itself only knows
 //! disable/prefer/require; they are stripped before the rest is handed to
-//! tokio-postgres ([`conninfo`] reads them, [`tls`] turns them into rustls
+//! tokio-postgres (`conninfo` reads them, `tls` turns them into rustls
 //! settings). The password never appears in a message: errors name the
 //! database, host and user only.
 

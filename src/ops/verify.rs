@@ -1,10 +1,10 @@
 //! `barkeep verify` as a service: the checklist's Steps 2–6 and its 12
-//! success criteria ([`checklist`]), the security properties of the SQL
-//! face (docs/DESIGN.md, [`security`]), and (`--deep`) a recomputation of
+//! success criteria (`checklist`), the security properties of the SQL
+//! face (docs/DESIGN.md, `security`), and (`--deep`) a recomputation of
 //! stored bars from their sources ([`deep`]). Each check is PASS, FAIL or
 //! SKIP with the value observed.
 //!
-//! verify reads what it judges first ([`facts`]), then runs [`CHECKS`], a
+//! verify reads what it judges first (`facts`), then runs `CHECKS`, a
 //! list of small functions in report order, each adding its rows.
 //! Nothing here writes: the sync of Step 6 runs in a rolled-back transaction.
 

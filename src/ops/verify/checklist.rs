@@ -243,11 +243,8 @@ pub(super) fn criterion1(f: &Facts, c: &mut Checks) {
 }
 
 pub(super) fn criterion2(_: &Facts, c: &mut Checks) {
-    c.same_as(
-        "criterion2",
-        "2. all 3 new columns exist with correct types",
-        "step2",
-    );
+    let title = "2. all 3 new columns exist with correct types";
+    c.same_as("criterion2", title, "step2");
 }
 
 /// Whether the checklist's call with `args` reaches `f`: its arguments
@@ -352,11 +349,8 @@ pub(super) fn criterion6(_: &Facts, c: &mut Checks) {
 }
 
 pub(super) fn criterion7(_: &Facts, c: &mut Checks) {
-    c.same_as(
-        "criterion7",
-        "7. all tasks share one task_priority",
-        "step5.priority",
-    );
+    let title = "7. all tasks share one task_priority";
+    c.same_as("criterion7", title, "step5.priority");
 }
 
 /// Criterion 8: the longest logged run took under 5 minutes.
@@ -416,11 +410,8 @@ pub(super) fn criterion9(f: &Facts, c: &mut Checks) {
 }
 
 pub(super) fn criterion10(_: &Facts, c: &mut Checks) {
-    c.same_as(
-        "criterion10",
-        "10. zero hard_failed tasks",
-        "step5.hard_failed",
-    );
+    let title = "10. zero hard_failed tasks";
+    c.same_as("criterion10", title, "step5.hard_failed");
 }
 
 pub(super) fn criterion11(f: &Facts, c: &mut Checks) {

@@ -20,7 +20,6 @@ use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -28,6 +27,8 @@ use deadpool_postgres::Object;
 use serde_json::json;
 
 use super::bars_json::{self, BarsPage};
+pub use super::error::ApiError;
+use super::error::ApiResult;
 use super::{AppState, BARS_CAP};
 use crate::assets::Symbol;
 use crate::bars;
@@ -48,79 +49,6 @@ const STREAMED_BARS: usize = 1_000;
 /// About how many bytes of a streamed page go out at once.
 const PIECE_BYTES: usize = 128 * 1024;
 
-/// A failed request: its status and a one-line message, sent as JSON.
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub message: String,
-}
-
-impl ApiError {
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::BAD_REQUEST,
-            message: message.into(),
-        }
-    }
-
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::NOT_FOUND,
-            message: message.into(),
-        }
-    }
-
-    pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::UNAUTHORIZED,
-            message: message.into(),
-        }
-    }
-
-    fn internal(e: anyhow::Error) -> Self {
-        tracing::warn!("request failed: {e:#}");
-        Self {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            message: format!("{e:#}"),
-        }
-    }
-
-    fn unavailable(e: impl std::fmt::Display) -> Self {
-        tracing::warn!("no database connection: {e}");
-        Self {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            message: format!("the database is unavailable: {e}"),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut response = (self.status, Json(json!({ "error": self.message }))).into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                axum::http::header::WWW_AUTHENTICATE,
-                axum::http::HeaderValue::from_static("Bearer"),
-            );
-        }
-        response
-    }
-}
-
-impl From<anyhow::Error> for ApiError {
-    fn from(e: anyhow::Error) -> Self {
-        // An as-of read before a history prune asks for what is gone.
-        if let Some(pruned) = e.downcast_ref::<crate::ops::history::HistoryPruned>() {
-            return Self {
-                status: StatusCode::GONE,
-                message: pruned.to_string(),
-            };
-        }
-        Self::internal(e)
-    }
-}
-
-type ApiResult<T> = Result<T, ApiError>;
 type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
 
 /// The query parameters, refusing any name not in `allowed` (a typo such as

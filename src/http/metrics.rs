@@ -38,7 +38,7 @@ use bytes::Bytes;
 use tokio::sync::Mutex;
 use tokio_postgres::Client;
 
-use super::api::ApiError;
+use super::error::ApiError;
 use super::AppState;
 
 mod read;

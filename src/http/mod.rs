@@ -6,7 +6,8 @@
 //! - [`auth`]: the bind rule (loopback, or a token) and the constant-time
 //!   token check on every request but `/health`.
 //! - [`api`]: `/api/bars`, `/api/tasks`, `/api/alerts`, `/api/health` and
-//!   the dashboard's other reads; errors as JSON with a 4xx/5xx status.
+//!   the dashboard's other reads.
+//! - [`error`]: errors as JSON with a 4xx/5xx status.
 //! - [`bars_json`]: a page of `/api/bars` ([`bars_json::BarsPage`]) written
 //!   as JSON by hand, as serde would write it.
 //!
@@ -26,6 +27,7 @@ pub mod api;
 pub mod assets;
 pub mod auth;
 pub mod bars_json;
+pub mod error;
 pub mod metrics;
 
 use std::future::Future;

@@ -6,6 +6,7 @@
 //! - [`cli`]: command-line definitions and dispatch.
 //! - [`pg`]: the embedded PostgreSQL cluster under `./.barkeep`.
 //! - [`db`]: resolving and connecting to the database.
+//! - [`store`]: the SQL of the command line and the HTTP face, beside its tables, as typed functions.
 //! - [`migrate`]: reversible, checksummed migrations embedded from `migrations/`.
 //! - [`roles`]: the least-privilege roles, made (or asked for) before migrating.
 //! - [`calendar`]: timeframes, the ladder, utc and fx bucket calendars.
@@ -41,6 +42,7 @@ pub mod ops;
 pub mod pg;
 pub mod rebuild;
 pub mod roles;
+pub mod store;
 pub mod synth;
 pub mod tasks;
 pub mod worker;

@@ -26,7 +26,7 @@ mod verify;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
 mod serve;
@@ -219,14 +219,7 @@ pub async fn require_registered(
     symbol: &crate::assets::Symbol,
 ) -> Result<()> {
     crate::ops::require_migrated(client).await?;
-    let known = client
-        .query_opt(
-            "SELECT 1 FROM core_asset_registry_all WHERE canonical_symbol = $1",
-            &[&symbol.as_str()],
-        )
-        .await
-        .context("looking up the symbol")?
-        .is_some();
+    let known = crate::store::registry::is_registered(client, symbol).await?;
     if !known {
         return Err(UsageError(format!(
             "unknown symbol {symbol}: register it with `barkeep assets add {symbol} --class fx` (see `barkeep assets list`)"

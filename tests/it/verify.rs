@@ -156,6 +156,26 @@ const BREAKS: &[(&str, &str, &[&str])] = &[
         &["security.public_execute"],
     ),
     (
+        "a SECURITY DEFINER function added later leaves search_path unpinned",
+        "CREATE FUNCTION agg_added_later(symbol text) RETURNS integer
+         LANGUAGE sql SECURITY DEFINER AS $$ SELECT 1 $$;
+         REVOKE EXECUTE ON FUNCTION agg_added_later(text) FROM PUBLIC",
+        &["security.search_path"],
+    ),
+    (
+        "PUBLIC may execute a SECURITY DEFINER function added later",
+        "CREATE FUNCTION agg_added_later(symbol text) RETURNS integer
+         LANGUAGE sql SECURITY DEFINER SET search_path = public, pg_temp AS $$ SELECT 1 $$",
+        &["security.public_execute"],
+    ),
+    (
+        "a stale overload of agg_release, a definer no list names",
+        "CREATE FUNCTION agg_release(symbol text) RETURNS boolean
+         LANGUAGE sql SECURITY DEFINER SET search_path = public, pg_temp AS $$ SELECT false $$;
+         REVOKE EXECUTE ON FUNCTION agg_release(text) FROM PUBLIC",
+        &["security.one_each"],
+    ),
+    (
         "agg_finish has another signature",
         "DO $$ DECLARE f regprocedure; BEGIN FOR f IN SELECT oid::regprocedure FROM pg_proc WHERE proname = 'agg_finish' LOOP EXECUTE format('DROP FUNCTION %s', f); END LOOP; END $$;
          CREATE FUNCTION agg_finish(symbol text, timeframe text, success boolean) RETURNS jsonb

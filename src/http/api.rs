@@ -28,9 +28,9 @@ use deadpool_postgres::Object;
 use serde_json::json;
 
 use super::{bars_json, reads, AppState, BARS_CAP};
-use crate::assets::Symbol;
 use crate::bars::{self, BarRecord};
-use crate::calendar::{parse_instant, Calendar, Timeframe};
+use crate::model::calendar::parse_instant;
+use crate::model::{Calendar, Symbol, Timeframe};
 use crate::ops::{
     self,
     alerts::{AlertReport, AlertSettings},

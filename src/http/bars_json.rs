@@ -118,7 +118,7 @@ mod tests {
     use chrono::{DateTime, TimeZone, Utc};
 
     use super::*;
-    use crate::calendar::Timeframe;
+    use crate::model::Timeframe;
 
     fn bar(ts: DateTime<Utc>, partial: bool) -> BarRecord {
         BarRecord {

@@ -42,7 +42,7 @@ use tokio_postgres::Client;
 
 use super::api::ApiError;
 use super::AppState;
-use crate::calendar::Timeframe;
+use crate::model::Timeframe;
 use crate::ops::status::NEWEST_1M_OF_TASKS;
 
 /// Upper bounds of the run-duration histogram, in seconds.
@@ -190,7 +190,8 @@ struct TaskRead {
 /// The tasks in one pass over `data_agg_state`.
 async fn read_tasks(client: &Client) -> Result<TaskRead> {
     let recoveries = crate::migrate::has_column(client, "data_agg_state", "lease_recoveries");
-    let (_, recoveries_kept) = tokio::try_join!(crate::ops::require_migrated(client), recoveries)?;
+    let (_, recoveries_kept) =
+        tokio::try_join!(crate::migrate::require_migrated(client), recoveries)?;
     // Only fixed text is spliced in.
     let sql = format!(
         "SELECT canonical_symbol, timeframe, status, hard_fail_streak, last_agg_bar_ts_utc,

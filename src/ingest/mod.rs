@@ -9,7 +9,9 @@
 //! - [`load`]: the new-range and merge paths, one transaction per input, counting.
 
 pub mod copy;
+pub mod csv_layout;
 pub mod format;
+mod lines;
 pub mod load;
 pub mod read;
 pub mod validate;
@@ -21,7 +23,8 @@ use chrono::{DateTime, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio_postgres::Client;
 
-use crate::assets::{self, Symbol};
+use crate::assets;
+use crate::model::Symbol;
 pub use format::{Format, Zone};
 pub use load::{BadRow, Counts, LoadPath};
 pub use read::Input;
@@ -126,7 +129,7 @@ pub async fn ingest_files(
             }
         }
     }
-    crate::ops::require_migrated(client).await?;
+    crate::migrate::require_migrated(client).await?;
     // The merge path stages a file's rows in a temporary table. With the
     // server's default temp_buffers (8 MB, about 80,000 rows) a larger file
     // is written out to disk and read back by each statement of the merge.

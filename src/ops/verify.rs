@@ -16,8 +16,9 @@ use tokio_postgres::Client;
 
 use super::quality::{self, QualityLine, QualitySettings, Since};
 use super::status::{self, StatusSettings};
-use crate::calendar::{first_bucket_at_or_after, Calendar, Timeframe};
 use crate::migrate;
+use crate::model::calendar::first_bucket_at_or_after;
+use crate::model::{Calendar, Timeframe};
 
 pub mod deep;
 
@@ -193,7 +194,7 @@ fn list(items: &[String], max: usize) -> String {
 
 /// Run every check (and the deep check when asked).
 pub async fn verify(client: &Client, settings: &VerifySettings) -> Result<VerifyReport> {
-    super::require_migrated(client).await?;
+    crate::migrate::require_migrated(client).await?;
     let mut c = Checks(Vec::new());
 
     // Step 2: the three columns, typed and NOT NULL.

@@ -22,17 +22,15 @@ use tokio::sync::mpsc;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
-use crate::assets::Symbol;
-use crate::calendar::{Calendar, Timeframe};
 use crate::db::Database;
 use crate::engine::{SymbolJob, SymbolRunner, TaskOutcome, TaskPlan, TaskRun};
-use crate::tasks::Env;
+use crate::model::{Calendar, Env, Symbol, Timeframe};
 
 mod lease;
 mod live;
 mod retention;
 mod retry;
-pub use lease::{is_transient, is_transient_sqlstate};
+use crate::error::is_transient;
 use lease::{Claim, Finished, Leases};
 use retry::{Backoff, Conn};
 

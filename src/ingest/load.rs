@@ -9,7 +9,7 @@
 //! revised in place, a bar repeated within the input taken from its last
 //! line. Quarantine rows commit with the bars; in `--strict` mode a bad row
 //! rolls back the whole input. Each path is a file of its own
-//! ([`new_range`], [`merge`]); this one holds what they share.
+//! (`load/new_range.rs`, `load/merge.rs`); this one holds what they share.
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;

@@ -3,6 +3,8 @@
 //! `ingest_quarantine`, and the summary of what happened.
 //!
 //! - [`format`]: the formats, sniffing, time zones, one line → one bar.
+//! - [`csv_layout`]: a headed CSV file's columns and the optional ones it carries.
+//! - `lines`: reading an input line by line as bytes, overlong lines capped.
 //! - [`validate`]: the per-row checks and quarantine reasons.
 //! - [`read`]: streaming an input on a blocking thread in bounded batches.
 //! - [`copy`]: the binary `COPY` format and row layouts.

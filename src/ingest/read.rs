@@ -2,7 +2,7 @@
 //! the format, parse and validate every line, and hand rows to the loader
 //! in bounded batches, so memory stays flat whatever the file's size.
 //! Lines are read as bytes: one line of bad bytes is one bad row, never the
-//! end of the file, and a line longer than [`LINE_CAP`](super::lines::LINE_CAP) is one bad row read
+//! end of the file, and a line longer than `LINE_CAP` (64 KiB) is one bad row read
 //! past without being held in memory.
 
 use std::cell::RefCell;

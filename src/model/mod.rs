@@ -5,7 +5,7 @@
 //!
 //! - [`symbol`]: the canonical instrument symbol.
 //! - [`asset_class`]: asset classes and the calendar each one is cut on.
-//! - [`env`]: which registry flag says an asset is active.
+//! - [`env`](mod@env): which registry flag says an asset is active.
 //! - [`timeframe`]: timeframes and the ladder.
 //! - [`calendar`]: the `utc` and `fx` bucket calendars.
 //! - [`bar`]: one bar, and a derived bar with its quality.

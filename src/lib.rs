@@ -24,7 +24,7 @@
 //! - [`demo`]: the end-to-end demo on the shipped sample.
 //! - [`tasks`]: `sync` of tasks from the registry and operator task commands.
 //! - [`ops`]: status, alerts, quality, quarantine, verify, backup and restore.
-//! - [`bench`]: barkeep against plain SQL on the same data (`barkeep bench`).
+//! - [`bench`](mod@bench): barkeep against plain SQL on the same data (`barkeep bench`).
 //! - [`synth`]: seeded synthetic 1-minute bars for tests and benchmarks.
 
 pub mod assets;

@@ -2,7 +2,7 @@
 //! standard input) into `data_bars`, with bad rows kept in
 //! `ingest_quarantine`, and the summary of what happened.
 //!
-//! - [`format`]: the formats, sniffing, time zones, one line → one bar.
+//! - [`format`](mod@format): the formats, sniffing, time zones, one line → one bar.
 //! - [`csv_layout`]: a headed CSV file's columns and the optional ones it carries.
 //! - `lines`: reading an input line by line as bytes, overlong lines capped.
 //! - [`validate`]: the per-row checks and quarantine reasons.

@@ -173,7 +173,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-pub use crate::ops::UsageError;
+use crate::error::UsageError;
 
 /// Print a command-line mistake as one line (what is wrong, and a similar
 /// name when clap knows one) and exit 2; help and version print as usual.
@@ -216,9 +216,9 @@ fn one_line(rendered: &str) -> String {
 /// Refuse a symbol the registry does not hold, as a usage error.
 pub async fn require_registered(
     client: &tokio_postgres::Client,
-    symbol: &crate::assets::Symbol,
+    symbol: &crate::model::Symbol,
 ) -> Result<()> {
-    crate::ops::require_migrated(client).await?;
+    crate::migrate::require_migrated(client).await?;
     let known = crate::store::registry::is_registered(client, symbol).await?;
     if !known {
         return Err(UsageError(format!(

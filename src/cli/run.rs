@@ -10,9 +10,8 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use super::Global;
-use crate::calendar::parse_instant;
-use crate::calendar::Timeframe;
-use crate::tasks::Env;
+use crate::model::calendar::parse_instant;
+use crate::model::{Env, Timeframe};
 use crate::worker::{run_worker, Summary, WorkerConfig};
 
 /// Arguments of `barkeep run`.
@@ -85,7 +84,7 @@ pub async fn run(global: &Global, args: RunArgs) -> Result<ExitCode> {
     super::ignore_closed_pipes();
     let database = global.database().await?;
     let check = database.connect().await?;
-    crate::ops::require_migrated(&check).await?;
+    crate::migrate::require_migrated(&check).await?;
     let (tasks, assets) = tokio::try_join!(
         crate::store::tasks::count_enabled(&check),
         crate::store::registry::count(&check),

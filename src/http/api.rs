@@ -30,9 +30,10 @@ use super::bars_json::{self, BarsPage};
 pub use super::error::ApiError;
 use super::error::ApiResult;
 use super::{AppState, BARS_CAP};
-use crate::assets::Symbol;
 use crate::bars;
-use crate::calendar::{parse_instant, Calendar, Timeframe};
+use crate::model::calendar::parse_instant;
+use crate::model::Symbol;
+use crate::model::{Calendar, Timeframe};
 use crate::ops::{
     self,
     alerts::{AlertReport, AlertSettings},

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::bars::BarRecord;
-use crate::calendar::Timeframe;
+use crate::model::Timeframe;
 use crate::ops::instant;
 
 /// One page of `/api/bars`.

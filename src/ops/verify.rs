@@ -165,7 +165,7 @@ const CHECKS: &[CheckFn] = &[
 
 /// Run every check (and the deep check when asked).
 pub async fn verify(client: &Client, settings: &VerifySettings) -> Result<VerifyReport> {
-    super::require_migrated(client).await?;
+    crate::migrate::require_migrated(client).await?;
     let facts = Facts::read(client).await?;
     let mut c = Checks(Vec::new());
     for check in CHECKS {

@@ -4,8 +4,8 @@
 use anyhow::{Context, Result};
 use tokio_postgres::Client;
 
-use crate::assets::Symbol;
-use crate::calendar::Calendar;
+use crate::model::Calendar;
+use crate::model::Symbol;
 
 /// A registered instrument, for the chart's picker.
 #[derive(Debug, Clone, serde::Serialize)]

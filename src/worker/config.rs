@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 use chrono::{DateTime, Duration, Utc};
 
 use crate::db::Database;
-use crate::tasks::Env;
+use crate::model::Env;
 
 /// Settings of a worker.
 #[derive(Debug, Clone)]

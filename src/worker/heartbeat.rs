@@ -9,8 +9,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::lease::{self, Leases};
 use super::retry::Conn;
-use crate::assets::Symbol;
-use crate::calendar::Timeframe;
+use crate::model::Symbol;
+use crate::model::Timeframe;
 
 /// A lease as the heartbeat renews it and the shutdown hands it back.
 pub(super) type HeldLease = ((Symbol, Timeframe), uuid::Uuid);

@@ -6,6 +6,8 @@
 //! abandons the job in flight, whose open chunk rolls back with the
 //! connection.
 
+mod run;
+
 use std::sync::Arc;
 
 use anyhow::{bail, Result};

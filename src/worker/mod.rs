@@ -16,9 +16,10 @@
 //!
 //! - `scheduler`: the loop and the state it owns: claims, dispatch to the
 //!   lanes, their reports, the sleep until the next due time.
-//! - `lanes`: the lanes that run jobs, one connection each; `jobs`: the
-//!   three kinds of job (a symbol on the fast path, a live group, its
-//!   dependents) and how a lane runs and records them.
+//! - `jobs`: the three kinds of job (a symbol on the fast path, a live
+//!   group, its dependents) and how they are planned from claims; `lanes`:
+//!   the lanes that run them, one connection each (`lanes/run.rs`: how a
+//!   lane runs and records each kind).
 //! - `listener`: the LISTEN connection; `heartbeat`: lease renewal;
 //!   `retention`: pruning the as-of history.
 //! - `lease`: the task-state calls (claim, finish, release, wake, ...);
@@ -45,8 +46,8 @@ mod retry;
 mod scheduler;
 mod summary;
 
+pub use crate::error::{is_transient, is_transient_sqlstate};
 pub use config::{worker_name, WorkerConfig};
-pub use lease::{is_transient, is_transient_sqlstate};
 pub use summary::Summary;
 
 use lanes::Lanes;

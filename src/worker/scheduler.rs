@@ -19,14 +19,15 @@ use tokio_util::sync::CancellationToken;
 use super::heartbeat;
 use super::jobs::{Job, LaneReport};
 use super::lanes::Lanes;
-use super::lease::{self, is_transient};
+use super::lease;
 use super::listener::Event;
 use super::retry::{Backoff, Conn};
 use super::summary::{log_run, Summary};
 use super::{Shared, WorkerConfig};
-use crate::assets::Symbol;
-use crate::calendar::Timeframe;
 use crate::engine::TaskOutcome;
+use crate::error::is_transient;
+use crate::model::Symbol;
+use crate::model::Timeframe;
 
 /// Longest idle sleep: the poll that backs up lost notifications.
 const MAX_IDLE: StdDuration = StdDuration::from_secs(60);

@@ -4,9 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use super::lease::{is_transient, Finished};
-use crate::assets::Symbol;
+use super::lease::Finished;
 use crate::engine::{TaskOutcome, TaskRun};
+use crate::error::is_transient;
+use crate::model::Symbol;
 
 /// Totals of a worker run.
 #[derive(Debug, Default, Clone, serde::Serialize)]

@@ -2,7 +2,8 @@
 //! buckets across US daylight-saving changes, UTC weeks, and the tiling of
 //! time by buckets.
 
-use barkeep::calendar::{bucket_end, bucket_start, expected_candles, Calendar, Timeframe};
+use barkeep::model::calendar::{bucket_end, bucket_start, expected_candles};
+use barkeep::model::{Calendar, Timeframe};
 use chrono::{DateTime, Duration, Utc};
 use proptest::prelude::*;
 

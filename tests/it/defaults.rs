@@ -4,7 +4,7 @@
 //! to drop tables holding rows without `--force`; `demo` refuses a database
 //! that only the environment names; timeframe aliases and the ambiguous `1M`.
 
-use barkeep::calendar::Timeframe;
+use barkeep::model::Timeframe;
 
 use crate::common::{sample_path, stderr, stdout, TestDb};
 

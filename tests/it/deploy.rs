@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use barkeep::assets::AssetClass;
+use barkeep::model::AssetClass;
 use barkeep::synth::{generate, SynthSpec};
 
 use crate::common::{stderr, stdout, TestDb};

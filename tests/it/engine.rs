@@ -5,8 +5,8 @@
 
 use tokio_util::sync::CancellationToken;
 
-use barkeep::assets::{self, AssetClass, Symbol};
-use barkeep::calendar::Timeframe;
+use barkeep::assets;
+use barkeep::model::{AssetClass, Symbol, Timeframe};
 use barkeep::synth::{generate, SynthBar, SynthSpec};
 use barkeep::worker::{run_worker, Summary, WorkerConfig};
 use chrono::{DateTime, Duration, NaiveDateTime, Utc};

@@ -2,7 +2,7 @@
 //! transaction and still writes, and retires, exactly the bars the SQL
 //! function does.
 
-use barkeep::assets::AssetClass;
+use barkeep::model::AssetClass;
 use barkeep::synth::{generate, SynthBar, SynthSpec};
 use chrono::{DateTime, Utc};
 

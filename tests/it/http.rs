@@ -11,9 +11,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 
-use barkeep::assets::AssetClass;
 use barkeep::bars::{open_bucket, BarRecord};
-use barkeep::calendar::{Calendar, Timeframe};
+use barkeep::model::{AssetClass, Calendar, Timeframe};
 use barkeep::synth::{generate, SynthBar, SynthSpec};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;

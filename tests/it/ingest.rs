@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use barkeep::assets::{self, AssetClass, Symbol};
+use barkeep::assets;
+use barkeep::model::{AssetClass, Symbol};
 use chrono::{DateTime, Utc};
 
 use crate::common::{sample_path, stderr, stdout, TestDb};

@@ -7,10 +7,9 @@
 
 use std::collections::BTreeMap;
 
-use barkeep::assets::{AssetClass, Symbol};
-use barkeep::calendar::{Calendar, Timeframe};
 use barkeep::engine::{pause, SymbolJob, SymbolRunner, TaskPlan};
 use barkeep::ingest::{ingest_files, IngestOptions};
+use barkeep::model::{AssetClass, Calendar, Symbol, Timeframe};
 use barkeep::synth::{generate, SynthBar, SynthSpec};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;

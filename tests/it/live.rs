@@ -3,7 +3,7 @@
 //! `agg_advance_live`). Their bars must equal the reference, with late and
 //! corrected data behind the cursors in the same runs, on both calendars.
 
-use barkeep::assets::AssetClass;
+use barkeep::model::AssetClass;
 use barkeep::synth::{generate, SynthBar, SynthSpec};
 use chrono::{DateTime, Duration, DurationRound, Utc};
 

@@ -14,6 +14,7 @@ mod gaps;
 mod http;
 mod ingest;
 mod late_data;
+mod layers;
 mod live;
 mod managed;
 mod migrations;

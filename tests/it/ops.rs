@@ -2,7 +2,7 @@
 //! condition driven into existence, exit code and message checked),
 //! `quality`, `quarantine list|purge`, and `backup` / `restore`.
 
-use barkeep::assets::AssetClass;
+use barkeep::model::AssetClass;
 
 use crate::common::{stderr, stdout, TestDb};
 use crate::engine::{load_bars, register, sample_bars};

@@ -6,7 +6,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration as StdDuration, Instant};
 
-use barkeep::assets::AssetClass;
+use barkeep::model::AssetClass;
 use barkeep::synth::{generate, SynthBar, SynthSpec};
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use nix::sys::signal::{kill, Signal};

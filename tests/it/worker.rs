@@ -3,9 +3,8 @@
 //! run; a worker that lost its lease writes nothing; `barkeep export`
 //! prints what is stored.
 
-use barkeep::assets::AssetClass;
-use barkeep::calendar::{Calendar, Timeframe};
 use barkeep::engine::{SymbolJob, SymbolRunner, TaskPlan};
+use barkeep::model::{AssetClass, Calendar, Timeframe};
 use barkeep::synth::{generate, SynthBar, SynthSpec};
 use chrono::{DateTime, Duration, Utc};
 
@@ -204,7 +203,7 @@ async fn a_worker_that_lost_its_lease_writes_nothing() {
     .await
     .unwrap();
     let job = SymbolJob {
-        symbol: barkeep::assets::Symbol::parse("EURUSD").unwrap(),
+        symbol: barkeep::model::Symbol::parse("EURUSD").unwrap(),
         calendar: Calendar::Fx,
         tasks: vec![TaskPlan {
             timeframe: Timeframe::M5,

@@ -13,7 +13,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
 use super::{label, DURATION_BUCKETS};
-use crate::calendar::Timeframe;
+use crate::model::Timeframe;
 use crate::ops::status::NEWEST_1M_OF_TASKS;
 
 /// One task, as far as its series need it.
@@ -52,7 +52,8 @@ pub(super) struct TaskRead {
 /// The tasks in one pass over `data_agg_state`.
 pub(super) async fn read_tasks(client: &Client) -> Result<TaskRead> {
     let recoveries = crate::migrate::has_column(client, "data_agg_state", "lease_recoveries");
-    let (_, recoveries_kept) = tokio::try_join!(crate::ops::require_migrated(client), recoveries)?;
+    let (_, recoveries_kept) =
+        tokio::try_join!(crate::migrate::require_migrated(client), recoveries)?;
     // Only fixed text is spliced in.
     let sql = format!(
         "SELECT canonical_symbol, timeframe, status, hard_fail_streak, last_agg_bar_ts_utc,

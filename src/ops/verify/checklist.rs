@@ -7,7 +7,8 @@
 
 use super::facts::{Facts, Function};
 use super::{list, Checks, CHECKLIST_FUNCTIONS};
-use crate::calendar::{first_bucket_at_or_after, Calendar, Timeframe};
+use crate::model::calendar::first_bucket_at_or_after;
+use crate::model::{Calendar, Timeframe};
 use crate::ops::quality::QualityLine;
 
 const NO_TASKS: &str = "no tasks: run `barkeep sync`";

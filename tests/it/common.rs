@@ -11,10 +11,10 @@ use barkeep::db::Database;
 use barkeep::migrate;
 use tokio_postgres::{Client, Config};
 
-/// How to reach the test server as a superuser: (base key=value string
-/// without dbname, parsed config without dbname).
+/// How to reach the test server as a superuser: the connection parameters
+/// but the database name.
 struct Server {
-    base: String,
+    base: Vec<(&'static str, String)>,
 }
 
 static SERVER: OnceLock<Server> = OnceLock::new();
@@ -42,28 +42,37 @@ fn server() -> &'static Server {
     })
 }
 
-fn base_of(config: &Config) -> String {
-    let mut parts = Vec::new();
+/// The connection parameters of `config` but its database name.
+fn base_of(config: &Config) -> Vec<(&'static str, String)> {
+    let mut params = Vec::new();
     if let Some(host) = config.get_hosts().first() {
         match host {
-            tokio_postgres::config::Host::Tcp(h) => parts.push(format!("host='{h}'")),
-            tokio_postgres::config::Host::Unix(p) => parts.push(format!("host='{}'", p.display())),
+            tokio_postgres::config::Host::Tcp(h) => params.push(("host", h.clone())),
+            tokio_postgres::config::Host::Unix(p) => params.push(("host", p.display().to_string())),
         }
     }
     if let Some(port) = config.get_ports().first() {
-        parts.push(format!("port={port}"));
+        params.push(("port", port.to_string()));
     }
     if let Some(user) = config.get_user() {
-        parts.push(format!("user='{user}'"));
+        params.push(("user", user.to_string()));
     }
     if let Some(pw) = config.get_password() {
-        parts.push(format!("password='{}'", String::from_utf8_lossy(pw)));
+        params.push(("password", String::from_utf8_lossy(pw).into_owned()));
     }
-    parts.join(" ")
+    params
 }
 
-fn url_for(dbname: &str) -> String {
-    format!("{} dbname='{dbname}'", server().base)
+/// A key=value connection string for the database `dbname` of the test
+/// server, as a superuser.
+pub fn url_for(dbname: &str) -> String {
+    let mut params: Vec<(&str, &str)> = server()
+        .base
+        .iter()
+        .map(|(key, value)| (*key, value.as_str()))
+        .collect();
+    params.push(("dbname", dbname));
+    conninfo(&params)
 }
 
 async fn admin() -> Client {
@@ -294,4 +303,18 @@ pub fn stderr(out: &Output) -> String {
 /// Path of the shipped AUDUSD sample.
 pub fn sample_path() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/DAT_ASCII_AUDUSD_M1_202306.csv")
+}
+
+/// A libpq key=value connection string: every value in single quotes with
+/// `\` and `'` escaped, so a socket path, a database name or a password
+/// holding a space, a quote or a backslash reaches the server as written.
+pub fn conninfo(params: &[(&str, &str)]) -> String {
+    params
+        .iter()
+        .map(|(key, value)| {
+            let quoted = value.replace('\\', "\\\\").replace('\'', "\\'");
+            format!("{key}='{quoted}'")
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }

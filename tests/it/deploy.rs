@@ -11,7 +11,7 @@ use barkeep::assets::AssetClass;
 use barkeep::synth::{generate, SynthSpec};
 
 use crate::common::{stderr, stdout, TestDb};
-use crate::engine::{load_bars, register};
+use crate::fixtures::{load_bars, register};
 
 /// `key=value` of the unit's [Service] section.
 fn unit_value(unit: &str, key: &str) -> String {

@@ -19,7 +19,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 
 use crate::common::{stderr, stdout, TestDb};
-use crate::engine::{load_bars, register, sample_bars};
+use crate::fixtures::{demo_db, load_bars, register};
 
 /// A running `barkeep serve`, stopped when dropped.
 struct Served {
@@ -108,17 +108,6 @@ fn get_json(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, Value) {
     let json =
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {body}"));
     (status, json)
-}
-
-/// The demo's database: the AUDUSD sample loaded and caught up.
-async fn demo_db() -> TestDb {
-    let db = TestDb::migrated().await;
-    let c = db.client().await;
-    register(&c, "AUDUSD", AssetClass::Fx, "2023-05-28T00:00:00Z").await;
-    load_bars(&c, "AUDUSD", &sample_bars()).await;
-    let out = db.cli(&["run", "--once"]);
-    assert!(out.status.success(), "run failed: {}", stderr(&out));
-    db
 }
 
 #[tokio::test]

@@ -2,48 +2,20 @@
 //! rejection, duplicates and revisions, and the errors that stop a load
 //! before anything reaches `data_bars`.
 
-use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use barkeep::assets::{self, AssetClass, Symbol};
 use chrono::{DateTime, Utc};
 
 use crate::common::{sample_path, stderr, stdout, TestDb};
+use crate::fixtures::{audusd_db, json, write};
 
 const GOOD_FIRST: &str = "20230601 000000;0.65141;0.65141;0.65124;0.65125;0";
 const GOOD_LAST: &str = "20230601 000200;0.65125;0.65130;0.65110;0.65120;0";
-
-/// A migrated database with AUDUSD registered.
-async fn audusd_db() -> TestDb {
-    let db = TestDb::migrated().await;
-    let client = db.client().await;
-    assets::add(
-        &client,
-        &Symbol::parse("AUDUSD").unwrap(),
-        AssetClass::Fx,
-        None,
-        true,
-    )
-    .await
-    .unwrap();
-    db
-}
-
-fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, bytes).unwrap();
-    path
-}
 
 fn ingest(db: &TestDb, args: &[&str]) -> Output {
     let mut all = vec!["ingest", "--symbol", "AUDUSD"];
     all.extend_from_slice(args);
     db.cli(&all)
-}
-
-fn summary_json(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("summary is not JSON ({e}): {}", stdout(out)))
 }
 
 async fn bars(db: &TestDb) -> i64 {
@@ -101,7 +73,7 @@ async fn bad_middle_row_is_quarantined_or_rejected(bad: &[u8], reason: &str) {
     let err = stderr(&lenient);
     assert!(err.contains("1 of 3 rows quarantined"), "{err}");
     assert!(err.contains(&where_) && err.contains(reason), "{err}");
-    let summary = summary_json(&lenient);
+    let summary = json(&lenient);
     assert_eq!(summary["total"]["rows_read"], 3);
     assert_eq!(summary["total"]["loaded"], 2);
     assert_eq!(summary["total"]["quarantined"], 1);
@@ -321,7 +293,7 @@ async fn the_sample_loads_once_and_a_second_load_is_all_duplicates() {
     let sample = sample_path();
     let first = ingest(&db, &[sample.to_str().unwrap(), "--json"]);
     assert!(first.status.success(), "{}", stderr(&first));
-    let s = summary_json(&first);
+    let s = json(&first);
     assert_eq!(s["total"]["rows_read"], 16_875);
     assert_eq!(s["total"]["loaded"], 16_875);
     assert_eq!(s["files"][0]["format"], "histdata");
@@ -335,7 +307,7 @@ async fn the_sample_loads_once_and_a_second_load_is_all_duplicates() {
 
     let second = ingest(&db, &[sample.to_str().unwrap(), "--json"]);
     assert!(second.status.success(), "{}", stderr(&second));
-    let s = summary_json(&second);
+    let s = json(&second);
     assert_eq!(s["total"]["loaded"], 0);
     assert_eq!(s["total"]["duplicates"], 16_875);
     assert_eq!(s["total"]["revised"], 0);
@@ -358,7 +330,7 @@ async fn a_changed_row_is_a_revision_updated_in_place() {
         &[file.to_str().unwrap(), "--json", "--source", "vendor-fix"],
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    let s = summary_json(&out);
+    let s = json(&out);
     assert_eq!(s["total"]["revised"], 1);
     assert_eq!(s["total"]["duplicates"], 1);
     assert_eq!(s["total"]["loaded"], 0);
@@ -392,7 +364,7 @@ async fn one_merge_inserts_revises_and_skips_in_the_same_file() {
     let file = write(dir.path(), "mixed.csv", input.as_bytes());
     let out = ingest(&db, &[file.to_str().unwrap(), "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let s = summary_json(&out);
+    let s = json(&out);
     assert_eq!(s["files"][0]["path"], "merge");
     assert_eq!(
         (
@@ -410,7 +382,7 @@ async fn one_merge_inserts_revises_and_skips_in_the_same_file() {
     // Loading the same file again finds nothing to do.
     let again = ingest(&db, &[file.to_str().unwrap(), "--json"]);
     assert!(again.status.success(), "{}", stderr(&again));
-    let s = summary_json(&again);
+    let s = json(&again);
     assert_eq!(
         (
             &s["total"]["loaded"],
@@ -433,7 +405,7 @@ async fn a_row_repeated_within_a_file_takes_its_last_line() {
     );
     let out = ingest(&db, &[file.to_str().unwrap(), "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let s = summary_json(&out);
+    let s = json(&out);
     assert_eq!(s["total"]["loaded"], 2);
     assert_eq!(s["total"]["superseded"], 1);
     let (_, high, _, close, _, _) = bar_at(&db, "2023-06-01T05:00:00Z").await.unwrap();
@@ -450,7 +422,7 @@ async fn an_overlap_found_only_after_the_first_batch_still_merges() {
     assert!(ingest(&db, &[tail.to_str().unwrap()]).status.success());
     let out = ingest(&db, &[sample_path().to_str().unwrap(), "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let s = summary_json(&out);
+    let s = json(&out);
     assert_eq!(s["total"]["loaded"], 16_874);
     assert_eq!(s["total"]["duplicates"], 1);
     assert_eq!(s["files"][0]["path"], "merge");
@@ -466,7 +438,7 @@ async fn standard_input_is_read_for_a_dash() {
         Some(input.as_bytes()),
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    let s = summary_json(&out);
+    let s = json(&out);
     assert_eq!(s["files"][0]["file"], "<stdin>");
     assert_eq!(s["total"]["loaded"], 2);
     assert_eq!(bars(&db).await, 2);
@@ -487,7 +459,7 @@ async fn mt4_stamps_follow_the_given_zone_through_daylight_saving() {
         &[file.to_str().unwrap(), "--tz", "Europe/Athens", "--json"],
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(summary_json(&out)["files"][0]["format"], "mt4");
+    assert_eq!(json(&out)["files"][0]["format"], "mt4");
     let summer = bar_at(&db, "2023-06-01T00:00:00Z").await.unwrap();
     assert_eq!((summer.4, summer.5.as_str()), (12.0, "mt4"));
     assert!(bar_at(&db, "2023-01-10T00:00:00Z").await.is_some());
@@ -535,7 +507,7 @@ async fn headed_csv_takes_iso_and_epoch_times() {
     let out = ingest(&db, &[file.to_str().unwrap(), "--json"]);
     // One row of four quarantined is above the --max-quarantined default.
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let s = summary_json(&out);
+    let s = json(&out);
     assert_eq!(s["files"][0]["format"], "csv");
     assert_eq!(s["total"]["loaded"], 3);
     assert_eq!(s["total"]["quarantined"], 1);
@@ -622,7 +594,7 @@ async fn quarantine_rows_carry_file_line_and_reason_for_each_format() {
     );
     // Half of each file is bad: above the --max-quarantined default.
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let s = summary_json(&out);
+    let s = json(&out);
     assert_eq!(s["total"]["quarantined"], 2);
     let rows = db
         .client()
@@ -721,7 +693,7 @@ async fn headed_csv_loads_vwap_and_trade_count_and_names_columns_it_leaves() {
     );
     let out = ingest(&db, &[fix.to_str().unwrap(), "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let s = summary_json(&out);
+    let s = json(&out);
     assert_eq!(s["total"]["revised"], 1);
     assert_eq!(s["total"]["duplicates"], 1);
     assert_eq!(vwaps(&db).await[0], (t0, Some(1.13), Some(7)));
@@ -741,12 +713,7 @@ async fn headed_csv_loads_vwap_and_trade_count_and_names_columns_it_leaves() {
 ",
     );
     let out = ingest(&db, &[plain.to_str().unwrap(), "--json"]);
-    assert_eq!(
-        summary_json(&out)["total"]["duplicates"],
-        1,
-        "{}",
-        stdout(&out)
-    );
+    assert_eq!(json(&out)["total"]["duplicates"], 1, "{}", stdout(&out));
     let moved = write(
         dir.path(),
         "moved.csv",
@@ -755,12 +722,7 @@ async fn headed_csv_loads_vwap_and_trade_count_and_names_columns_it_leaves() {
 ",
     );
     let out = ingest(&db, &[moved.to_str().unwrap(), "--json"]);
-    assert_eq!(
-        summary_json(&out)["total"]["revised"],
-        1,
-        "{}",
-        stdout(&out)
-    );
+    assert_eq!(json(&out)["total"]["revised"], 1, "{}", stdout(&out));
     assert_eq!(vwaps(&db).await[0], (t0, Some(1.13), Some(7)));
 
     // A blank field of a column the file has clears the stored value.
@@ -772,12 +734,7 @@ async fn headed_csv_loads_vwap_and_trade_count_and_names_columns_it_leaves() {
 ",
     );
     let out = ingest(&db, &[cleared.to_str().unwrap(), "--json"]);
-    assert_eq!(
-        summary_json(&out)["total"]["revised"],
-        1,
-        "{}",
-        stdout(&out)
-    );
+    assert_eq!(json(&out)["total"]["revised"], 1, "{}", stdout(&out));
     assert_eq!(vwaps(&db).await[0], (t0, None, Some(7)));
 }
 
@@ -807,7 +764,7 @@ async fn a_vwap_or_trade_count_out_of_range_is_bad() {
     ] {
         assert!(err.contains(&expected), "no {expected:?} in {err}");
     }
-    assert_eq!(summary_json(&out)["total"]["loaded"], 1);
+    assert_eq!(json(&out)["total"]["loaded"], 1);
     assert_eq!(quarantined(&db).await, 4);
 }
 
@@ -836,7 +793,7 @@ async fn an_overlong_line_is_one_bad_row_read_past_without_holding_it() {
         err.contains(&format!("{name}:2: line is {long} bytes long")),
         "{err}"
     );
-    let s = summary_json(&out);
+    let s = json(&out);
     assert_eq!(s["total"]["loaded"], 2, "the rows after it were not loaded");
     assert_eq!(s["total"]["quarantined"], 1);
     assert!(bar_at(&db, "2023-06-01T05:02:00Z").await.is_some());
@@ -872,7 +829,7 @@ async fn an_overlong_line_in_headed_csv_is_one_bad_row_between_good_ones() {
         err.contains(&format!("{name}:5: line is 70000 bytes long")),
         "{err}"
     );
-    let s = summary_json(&out);
+    let s = json(&out);
     assert_eq!(s["total"]["loaded"], 3);
     assert_eq!(s["total"]["quarantined"], 2);
     let lines: Vec<i64> = db

@@ -17,8 +17,8 @@ use serde_json::Value;
 use tokio_postgres::Client;
 
 use crate::common::TestDb;
-use crate::engine::{load_bars, register, rust_ladder, sql_ladder};
-use crate::reference::{assert_same_bars, reference_ladder, stored, ts};
+use crate::fixtures::{load_bars, register, rust_ladder, sql_ladder, ts};
+use crate::reference::{assert_same_bars, reference_ladder, stored};
 
 /// The 1m bars a test believes are stored, by time.
 type Model = BTreeMap<DateTime<Utc>, SynthBar>;

@@ -10,8 +10,8 @@ use barkeep::synth::{self, SynthBar, SynthSpec};
 use chrono::{DateTime, Datelike, Duration, NaiveDateTime, Timelike, Utc};
 use chrono_tz::America::New_York;
 
-use crate::common::{sample_path, stderr, TestDb};
-use crate::engine::{load_bars, sample_bars};
+use crate::common::{sample_path, TestDb};
+use crate::fixtures::{load_bars, ok, sample_bars, ts};
 
 /// One bar as the reference computes it and as the database stores it.
 #[derive(Debug, Clone, PartialEq)]
@@ -307,20 +307,12 @@ pub fn assert_same_bars(actual: &[RefBar], expected: &[RefBar]) {
     assert_eq!(actual.len(), expected.len(), "bar counts differ");
 }
 
-fn ok(out: &std::process::Output) {
-    assert!(out.status.success(), "barkeep failed: {}", stderr(out));
-}
-
 /// Register, sync from `start`, run the worker to the end, return stored bars.
 async fn aggregate(db: &TestDb, symbol: &str, class: &str, start: &str) -> Vec<RefBar> {
     ok(&db.cli(&["assets", "add", symbol, "--class", class]));
     ok(&db.cli(&["sync", "--env", "prod", "--start", start]));
     ok(&db.cli(&["run", "--once"]));
     stored(db, symbol).await
-}
-
-pub fn ts(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
 }
 
 #[tokio::test]

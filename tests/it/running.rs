@@ -7,14 +7,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration as StdDuration, Instant};
 
 use barkeep::assets::AssetClass;
-use barkeep::synth::{generate, SynthBar, SynthSpec};
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio_postgres::Client;
 
 use crate::common::{stderr, TestDb};
-use crate::engine::{live_bars, load_bars, register};
+use crate::fixtures::{live_bars, load_fx, register, LiveBar, OwnCluster};
 
 fn spawn(url: &str, args: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_barkeep"))
@@ -91,24 +90,6 @@ async fn insert_minutes(
     )
     .await
     .unwrap();
-}
-
-fn fx_bars(seed: u64, days: i64) -> Vec<SynthBar> {
-    generate(&SynthSpec {
-        start: "2025-06-29T00:00:00Z".parse().unwrap(),
-        minutes: days * 1440,
-        seed,
-        ..SynthSpec::default()
-    })
-    .collect()
-}
-
-async fn load_fx(db: &TestDb, symbols: &[String], days: i64) {
-    let c = db.client().await;
-    for (i, s) in symbols.iter().enumerate() {
-        register(&c, s, AssetClass::Fx, "2025-06-29T00:00:00Z").await;
-        load_bars(&c, s, &fx_bars(300 + i as u64, days)).await;
-    }
 }
 
 fn names(prefix: &str, n: usize) -> Vec<String> {
@@ -228,7 +209,7 @@ async fn complete_buckets_are_final_when_their_last_minute_lands_and_quiet_ones_
 async fn a_task_failing_hard_ends_hard_failed_while_others_finish_and_reenable_brings_it_back() {
     let db = TestDb::migrated().await;
     let symbols = vec!["GOODUSD".to_string(), "BADUSD".to_string()];
-    load_fx(&db, &symbols, 3).await;
+    load_fx(&db.client().await, &symbols, 3, SEEDS).await;
     let c = db.client().await;
     c.batch_execute(
         "CREATE FUNCTION test_fail_bad() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -300,10 +281,13 @@ async fn a_task_failing_hard_ends_hard_failed_while_others_finish_and_reenable_b
     );
 }
 
+/// The seed of the first symbol's bars in this file's databases.
+const SEEDS: u64 = 300;
+
 /// Live bars of a clean single-worker run over the same data.
-async fn clean_bars(symbols: &[String], days: i64) -> Vec<crate::engine::LiveBar> {
+async fn clean_bars(symbols: &[String], days: i64) -> Vec<LiveBar> {
     let clean = TestDb::migrated().await;
-    load_fx(&clean, symbols, days).await;
+    load_fx(&clean.client().await, symbols, days, SEEDS).await;
     let out = clean.cli(&["run", "--once"]);
     assert!(out.status.success(), "{}", stderr(&out));
     live_bars(&clean.client().await).await
@@ -328,7 +312,7 @@ async fn four_workers_on_one_database_write_each_bucket_once() {
     let symbols = names("FX", 6);
     let expected = clean_bars(&symbols, 14).await;
     let db = TestDb::migrated().await;
-    load_fx(&db, &symbols, 14).await;
+    load_fx(&db.client().await, &symbols, 14, SEEDS).await;
     let mut workers: Vec<Child> = (0..4)
         .map(|_| spawn(&db.url, &["run", "--once", "--max-windows", "500"]))
         .collect();
@@ -349,7 +333,7 @@ async fn four_workers_on_one_database_write_each_bucket_once() {
 async fn two_workers_on_a_backlog_share_the_runs() {
     let symbols = names("SH", 16);
     let db = TestDb::migrated().await;
-    load_fx(&db, &symbols, 5).await;
+    load_fx(&db.client().await, &symbols, 5, SEEDS).await;
     let mut a = spawn(&db.url, &["run", "--once"]);
     let mut b = spawn(&db.url, &["run", "--once"]);
     for w in [&mut a, &mut b] {
@@ -379,45 +363,30 @@ async fn two_workers_on_a_backlog_share_the_runs() {
 
 /// A PostgreSQL cluster of this test alone (it is restarted), with a
 /// migrated `barkeep` database.
-struct OwnCluster {
-    cluster: barkeep::pg::Cluster,
+struct Restartable {
+    own: OwnCluster,
     url: String,
-    _dir: tempfile::TempDir,
 }
 
-impl OwnCluster {
-    async fn start() -> OwnCluster {
-        let dir = tempfile::Builder::new()
-            .prefix("bk-restart")
-            .tempdir()
-            .unwrap();
-        let cluster = barkeep::pg::Cluster::new(dir.path()).unwrap();
-        let c = cluster.clone();
-        tokio::task::spawn_blocking(move || c.ensure_running())
+impl Restartable {
+    async fn start() -> Restartable {
+        let own = tokio::task::spawn_blocking(|| OwnCluster::start("bk-restart", None))
             .await
-            .unwrap()
             .unwrap();
-        let admin = barkeep::db::Database::from_config(cluster.config("postgres"));
+        let admin = barkeep::db::Database::from_config(own.cluster.config("postgres"));
         admin.create_database_if_missing("barkeep").await.unwrap();
-        let config = cluster.config("barkeep");
-        let host = match &config.get_hosts()[0] {
-            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
-            tokio_postgres::config::Host::Tcp(h) => h.clone(),
-        };
-        let url = format!(
-            "host='{host}' port={} user='{}' dbname='barkeep'",
-            config.get_ports()[0],
-            config.get_user().unwrap()
-        );
+        let user = own
+            .cluster
+            .config("barkeep")
+            .get_user()
+            .unwrap()
+            .to_string();
+        let url = own.conn(&user, "barkeep");
         let db = barkeep::db::Database::from_url(&url).unwrap();
         barkeep::migrate::up(&mut db.connect().await.unwrap(), None)
             .await
             .unwrap();
-        OwnCluster {
-            cluster,
-            url,
-            _dir: dir,
-        }
+        Restartable { own, url }
     }
 
     async fn client(&self) -> Client {
@@ -431,13 +400,13 @@ impl OwnCluster {
     /// Stop the server, keep it down for `down`, start it again; returns
     /// when it accepts connections.
     async fn restart(&self, down: StdDuration) -> Instant {
-        let c = self.cluster.clone();
+        let c = self.own.cluster.clone();
         tokio::task::spawn_blocking(move || c.stop())
             .await
             .unwrap()
             .unwrap();
         tokio::time::sleep(down).await;
-        let c = self.cluster.clone();
+        let c = self.own.cluster.clone();
         tokio::task::spawn_blocking(move || c.ensure_running())
             .await
             .unwrap()
@@ -446,23 +415,13 @@ impl OwnCluster {
     }
 }
 
-impl Drop for OwnCluster {
-    fn drop(&mut self) {
-        let _ = self.cluster.stop();
-    }
-}
-
 #[tokio::test]
 async fn the_worker_rides_out_postgresql_restarts_mid_run_and_mid_idle() {
     let symbols = names("RS", 3);
     let expected = clean_bars(&symbols, 14).await;
-    let pg = OwnCluster::start().await;
+    let pg = Restartable::start().await;
     {
-        let c = pg.client().await;
-        for (i, s) in symbols.iter().enumerate() {
-            register(&c, s, AssetClass::Fx, "2025-06-29T00:00:00Z").await;
-            load_bars(&c, s, &fx_bars(300 + i as u64, 14)).await;
-        }
+        load_fx(&pg.client().await, &symbols, 14, SEEDS).await;
     }
     // Mid-run: a catch-up in small chunks loses its server for 2 s.
     let mut worker = spawn(&pg.url, &["run", "--once", "--max-windows", "200"]);
@@ -580,7 +539,7 @@ async fn a_worker_frozen_mid_copy_is_taken_over_and_changes_nothing_when_it_wake
     let symbols = names("FZ", 3);
     let expected = clean_bars(&symbols, 28).await;
     let db = TestDb::migrated().await;
-    load_fx(&db, &symbols, 28).await;
+    load_fx(&db.client().await, &symbols, 28, SEEDS).await;
     let c = db.client().await;
     let lease = 10;
     let mut a = spawn(

@@ -4,21 +4,19 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Duration, NaiveDateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 use tokio_postgres::Client;
 
-use crate::common::{sample_path, TestDb};
+use crate::common::TestDb;
+use crate::fixtures::{load_bars, sample_bars, ts};
 
 /// One sample 1m bar: (ts, open, high, low, close).
 type Ohlc = (DateTime<Utc>, f64, f64, f64, f64);
 
-fn utc(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-}
-
-/// A migrated database with `symbols` registered as fx and tasks starting at `start`.
-async fn fx_db(symbols: &[&str], start: &str) -> (TestDb, Client) {
+/// A migrated database with `symbols` registered as fx (through the
+/// registry table, as an operator's SQL would) and tasks starting at `start`.
+async fn fx_registered(symbols: &[&str], start: &str) -> (TestDb, Client) {
     let db = TestDb::migrated().await;
     let client = db.client().await;
     client.batch_execute("SET TimeZone = 'UTC'").await.unwrap();
@@ -34,7 +32,7 @@ async fn fx_db(symbols: &[&str], start: &str) -> (TestDb, Client) {
     client
         .query_one(
             "SELECT * FROM sync_agg_state_from_registry('prod', $1)",
-            &[&utc(start)],
+            &[&ts(start)],
         )
         .await
         .unwrap();
@@ -53,7 +51,7 @@ async fn catchup(
     client
         .query_one(
             "SELECT catchup_aggregation_range($1, $2, $3, $4, $5, 1, $6)",
-            &[&symbol, &tf, &utc(cursor), &max, &utc(now), &ignore],
+            &[&symbol, &tf, &ts(cursor), &max, &ts(now), &ignore],
         )
         .await
         .unwrap_or_else(|e| panic!("catchup {symbol} {tf} {cursor}: {e}"))
@@ -75,48 +73,15 @@ async fn set_cursor(client: &Client, symbol: &str, tf: &str, cursor: &str) {
     client
         .execute(
             "UPDATE data_agg_state SET last_agg_bar_ts_utc = $3 WHERE canonical_symbol = $1 AND timeframe = $2",
-            &[&symbol, &tf, &utc(cursor)],
+            &[&symbol, &tf, &ts(cursor)],
         )
         .await
         .unwrap();
-}
-
-/// 1m bars (ts, open, high, low, close, vol) of the shipped HistData sample;
-/// its stamps are fixed UTC−5.
-fn sample_bars() -> Vec<(DateTime<Utc>, f64, f64, f64, f64, f64)> {
-    std::fs::read_to_string(sample_path())
-        .unwrap()
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let f: Vec<&str> = l.trim().split(';').collect();
-            let local = NaiveDateTime::parse_from_str(f[0], "%Y%m%d %H%M%S").unwrap();
-            let n = |i: usize| f[i].parse::<f64>().unwrap();
-            (
-                local.and_utc() + Duration::hours(5),
-                n(1),
-                n(2),
-                n(3),
-                n(4),
-                n(5),
-            )
-        })
-        .collect()
 }
 
 async fn load_sample(client: &Client, symbol: &str) -> usize {
     let bars = sample_bars();
-    let col =
-        |k: usize| -> Vec<f64> { bars.iter().map(|b| [b.1, b.2, b.3, b.4, b.5][k]).collect() };
-    let ts: Vec<DateTime<Utc>> = bars.iter().map(|b| b.0).collect();
-    client
-        .execute(
-            "INSERT INTO data_bars (canonical_symbol, timeframe, ts_utc, open, high, low, close, vol)
-             SELECT $1, '1m', * FROM unnest($2::timestamptz[], $3::float8[], $4::float8[], $5::float8[], $6::float8[], $7::float8[])",
-            &[&symbol, &ts, &col(0), &col(1), &col(2), &col(3), &col(4)],
-        )
-        .await
-        .unwrap();
+    load_bars(client, symbol, &bars).await;
     bars.len()
 }
 
@@ -219,7 +184,7 @@ async fn calendars_cut_buckets_on_the_fx_clock_and_in_utc() {
 
 #[tokio::test]
 async fn catchup_on_the_sample_matches_an_independent_5m_reference() {
-    let (_db, c) = fx_db(&["AUDUSD"], "2023-06-01T00:00:00Z").await;
+    let (_db, c) = fx_registered(&["AUDUSD"], "2023-06-01T00:00:00Z").await;
     assert_eq!(load_sample(&c, "AUDUSD").await, 16_875);
     // The feed is quiet after Friday's close: with no delay the buckets up
     // to `now` are final by the clock.
@@ -230,7 +195,7 @@ async fn catchup_on_the_sample_matches_an_independent_5m_reference() {
     .await
     .unwrap();
     let start = cursor_of(&c, "AUDUSD", "5m").await;
-    assert_eq!(start, utc("2023-06-01T00:00:00Z"));
+    assert_eq!(start, ts("2023-06-01T00:00:00Z"));
 
     let r = catchup(
         &c,
@@ -246,17 +211,17 @@ async fn catchup_on_the_sample_matches_an_independent_5m_reference() {
     assert_eq!(r["continue"], false);
     assert_eq!(
         cursor_of(&c, "AUDUSD", "5m").await,
-        utc("2023-07-01T00:00:00Z")
+        ts("2023-07-01T00:00:00Z")
     );
 
     // Reference: floor every stamp to 5 minutes, first/last by time, counts.
     let mut buckets: BTreeMap<i64, Vec<Ohlc>> = BTreeMap::new();
-    for (ts, o, h, l, cl, _) in sample_bars() {
-        if ts < utc("2023-07-01T00:00:00Z") {
+    for b in sample_bars() {
+        if b.ts < ts("2023-07-01T00:00:00Z") {
             buckets
-                .entry(ts.timestamp() / 300 * 300)
+                .entry(b.ts.timestamp() / 300 * 300)
                 .or_default()
-                .push((ts, o, h, l, cl));
+                .push((b.ts, b.open, b.high, b.low, b.close));
         }
     }
     let mut want = Vec::new();
@@ -333,7 +298,7 @@ async fn catchup_on_the_sample_matches_an_independent_5m_reference() {
 
 #[tokio::test]
 async fn chunks_stop_at_max_windows_and_weekends_do_not_stall() {
-    let (_db, c) = fx_db(&["AUDUSD"], "2023-06-01T00:00:00Z").await;
+    let (_db, c) = fx_registered(&["AUDUSD"], "2023-06-01T00:00:00Z").await;
     load_sample(&c, "AUDUSD").await;
     // The last sample bars of Friday 2023-06-02 are before 21:00Z; the next on Sunday evening.
     set_cursor(&c, "AUDUSD", "5m", "2023-06-02T20:40:00Z").await;
@@ -352,13 +317,13 @@ async fn chunks_stop_at_max_windows_and_weekends_do_not_stall() {
     assert_eq!(r["reason"], "max_windows");
     let cursor = cursor_of(&c, "AUDUSD", "5m").await;
     assert!(
-        cursor > utc("2023-06-04T20:00:00Z"),
+        cursor > ts("2023-06-04T20:00:00Z"),
         "the weekend was walked over: {cursor}"
     );
     assert_eq!(
         r["cursor_advanced_to"]
             .as_str()
-            .map(|s| utc(&s.replace(' ', "T"))),
+            .map(|s| ts(&s.replace(' ', "T"))),
         Some(cursor)
     );
     // The next chunk starts where this one stopped.
@@ -377,7 +342,7 @@ async fn chunks_stop_at_max_windows_and_weekends_do_not_stall() {
 
 #[tokio::test]
 async fn a_stale_cursor_changes_nothing() {
-    let (db, c) = fx_db(&["EURUSD"], "2025-07-01T00:00:00Z").await;
+    let (db, c) = fx_registered(&["EURUSD"], "2025-07-01T00:00:00Z").await;
     c.batch_execute(
         "INSERT INTO data_bars (canonical_symbol, timeframe, ts_utc, open, high, low, close, vol)
          SELECT 'EURUSD', '1m', t, 1, 1, 1, 1, 1 FROM generate_series(timestamptz '2025-07-01 00:00Z', '2025-07-01 00:59Z', '1 minute') t",
@@ -399,13 +364,13 @@ async fn a_stale_cursor_changes_nothing() {
     assert_eq!(db.count("SELECT count(*) FROM derived_data_bars").await, 0);
     assert_eq!(
         cursor_of(&c, "EURUSD", "5m").await,
-        utc("2025-07-01T00:00:00Z")
+        ts("2025-07-01T00:00:00Z")
     );
 }
 
 #[tokio::test]
 async fn quality_follows_the_integer_thresholds() {
-    let (db, c) = fx_db(&["EURUSD"], "2025-07-01T00:00:00Z").await;
+    let (db, c) = fx_registered(&["EURUSD"], "2025-07-01T00:00:00Z").await;
     // 5m buckets with 5, 4, 3 and 2 one-minute bars.
     c.batch_execute(
         "INSERT INTO data_bars (canonical_symbol, timeframe, ts_utc, open, high, low, close, vol)
@@ -467,7 +432,7 @@ async fn quality_follows_the_integer_thresholds() {
 
 #[tokio::test]
 async fn derived_timeframes_wait_for_their_source_cursor() {
-    let (_db, c) = fx_db(&["EURUSD"], "2025-07-01T00:00:00Z").await;
+    let (_db, c) = fx_registered(&["EURUSD"], "2025-07-01T00:00:00Z").await;
     c.batch_execute(
         "INSERT INTO data_bars (canonical_symbol, timeframe, ts_utc, open, high, low, close, vol)
          SELECT 'EURUSD', '1m', t, 1, 1, 1, 1, 1 FROM generate_series(timestamptz '2025-07-01 00:00Z', '2025-07-01 02:59Z', '1 minute') t",
@@ -498,7 +463,7 @@ async fn derived_timeframes_wait_for_their_source_cursor() {
     assert_eq!(r["bars_created"], 1, "{r}");
     assert_eq!(
         cursor_of(&c, "EURUSD", "1h").await,
-        utc("2025-07-01T01:00:00Z")
+        ts("2025-07-01T01:00:00Z")
     );
     // ignore_confirmation looks at the clock only.
     let r = catchup(
@@ -531,7 +496,7 @@ async fn derived_timeframes_wait_for_their_source_cursor() {
 
 #[tokio::test]
 async fn a_bucket_that_no_longer_qualifies_loses_its_bar() {
-    let (db, c) = fx_db(&["EURUSD"], "2025-07-01T00:00:00Z").await;
+    let (db, c) = fx_registered(&["EURUSD"], "2025-07-01T00:00:00Z").await;
     c.batch_execute(
         "INSERT INTO data_bars (canonical_symbol, timeframe, ts_utc, open, high, low, close, vol)
          SELECT 'EURUSD', '1m', t, 1, 1, 1, 1, 1 FROM generate_series(timestamptz '2025-07-01 00:00Z', '2025-07-01 00:09Z', '1 minute') t",
@@ -584,7 +549,7 @@ async fn a_bucket_that_no_longer_qualifies_loses_its_bar() {
 
 #[tokio::test]
 async fn bad_calls_raise_with_the_value_and_change_nothing() {
-    let (db, c) = fx_db(&["EURUSD"], "2025-07-01T00:00:00Z").await;
+    let (db, c) = fx_registered(&["EURUSD"], "2025-07-01T00:00:00Z").await;
     c.execute("INSERT INTO core_asset_registry_all (canonical_symbol, asset_class) VALUES ('NOTASK', 'fx')", &[])
         .await
         .unwrap();
@@ -652,7 +617,7 @@ async fn bad_calls_raise_with_the_value_and_change_nothing() {
 async fn claim(c: &Client, now: &str, lease: i32) -> Vec<(String, String, uuid::Uuid, bool)> {
     c.query(
         "SELECT canonical_symbol, timeframe, lease_token, recovered FROM agg_claim_tasks('prod', 'w1', $1, 100, $2)",
-        &[&utc(now), &lease],
+        &[&ts(now), &lease],
     )
     .await
     .unwrap()
@@ -671,7 +636,7 @@ async fn finish(
 ) -> Value {
     c.query_one(
         "SELECT agg_finish('EURUSD', $1, $2, NULL, $3, $4, 'boom', $5, 3)",
-        &[&tf, &ok, &stats, &kind, &utc(now)],
+        &[&tf, &ok, &stats, &kind, &ts(now)],
     )
     .await
     .unwrap()
@@ -692,7 +657,7 @@ async fn task_state(c: &Client, tf: &str) -> (String, i32, i32, DateTime<Utc>) {
 
 #[tokio::test]
 async fn claims_and_finishes_move_tasks_through_their_states() {
-    let (db, c) = fx_db(&["EURUSD"], "2025-07-01T00:00:00Z").await;
+    let (db, c) = fx_registered(&["EURUSD"], "2025-07-01T00:00:00Z").await;
     let now = "2030-01-01T00:00:00Z";
     let claimed = claim(&c, now, 60).await;
     let order: Vec<&str> = claimed.iter().map(|t| t.1.as_str()).collect();
@@ -748,7 +713,7 @@ async fn claims_and_finishes_move_tasks_through_their_states() {
     assert_eq!(r["status"], "idle");
     let (status, hard, transient, next) = task_state(&c, "1h").await;
     assert_eq!((status.as_str(), hard, transient), ("idle", 0, 1));
-    assert_eq!(next, utc(now) + Duration::seconds(5));
+    assert_eq!(next, ts(now) + Duration::seconds(5));
 
     // Hard failures: hard_failed at the third for a mandatory task…
     for i in 1..=3 {
@@ -791,7 +756,7 @@ async fn claims_and_finishes_move_tasks_through_their_states() {
 
 #[tokio::test]
 async fn roles_can_run_only_what_they_are_granted() {
-    let (_db, c) = fx_db(&["EURUSD"], "2025-07-01T00:00:00Z").await;
+    let (_db, c) = fx_registered(&["EURUSD"], "2025-07-01T00:00:00Z").await;
     let attempt = |role: &'static str, call: &'static str| {
         let c = &c;
         async move {

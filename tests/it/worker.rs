@@ -6,35 +6,21 @@
 use barkeep::assets::AssetClass;
 use barkeep::calendar::{Calendar, Timeframe};
 use barkeep::engine::{SymbolJob, SymbolRunner, TaskPlan};
-use barkeep::synth::{generate, SynthBar, SynthSpec};
+use barkeep::synth::SynthBar;
 use chrono::{DateTime, Duration, Utc};
 
 use crate::common::{stderr, stdout, TestDb};
-use crate::engine::{live_bars, load_bars, register, sample_bars};
-
-fn fx_bars(seed: u64, weeks: i64) -> Vec<SynthBar> {
-    generate(&SynthSpec {
-        start: "2025-06-29T00:00:00Z".parse().unwrap(),
-        minutes: weeks * 7 * 1440,
-        seed,
-        ..SynthSpec::default()
-    })
-    .collect()
-}
+use crate::fixtures::{live_bars, load_bars, load_fx, register, sample_bars, LiveBar};
 
 /// A database holding `symbols` fx symbols of generated data, tasks synced.
 async fn fx_db(symbols: &[&str], weeks: i64) -> TestDb {
     let db = TestDb::migrated().await;
-    let c = db.client().await;
-    for (i, s) in symbols.iter().enumerate() {
-        register(&c, s, AssetClass::Fx, "2025-06-29T00:00:00Z").await;
-        load_bars(&c, s, &fx_bars(100 + i as u64, weeks)).await;
-    }
+    load_fx(&db.client().await, symbols, weeks * 7, 100).await;
     db
 }
 
 /// Equal bar lists, reported by the first difference rather than in full.
-fn same_bars(got: &[crate::engine::LiveBar], expected: &[crate::engine::LiveBar]) {
+fn same_bars(got: &[LiveBar], expected: &[LiveBar]) {
     let first_diff = got.iter().zip(expected).position(|(g, e)| g != e);
     if let Some(i) = first_diff {
         panic!(

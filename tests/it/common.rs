@@ -204,7 +204,7 @@ impl TestDb {
     pub fn cli_with_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
         use std::io::Write;
         let mut child = self
-            .command(args, stdin.is_some())
+            .piped(args, stdin.is_some())
             .spawn()
             .expect("starting barkeep");
         if let Some(bytes) = stdin {
@@ -216,7 +216,7 @@ impl TestDb {
 
     /// Run the barkeep binary in the folder `dir` (for relative paths).
     pub fn cli_in(&self, dir: &std::path::Path, args: &[&str]) -> Output {
-        self.command(args, false)
+        self.piped(args, false)
             .current_dir(dir)
             .output()
             .expect("running barkeep")
@@ -227,7 +227,7 @@ impl TestDb {
     /// missed, never overstated.
     pub fn cli_peak_memory(&self, args: &[&str]) -> (Output, u64) {
         use std::io::Read;
-        let mut child = self.command(args, false).spawn().expect("starting barkeep");
+        let mut child = self.piped(args, false).spawn().expect("starting barkeep");
         let status_file = format!("/proc/{}/status", child.id());
         // Drain the pipes on threads so a chatty child never blocks.
         let mut out_pipe = child.stdout.take().expect("stdout pipe");
@@ -266,13 +266,17 @@ impl TestDb {
         (output, peak)
     }
 
-    fn command(&self, args: &[&str], stdin: bool) -> Command {
+    /// The barkeep binary on this database, its standard streams left to
+    /// the caller (for a process the test runs alongside).
+    pub fn command(&self, args: &[&str]) -> Command {
+        barkeep_on(&self.url, args)
+    }
+
+    /// The barkeep binary on this database with its output captured.
+    fn piped(&self, args: &[&str], stdin: bool) -> Command {
         use std::process::Stdio;
-        let mut command = Command::new(env!("CARGO_BIN_EXE_barkeep"));
+        let mut command = self.command(args);
         command
-            .args(args)
-            .env("DATABASE_URL", &self.url)
-            .env_remove("BARKEEP_HOME")
             .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -288,6 +292,17 @@ impl TestDb {
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
             .get(0)
     }
+}
+
+/// The barkeep binary with `args` on the database at `url`; BARKEEP_HOME
+/// is removed so a developer's own embedded cluster never answers instead.
+pub fn barkeep_on(url: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_barkeep"));
+    command
+        .args(args)
+        .env("DATABASE_URL", url)
+        .env_remove("BARKEEP_HOME");
+    command
 }
 
 /// Standard output of a run as text.

@@ -3,7 +3,7 @@
 //! failures isolated, several workers sharing one database, PostgreSQL
 //! restarts, frozen workers, and clean stops.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration as StdDuration, Instant};
 
 use barkeep::assets::AssetClass;
@@ -12,14 +12,11 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio_postgres::Client;
 
-use crate::common::{stderr, TestDb};
+use crate::common::{barkeep_on, stderr, TestDb};
 use crate::fixtures::{live_bars, load_fx, register, LiveBar, OwnCluster};
 
 fn spawn(url: &str, args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_barkeep"))
-        .args(args)
-        .env("DATABASE_URL", url)
-        .env_remove("BARKEEP_HOME")
+    barkeep_on(url, args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -1,7 +1,7 @@
 //! Operator task commands: disable, enable, re-enable after a hard failure,
 //! priority, and a refused timeframe.
 
-use crate::common::{stderr, TestDb};
+use crate::common::{barkeep_on, stderr, TestDb};
 use crate::fixtures::ok;
 
 #[tokio::test]
@@ -88,9 +88,7 @@ async fn an_operator_command_does_not_wait_for_ever_on_a_locked_task() {
     let out = tokio::task::spawn_blocking({
         let url = db.url.clone();
         move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_barkeep"))
-                .args(["task", "disable", "EURUSD", "5m"])
-                .env("DATABASE_URL", url)
+            barkeep_on(&url, &["task", "disable", "EURUSD", "5m"])
                 .output()
                 .unwrap()
         }

@@ -6,7 +6,6 @@
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use barkeep::db::Database;
 use rcgen::{
@@ -14,7 +13,7 @@ use rcgen::{
     KeyUsagePurpose,
 };
 
-use crate::common::{conninfo, stderr};
+use crate::common::{barkeep_on, conninfo, stderr};
 use crate::fixtures::{free_port, OwnCluster};
 
 const PASSWORD: &str = "tls-secret-8d1f";
@@ -230,14 +229,7 @@ async fn sslmodes_and_root_certificates_behave_as_in_libpq() {
             pg.port
         )
     };
-    let run = |url: String| {
-        Command::new(env!("CARGO_BIN_EXE_barkeep"))
-            .args(["db", "status"])
-            .env("DATABASE_URL", url)
-            .env_remove("BARKEEP_HOME")
-            .output()
-            .unwrap()
-    };
+    let run = |url: String| barkeep_on(&url, &["db", "status"]).output().unwrap();
     let out = run(url(&format!("sslmode=verify-full&sslrootcert={}", pg.ca())));
     assert!(out.status.success(), "{}", stderr(&out));
     let out = run(url("sslmode=disable"));

@@ -85,8 +85,8 @@ async fn killed_runs_resumed_give_exactly_the_bars_of_one_clean_run() {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         let delay = 100 + (seed >> 33) % 900;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_barkeep"))
-            .args([
+        let mut child = db
+            .command(&[
                 "run",
                 "--once",
                 "--max-windows",
@@ -96,7 +96,6 @@ async fn killed_runs_resumed_give_exactly_the_bars_of_one_clean_run() {
                 "--lease-seconds",
                 "1",
             ])
-            .env("DATABASE_URL", &db.url)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -147,9 +146,7 @@ async fn two_workers_in_parallel_give_the_same_bars_as_one() {
 
     let db = fx_db(&symbols, 3).await;
     let spawn = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_barkeep"))
-            .args(["run", "--once", "--max-windows", "500", "--batch", "6"])
-            .env("DATABASE_URL", &db.url)
+        db.command(&["run", "--once", "--max-windows", "500", "--batch", "6"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -300,9 +297,8 @@ async fn export_prints_what_is_stored_and_a_partial_bar_on_request() {
 #[tokio::test]
 async fn sigterm_stops_a_running_worker_cleanly_and_releases_its_tasks() {
     let db = fx_db(&["EURUSD", "GBPUSD"], 8).await;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_barkeep"))
-        .args(["run", "--grace-seconds", "20"])
-        .env("DATABASE_URL", &db.url)
+    let mut child = db
+        .command(&["run", "--grace-seconds", "20"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()

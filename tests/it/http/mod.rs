@@ -12,7 +12,7 @@ mod reports;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 
 use serde_json::Value;
 
@@ -34,9 +34,8 @@ impl Drop for Served {
 fn serve(db: &TestDb, extra: &[&str]) -> Served {
     let mut args = vec!["serve", "--addr", "127.0.0.1:0"];
     args.extend_from_slice(extra);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_barkeep"))
-        .args(&args)
-        .env("DATABASE_URL", &db.url)
+    let mut child = db
+        .command(&args)
         .env_remove("BARKEEP_TOKEN")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

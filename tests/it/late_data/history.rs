@@ -211,10 +211,8 @@ async fn a_worker_keeping_n_days_of_history_prunes_what_is_older() {
 
     // A worker left running prunes at start.
     age_history(&c, 40).await;
-    let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_barkeep"))
-        .args(["run", "--no-sync", "--keep-history-days", "30"])
-        .env("DATABASE_URL", &db.url)
-        .env_remove("BARKEEP_HOME")
+    let mut worker = db
+        .command(&["run", "--no-sync", "--keep-history-days", "30"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -1,7 +1,5 @@
 //! The calendar helpers in SQL cut buckets on the fx clock and in UTC.
 
-
-
 use crate::common::TestDb;
 
 use super::text;

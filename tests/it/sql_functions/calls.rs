@@ -1,9 +1,6 @@
 //! Who may call what, and how: bad calls raise with the value and change
 //! nothing, and each role can run only what it is granted.
 
-
-
-
 use super::fx_registered;
 
 #[tokio::test]

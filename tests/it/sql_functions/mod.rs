@@ -8,7 +8,6 @@ mod calls;
 mod catchup;
 mod task_states;
 
-
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio_postgres::Client;

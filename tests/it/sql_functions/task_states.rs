@@ -1,7 +1,6 @@
 //! Claims and finishes move tasks through their states: idle, running,
 //! hard failed, disabled, with leases and retries.
 
-
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 use tokio_postgres::Client;

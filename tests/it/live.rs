@@ -8,8 +8,8 @@ use barkeep::synth::{generate, SynthBar, SynthSpec};
 use chrono::{DateTime, Duration, DurationRound, Utc};
 
 use crate::common::{stderr, TestDb};
+use crate::fixtures::{assert_same_bars, reference_ladder, stored};
 use crate::fixtures::{load_bars, register};
-use crate::reference::{assert_same_bars, reference_ladder, stored};
 
 fn bars(start: DateTime<Utc>, fx: bool, seed: u64) -> Vec<SynthBar> {
     generate(&SynthSpec {

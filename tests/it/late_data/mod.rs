@@ -23,7 +23,7 @@ use tokio_postgres::Client;
 
 use crate::common::TestDb;
 use crate::fixtures::ts;
-use crate::reference::{assert_same_bars, reference_ladder, stored};
+use crate::fixtures::{assert_same_bars, reference_ladder, stored};
 
 /// The 1m bars a test believes are stored, by time.
 type Model = BTreeMap<DateTime<Utc>, SynthBar>;

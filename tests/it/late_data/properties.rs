@@ -13,8 +13,8 @@ use serde_json::Value;
 use tokio_postgres::Client;
 
 use crate::common::TestDb;
+use crate::fixtures::{assert_same_bars, stored};
 use crate::fixtures::{load_bars, register, ts};
-use crate::reference::{assert_same_bars, stored};
 
 use super::{assert_reference, crypto_spec, fx_spec, model_of, rust_cycle, write_csv, Model};
 

@@ -2,7 +2,6 @@
 //! shipped sample, generated fx across both 2025 DST changes, fx with
 //! weekends and crypto with volume, and random gaps, bar for bar.
 
-
 use barkeep::synth::{self, SynthBar, SynthSpec};
 use chrono::Utc;
 

@@ -10,7 +10,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 
 use crate::common::{stderr, stdout, TestDb};
-use crate::fixtures::demo_db;
+use crate::fixtures::{db_now, demo_db};
 
 use super::{get_json, serve};
 
@@ -220,7 +220,7 @@ async fn bars_as_of_an_instant_are_the_bars_export_as_of_reads() {
         .unwrap()
         .get(0);
     assert!(minute < hour + Duration::hours(1));
-    let before: DateTime<Utc> = c.query_one("SELECT now()", &[]).await.unwrap().get(0);
+    let before = db_now(&c).await;
     // A correction after `before`: that minute's high, which the 1m bar and
     // its hour take on, re-aggregated by the worker.
     let fixed = c
@@ -298,7 +298,7 @@ async fn bars_as_of_an_instant_are_the_bars_export_as_of_reads() {
 
     // Once history before now is pruned, `as_of` before it is gone (410),
     // read with the reader role's rights, and `as_of` after it still answers.
-    let pruned: DateTime<Utc> = c.query_one("SELECT now()", &[]).await.unwrap().get(0);
+    let pruned = db_now(&c).await;
     let out = db.cli(&["history", "prune", "--before", &stamp(pruned), "--force"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let query = format!("/api/bars?symbol=AUDUSD&timeframe=1h&from={from}&to={to}");

@@ -9,7 +9,7 @@ use serde_json::Value;
 use tokio_postgres::Client;
 
 use crate::common::{stderr, TestDb};
-use crate::fixtures::{load_bars, ok, register, rust_ladder};
+use crate::fixtures::{db_now, load_bars, ok, register, rust_ladder};
 
 use super::{assert_reference, fx_spec, model_of};
 
@@ -98,11 +98,6 @@ async fn history_rows(c: &Client, symbol: &str) -> (i64, i64) {
     (r.get(0), r.get(1))
 }
 
-/// The database's clock.
-async fn instant(c: &Client) -> DateTime<Utc> {
-    c.query_one("SELECT now()", &[]).await.unwrap().get(0)
-}
-
 /// Bars of `export … --format json`, optionally as of an instant.
 fn export(db: &TestDb, symbol: &str, tf: &str, as_of: Option<DateTime<Utc>>) -> Value {
     let stamp = as_of.map(|t| t.to_rfc3339());
@@ -118,7 +113,7 @@ fn export(db: &TestDb, symbol: &str, tf: &str, as_of: Option<DateTime<Utc>>) -> 
 #[tokio::test]
 async fn export_as_of_an_instant_returns_the_bars_as_they_stood() {
     let (db, c, bars, t) = caught_up("ASOF", 8, 71).await;
-    let before = instant(&c).await;
+    let before = db_now(&c).await;
     let old: Vec<Value> = ["1m", "1h", "1d"]
         .iter()
         .map(|tf| export(&db, "ASOF", tf, None))
@@ -127,7 +122,7 @@ async fn export_as_of_an_instant_returns_the_bars_as_they_stood() {
     // whose bar and hour bar exist (so every timeframe up to 1d changes).
     raise_high(&c, "ASOF", t, 1.0).await;
     rust_ladder(&db).await;
-    let after = instant(&c).await;
+    let after = db_now(&c).await;
     for (i, tf) in ["1m", "1h", "1d"].iter().enumerate() {
         assert_eq!(
             export(&db, "ASOF", tf, Some(before)),
@@ -173,7 +168,7 @@ async fn a_worker_keeping_n_days_of_history_prunes_what_is_older() {
         ok(&out);
         serde_json::from_slice::<Value>(&out.stdout).unwrap()["history_pruned"].clone()
     };
-    let t = instant(&c).await;
+    let t = db_now(&c).await;
     let pruned = keep(&db);
     assert_eq!(pruned["bar_versions"], old_versions, "{pruned}");
     assert_eq!(pruned["revisions_1m"], 1, "{pruned}");
@@ -236,12 +231,12 @@ async fn a_worker_keeping_n_days_of_history_prunes_what_is_older() {
 #[tokio::test]
 async fn pruning_history_keeps_as_of_reads_after_it_and_refuses_those_before() {
     let (db, c, _, minute) = caught_up("PRUNE", 3, 72).await;
-    let t0 = instant(&c).await;
+    let t0 = db_now(&c).await;
     // Two corrections of one minute, each re-aggregated, with an instant
     // between them: history then holds the original and the first correction.
     raise_high(&c, "PRUNE", minute, 1.0).await;
     rust_ladder(&db).await;
-    let t1 = instant(&c).await;
+    let t1 = db_now(&c).await;
     let at_t1: Vec<Value> = ["1m", "1h", "1d"]
         .iter()
         .map(|tf| export(&db, "PRUNE", tf, Some(t1)))
@@ -298,7 +293,7 @@ async fn pruning_history_keeps_as_of_reads_after_it_and_refuses_those_before() {
             at_t1[i],
             "{tf} as of t1"
         );
-        let now = instant(&c).await;
+        let now = db_now(&c).await;
         assert_eq!(
             export(&db, "PRUNE", tf, Some(now)),
             export(&db, "PRUNE", tf, None),

@@ -8,9 +8,9 @@ use chrono::{Duration, DurationRound};
 use nix::sys::signal::Signal;
 
 use crate::common::{stderr, TestDb};
-use crate::fixtures::register;
+use crate::fixtures::{db_now, register};
 
-use super::{child_stderr, db_now, insert_minutes, signal, spawn, wait_count, wait_exit};
+use super::{child_stderr, insert_minutes, signal, spawn, wait_count, wait_exit};
 
 const COUNT_5M: &str =
     "SELECT count(*) FROM derived_data_bars WHERE timeframe = '5m' AND deleted_at IS NULL";

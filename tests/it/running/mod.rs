@@ -74,10 +74,6 @@ async fn wait_count(c: &Client, sql: &str, want: i64, limit: StdDuration) {
     }
 }
 
-async fn db_now(c: &Client) -> DateTime<Utc> {
-    c.query_one("SELECT now()", &[]).await.unwrap().get(0)
-}
-
 /// Insert the 1m bars of minutes `minutes` after `start` with plain SQL.
 async fn insert_minutes(
     c: &Client,

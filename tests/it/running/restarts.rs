@@ -8,11 +8,10 @@ use chrono::{Duration, DurationRound};
 use nix::sys::signal::Signal;
 use tokio_postgres::Client;
 
-use crate::fixtures::{live_bars, load_fx, register, OwnCluster};
+use crate::fixtures::{db_now, live_bars, load_fx, register, OwnCluster};
 
 use super::{
-    child_stderr, clean_bars, db_now, insert_minutes, names, signal, spawn, wait_count, wait_exit,
-    SEEDS,
+    child_stderr, clean_bars, insert_minutes, names, signal, spawn, wait_count, wait_exit, SEEDS,
 };
 
 /// A PostgreSQL cluster of this test alone (it is restarted), with a

@@ -8,8 +8,7 @@ use barkeep::synth::{generate, SynthBar, SynthSpec};
 use chrono::{DateTime, Duration, DurationRound, Utc};
 
 use crate::common::{stderr, TestDb};
-use crate::engine::{load_bars, register};
-use crate::reference::{assert_same_bars, reference_ladder, stored};
+use crate::fixtures::{assert_same_bars, db_now, load_bars, reference_ladder, register, stored};
 
 fn bars(start: DateTime<Utc>, fx: bool, seed: u64) -> Vec<SynthBar> {
     generate(&SynthSpec {
@@ -27,7 +26,7 @@ fn bars(start: DateTime<Utc>, fx: bool, seed: u64) -> Vec<SynthBar> {
 async fn live_tasks_advance_in_groups_and_match_the_reference_with_late_data() {
     let db = TestDb::migrated().await;
     let c = db.client().await;
-    let now: DateTime<Utc> = c.query_one("SELECT now()", &[]).await.unwrap().get(0);
+    let now = db_now(&c).await;
     // The data reaches the last 5-minute mark; the long quiet-feed delay
     // makes that reach the finality horizon of every timeframe.
     let top = now.duration_trunc(Duration::minutes(5)).unwrap();
@@ -133,7 +132,7 @@ async fn live_tasks_advance_in_groups_and_match_the_reference_with_late_data() {
 async fn a_live_group_fences_leases_and_records_failures_per_task() {
     let db = TestDb::migrated().await;
     let c = db.client().await;
-    let now: DateTime<Utc> = c.query_one("SELECT now()", &[]).await.unwrap().get(0);
+    let now = db_now(&c).await;
     let top = now.duration_trunc(Duration::minutes(5)).unwrap();
     for symbol in ["AAAUSD", "BBBUSD", "CCCUSD"] {
         register(

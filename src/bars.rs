@@ -31,8 +31,9 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Duration, Utc};
 use tokio_postgres::Client;
 
-use crate::calendar::{bucket_end, bucket_start, expected_candles, Calendar, Timeframe};
-use crate::engine::fold::{combine, quality, Bar, Folder};
+use crate::engine::fold::{combine, quality, Folder};
+use crate::model::calendar::{bucket_end, bucket_start, expected_candles};
+use crate::model::{Bar, Calendar, Timeframe};
 
 /// One bar as read by a user: stored (1m or derived) or the open bucket.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -61,18 +62,20 @@ fn rfc3339<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Er
 }
 
 impl BarRecord {
-    /// A bar from a row of the stored columns followed by `source_timeframe,
-    /// source_candles, expected_candles, quality_score, is_partial`.
+    /// A bar from a row of the stored columns ([`Bar::from_row`]) followed
+    /// by `source_timeframe, source_candles, expected_candles, quality_score,
+    /// is_partial`.
     pub fn from_row(r: &tokio_postgres::Row) -> BarRecord {
+        let bar = Bar::from_row(r);
         BarRecord {
-            ts_utc: r.get(0),
-            open: r.get(1),
-            high: r.get(2),
-            low: r.get(3),
-            close: r.get(4),
-            vol: r.get(5),
-            vwap: r.get(6),
-            trade_count: r.get(7),
+            ts_utc: bar.ts,
+            open: bar.open,
+            high: bar.high,
+            low: bar.low,
+            close: bar.close,
+            vol: bar.vol,
+            vwap: bar.vwap,
+            trade_count: bar.trade_count,
             source_timeframe: r.get(8),
             source_candles: r.get(9),
             expected_candles: r.get(10),
@@ -356,19 +359,7 @@ async fn read_source_rows(
         .query(sql, &[&symbol, &tf.as_str(), &from, &to])
         .await
         .with_context(|| format!("reading {symbol} {tf} source bars from {from} to {to}"))?;
-    Ok(rows
-        .iter()
-        .map(|r| Bar {
-            ts: r.get(0),
-            open: r.get(1),
-            high: r.get(2),
-            low: r.get(3),
-            close: r.get(4),
-            vol: r.get(5),
-            vwap: r.get(6),
-            trade_count: r.get(7),
-        })
-        .collect())
+    Ok(rows.iter().map(Bar::from_row).collect())
 }
 
 #[cfg(test)]

@@ -22,24 +22,33 @@
 //!
 //! `--pairs` picks which of them run; the report names the machine.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use tokio_postgres::Client;
 
-use crate::assets::{self, AssetClass, Symbol};
-use crate::db::{quote_ident, Database};
+use crate::assets;
+use crate::db::Database;
 use crate::ingest::{self, IngestOptions};
+use crate::model::{AssetClass, Env, Symbol};
 use crate::synth::{self, SynthSpec};
 use crate::{migrate, tasks};
 
+mod baseline;
 pub mod floor;
 pub mod freshness;
 pub mod machine;
+mod rounds;
+mod scratch;
 pub mod sql_face;
+
+use baseline::{copy_baseline, write_copy_text, BASELINE_5M};
+use rounds::{median, pair};
+use scratch::{
+    count_bars, drop_scratch, recreate_scratch, run_worker_child, settle, tempdir, url_of,
+};
 
 pub use machine::Machine;
 
@@ -244,7 +253,7 @@ pub async fn run(server: &Database, args: &BenchConfig) -> Result<BenchReport> {
         let _ = std::fs::remove_file(&copy_text);
     }
     // Every row ahead of the cursors: tasks exist, their cursors at the start.
-    tasks::sync(&client, tasks::Env::Prod, Some(start(args.weeks)?), None).await?;
+    tasks::sync(&client, Env::Prod, Some(start(args.weeks)?), None).await?;
     client
         .batch_execute("SELECT agg_restart_tasks(NULL, NULL, NULL, true)")
         .await
@@ -333,7 +342,7 @@ pub async fn run(server: &Database, args: &BenchConfig) -> Result<BenchReport> {
             )
             .await?;
             let t = Instant::now();
-            tasks::sync(&client, tasks::Env::Prod, Some(start(args.weeks)?), None).await?;
+            tasks::sync(&client, Env::Prod, Some(start(args.weeks)?), None).await?;
             let peak = run_worker_child(&args.worker_exe, &url, args.concurrency, &dir).await?;
             catchup_pairs.push((t.elapsed().as_secs_f64(), baseline));
             peak_worker_mib = Some(peak);
@@ -434,132 +443,6 @@ async fn ingest_all(client: &mut Client, files: &[(Symbol, PathBuf)]) -> Result<
     Ok(())
 }
 
-/// Live derived bars per timeframe, in ladder order.
-async fn count_bars(client: &Client) -> Result<Vec<(String, i64)>> {
-    let rows = client
-        .query(
-            "SELECT timeframe, count(*) FROM derived_data_bars WHERE deleted_at IS NULL
-             GROUP BY timeframe ORDER BY array_position(ARRAY['5m','15m','1h','4h','1d','1w'], timeframe)",
-            &[],
-        )
-        .await
-        .context("counting derived bars")?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
-}
-
-/// Run `barkeep run --once` as a child on the scratch database (the same
-/// settings as the worker's catch-up: no sync, 600 tasks a claim) and
-/// return the largest resident set of any child this process has waited
-/// for, in MiB. The benchmark's only other children are the embedded
-/// cluster's `pg_ctl` calls, far smaller than a worker.
-async fn run_worker_child(exe: &Path, url: &str, concurrency: usize, dir: &Path) -> Result<f64> {
-    let log_path = dir.join("worker.log");
-    let log = std::fs::File::create(&log_path)
-        .with_context(|| format!("creating {}", log_path.display()))?;
-    let mut command = std::process::Command::new(exe);
-    command
-        .args([
-            "run",
-            "--once",
-            "--no-sync",
-            "--batch",
-            "600",
-            "--concurrency",
-        ])
-        .arg(concurrency.to_string())
-        .env("DATABASE_URL", url)
-        .env("BARKEEP_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log);
-    let status = tokio::task::spawn_blocking(move || command.status())
-        .await
-        .context("waiting for the worker")?
-        .with_context(|| format!("starting the worker {}", exe.display()))?;
-    if !status.success() {
-        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        bail!("the catch-up worker exited with {status}: {}", log.trim());
-    }
-    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
-        .context("reading the worker's peak memory")?;
-    // ru_maxrss is in KiB on Linux.
-    Ok(usage.max_rss() as f64 / 1024.0)
-}
-
-/// A connection string a child process can use (the password, if any, goes
-/// through its environment, never its command line).
-pub(crate) fn url_of(db: &Database) -> String {
-    let config = db.config();
-    let mut parts = Vec::new();
-    if let Some(host) = config.get_hosts().first() {
-        match host {
-            tokio_postgres::config::Host::Tcp(h) => parts.push(format!("host='{h}'")),
-            tokio_postgres::config::Host::Unix(p) => parts.push(format!("host='{}'", p.display())),
-        }
-    }
-    if let Some(port) = config.get_ports().first() {
-        parts.push(format!("port={port}"));
-    }
-    if let Some(user) = config.get_user() {
-        parts.push(format!("user='{user}'"));
-    }
-    if let Some(pw) = config.get_password() {
-        let pw = String::from_utf8_lossy(pw)
-            .replace('\\', "\\\\")
-            .replace('\'', "\\'");
-        parts.push(format!("password='{pw}'"));
-    }
-    if let Some(name) = config.get_dbname() {
-        parts.push(format!("dbname='{name}'"));
-    }
-    parts.push(format!("sslmode={}", db.ssl_mode().as_str()));
-    parts.join(" ")
-}
-
-/// Medians of (barkeep, baseline) rounds, and the median of the per-round
-/// ratios (a round's two sides ran back to back, so their ratio is what
-/// survives a machine whose speed drifts).
-fn pair(what: &str, rows: u64, rounds: &[(f64, f64)]) -> Pair {
-    let barkeep: Vec<f64> = rounds.iter().map(|r| r.0).collect();
-    let baseline: Vec<f64> = rounds.iter().map(|r| r.1).collect();
-    let ratios: Vec<f64> = rounds.iter().map(|r| r.1 / r.0.max(1e-9)).collect();
-    Pair {
-        what: what.into(),
-        rows,
-        barkeep_seconds: median(&barkeep),
-        baseline_seconds: median(&baseline),
-        speedup: median(&ratios),
-        rounds: rounds.len(),
-        speedups: ratios,
-        barkeep_rounds: barkeep,
-        baseline_rounds: baseline,
-    }
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
-/// Run `sql` (if any), then checkpoint, so that neither side of a pair pays
-/// for the other's dirty buffers.
-async fn settle(client: &Client, sql: &str) -> Result<()> {
-    if !sql.is_empty() {
-        client
-            .batch_execute(sql)
-            .await
-            .with_context(|| format!("running {sql}"))?;
-    }
-    client
-        .batch_execute("CHECKPOINT")
-        .await
-        .context("checkpointing")
-}
-
 fn spec(i: usize, weeks: i64) -> Result<SynthSpec> {
     Ok(SynthSpec {
         start: start(weeks)?,
@@ -571,115 +454,6 @@ fn spec(i: usize, weeks: i64) -> Result<SynthSpec> {
         price: 1.0 + i as f64 * 0.01,
         seed: 1000 + i as u64,
     })
-}
-
-/// The plain-SQL 5m aggregation users write by hand, into a table shaped
-/// like `derived_data_bars` with the same indexes.
-const BASELINE_5M: &str = "
-CREATE TABLE bench_baseline_5m (LIKE derived_data_bars INCLUDING ALL);
-INSERT INTO bench_baseline_5m (canonical_symbol, timeframe, ts_utc, open, high, low, close, vol,
-       source_timeframe, source_candles, expected_candles, quality_score)
-SELECT canonical_symbol, '5m', date_bin('5 minutes', ts_utc, TIMESTAMPTZ 'epoch'),
-       (array_agg(open ORDER BY ts_utc))[1], max(high), min(low),
-       (array_agg(close ORDER BY ts_utc DESC))[1], sum(vol), '1m', count(*), 5, 2
-FROM data_bars WHERE timeframe = '1m' GROUP BY 1, 3";
-
-/// Write the rows of every symbol as COPY text into `file`, so the
-/// baseline pays for COPY only (and memory stays flat at any size).
-fn write_copy_text(file: &Path, symbols: &[Symbol], weeks: i64) -> Result<()> {
-    use std::io::Write;
-    let out =
-        std::fs::File::create(file).with_context(|| format!("creating {}", file.display()))?;
-    let mut out = std::io::BufWriter::new(out);
-    for (i, symbol) in symbols.iter().enumerate() {
-        for b in synth::generate(&spec(i, weeks)?) {
-            writeln!(
-                out,
-                "{symbol}\t1m\t{}\t{}\t{}\t{}\t{}\t{}",
-                b.ts.to_rfc3339(),
-                b.open,
-                b.high,
-                b.low,
-                b.close,
-                b.vol
-            )
-            .with_context(|| format!("writing {}", file.display()))?;
-        }
-    }
-    out.flush()
-        .with_context(|| format!("writing {}", file.display()))
-}
-
-/// Time a plain COPY of the rows in `file` into a table with the same unique key.
-async fn copy_baseline(client: &Client, file: &Path) -> Result<f64> {
-    client
-        .batch_execute(
-            "CREATE TABLE bench_copy_baseline (LIKE data_bars INCLUDING DEFAULTS);
-             CREATE UNIQUE INDEX ON bench_copy_baseline (canonical_symbol, timeframe, ts_utc);",
-        )
-        .await
-        .context("creating the COPY baseline table")?;
-    copy_file_in(
-        client,
-        "COPY bench_copy_baseline (canonical_symbol, timeframe, ts_utc, open, high, low, close, vol) FROM STDIN",
-        file,
-    )
-    .await
-    .context("the baseline COPY")
-}
-
-/// Time one COPY ... FROM STDIN of `file`'s bytes, streamed in 1 MiB pieces.
-pub(crate) async fn copy_file_in(client: &Client, copy: &str, file: &Path) -> Result<f64> {
-    use futures_util::SinkExt;
-    use std::io::Read;
-    let mut input =
-        std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
-    let t = Instant::now();
-    let sink = client.copy_in(copy).await.context("starting the COPY")?;
-    futures_util::pin_mut!(sink);
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = input
-            .read(&mut buf)
-            .with_context(|| format!("reading {}", file.display()))?;
-        if n == 0 {
-            break;
-        }
-        sink.send(bytes::Bytes::copy_from_slice(&buf[..n]))
-            .await
-            .context("sending COPY data")?;
-    }
-    sink.as_mut().finish().await.context("finishing the COPY")?;
-    Ok(t.elapsed().as_secs_f64())
-}
-
-async fn recreate_scratch(server: &Database, name: &str) -> Result<Database> {
-    drop_scratch(server, name).await?;
-    let admin = server.connect().await?;
-    admin
-        .batch_execute(&format!("CREATE DATABASE {}", quote_ident(name)))
-        .await
-        .with_context(|| format!("creating scratch database {name}"))?;
-    let mut config = server.config().clone();
-    config.dbname(name);
-    Ok(Database::from_config(config))
-}
-
-async fn drop_scratch(server: &Database, name: &str) -> Result<()> {
-    let admin = server.connect().await?;
-    admin
-        .batch_execute(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            quote_ident(name)
-        ))
-        .await
-        .with_context(|| format!("dropping scratch database {name}"))
-}
-
-fn tempdir() -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("barkeep-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(dir)
 }
 
 #[cfg(test)]

@@ -5,26 +5,23 @@
 //! `verify-ca`, `verify-full`) and `sslrootcert` are read from the URL or
 //! key=value string here, because tokio-postgres itself only knows
 //! disable/prefer/require; they are stripped before the rest is handed to
-//! tokio-postgres. rustls (with the ring provider) does the TLS. The
-//! password never appears in a message: errors name the database, host and
-//! user only.
+//! tokio-postgres (`conninfo` reads them, `tls` turns them into rustls
+//! settings). The password never appears in a message: errors name the
+//! database, host and user only.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::WebPkiServerVerifier;
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
-};
-use tokio_postgres::{Client, Config, NoTls};
+use rustls::ClientConfig;
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_postgres::{Client, Config, NoTls, Notification, Socket};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::pg;
+
+mod conninfo;
+mod tls;
 
 /// libpq's `sslmode`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -69,23 +66,6 @@ impl SslMode {
     }
 }
 
-/// Where trusted root certificates come from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Roots {
-    /// The operating system's store (`sslrootcert=system`, or the default).
-    System,
-    /// A PEM file of one or more certificates.
-    File(PathBuf),
-}
-
-/// How much of the server's certificate is checked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Check {
-    Nothing,
-    Chain,
-    ChainAndName,
-}
-
 /// The resolved database target, ready to open connections.
 #[derive(Clone, Debug)]
 pub struct Database {
@@ -100,7 +80,7 @@ pub struct Database {
 impl Database {
     /// From a URL or key=value connection string.
     pub fn from_url(url: &str) -> Result<Self> {
-        let (rest, ssl) = split_ssl_params(url)?;
+        let (rest, ssl) = conninfo::split_ssl_params(url)?;
         let mut config: Config = rest.parse().map_err(|e| {
             anyhow!(
                 "parsing the database URL (expected postgres://user@host/db or key=value pairs): {e}"
@@ -110,32 +90,12 @@ impl Database {
             Some(m) => SslMode::parse(m)?,
             None => SslMode::Prefer,
         };
-        let roots = match ssl.root_cert.as_deref() {
-            Some("system") => Some(Roots::System),
-            Some(path) => Some(Roots::File(PathBuf::from(path))),
-            // libpq reads ~/.postgresql/root.crt when it exists.
-            None => default_root_file().map(Roots::File),
-        };
-        let explicit_roots = roots.is_some();
-        let check = match mode {
-            SslMode::Disable => Check::Nothing,
-            SslMode::Prefer | SslMode::Require if explicit_roots => Check::Chain,
-            SslMode::Prefer | SslMode::Require => Check::Nothing,
-            SslMode::VerifyCa => Check::Chain,
-            SslMode::VerifyFull => Check::ChainAndName,
-        };
         config.ssl_mode(match mode {
             SslMode::Disable => tokio_postgres::config::SslMode::Disable,
             SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
             _ => tokio_postgres::config::SslMode::Require,
         });
-        let tls = match mode {
-            SslMode::Disable => None,
-            _ => Some(Arc::new(client_config(
-                check,
-                roots.unwrap_or(Roots::System),
-            )?)),
-        };
+        let tls = tls::client_config_for(mode, ssl.root_cert.as_deref())?;
         let describe = describe(&config, mode);
         Ok(Self {
             config,
@@ -196,36 +156,7 @@ impl Database {
 
     /// Open one connection; its driver runs on the tokio runtime.
     pub async fn connect(&self) -> Result<Client> {
-        let client = match &self.tls {
-            None => {
-                let (client, connection) = self
-                    .config
-                    .connect(NoTls)
-                    .await
-                    .map_err(|e| self.connect_error(e))?;
-                tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::debug!("database connection closed: {e}");
-                    }
-                });
-                client
-            }
-            Some(tls) => {
-                let connector = MakeRustlsConnect::new(ClientConfig::clone(tls));
-                let (client, connection) = self
-                    .config
-                    .connect(connector)
-                    .await
-                    .map_err(|e| self.connect_error(e))?;
-                tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::debug!("database connection closed: {e}");
-                    }
-                });
-                client
-            }
-        };
-        Ok(client)
+        self.open(None).await
     }
 
     /// Open one connection whose asynchronous messages (LISTEN
@@ -233,33 +164,42 @@ impl Database {
     /// when the connection does.
     pub async fn connect_listening(
         &self,
-    ) -> Result<(
-        Client,
-        tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::Notification>,
-    )> {
+    ) -> Result<(Client, tokio::sync::mpsc::UnboundedReceiver<Notification>)> {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let client = match &self.tls {
-            None => {
-                let (client, connection) = self
-                    .config
-                    .connect(NoTls)
-                    .await
-                    .map_err(|e| self.connect_error(e))?;
-                tokio::spawn(forward_notifications(connection, tx));
-                client
-            }
-            Some(tls) => {
-                let connector = MakeRustlsConnect::new(ClientConfig::clone(tls));
-                let (client, connection) = self
-                    .config
-                    .connect(connector)
-                    .await
-                    .map_err(|e| self.connect_error(e))?;
-                tokio::spawn(forward_notifications(connection, tx));
-                client
-            }
-        };
+        let client = self.open(Some(tx)).await?;
         Ok((client, rx))
+    }
+
+    /// Open one connection, plain or over this target's TLS, and spawn its
+    /// driver (passing notifications to `notifications` when given).
+    async fn open(
+        &self,
+        notifications: Option<tokio::sync::mpsc::UnboundedSender<Notification>>,
+    ) -> Result<Client> {
+        match self.tls_connector() {
+            None => self.open_with(NoTls, notifications).await,
+            Some(connector) => self.open_with(connector, notifications).await,
+        }
+    }
+
+    async fn open_with<T>(
+        &self,
+        tls: T,
+        notifications: Option<tokio::sync::mpsc::UnboundedSender<Notification>>,
+    ) -> Result<Client>
+    where
+        T: MakeTlsConnect<Socket>,
+        T::Stream: Send + 'static,
+        T::TlsConnect: Send,
+        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    {
+        let (client, connection) = self
+            .config
+            .connect(tls)
+            .await
+            .map_err(|e| self.connect_error(e))?;
+        tokio::spawn(drive(connection, notifications));
+        Ok(client)
     }
 
     /// This target with adjusted connection settings (same TLS).
@@ -341,25 +281,26 @@ impl Database {
     }
 }
 
-/// Drive a connection, passing its notifications on until it closes.
-async fn forward_notifications<S, T>(
+/// Drive a connection until it closes, passing its notifications on when
+/// someone listens (and closing it when the listener is gone).
+async fn drive<S, T>(
     mut connection: tokio_postgres::Connection<S, T>,
-    tx: tokio::sync::mpsc::UnboundedSender<tokio_postgres::Notification>,
+    notifications: Option<tokio::sync::mpsc::UnboundedSender<Notification>>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
     while let Some(message) = futures_util::StreamExt::next(&mut messages).await {
-        match message {
-            Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+        match (message, &notifications) {
+            (Ok(tokio_postgres::AsyncMessage::Notification(n)), Some(tx)) => {
                 if tx.send(n).is_err() {
                     break;
                 }
             }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::debug!("listening connection closed: {e}");
+            (Ok(_), _) => {}
+            (Err(e), _) => {
+                tracing::debug!("database connection closed: {e}");
                 break;
             }
         }
@@ -405,330 +346,9 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-fn default_root_file() -> Option<PathBuf> {
-    let home = std::env::var_os("HOME")?;
-    let path = Path::new(&home).join(".postgresql/root.crt");
-    path.is_file().then_some(path)
-}
-
-/// sslmode and sslrootcert as written in the connection string.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct SslParams {
-    mode: Option<String>,
-    root_cert: Option<String>,
-}
-
-/// Take `sslmode` and `sslrootcert` out of a URL or key=value string.
-fn split_ssl_params(conn: &str) -> Result<(String, SslParams)> {
-    let mut ssl = SslParams::default();
-    if conn.starts_with("postgres://") || conn.starts_with("postgresql://") {
-        let Some((base, query)) = conn.split_once('?') else {
-            return Ok((conn.to_string(), ssl));
-        };
-        let mut kept = Vec::new();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            match key {
-                "sslmode" => ssl.mode = Some(percent_decode(value)?),
-                "sslrootcert" => ssl.root_cert = Some(percent_decode(value)?),
-                _ => kept.push(pair),
-            }
-        }
-        let rest = if kept.is_empty() {
-            base.to_string()
-        } else {
-            format!("{base}?{}", kept.join("&"))
-        };
-        return Ok((rest, ssl));
-    }
-    let mut rest = String::new();
-    let mut last = 0;
-    for (key, value, range) in key_values(conn)? {
-        let slot = match key.as_str() {
-            "sslmode" => &mut ssl.mode,
-            "sslrootcert" => &mut ssl.root_cert,
-            _ => continue,
-        };
-        *slot = Some(value);
-        rest.push_str(&conn[last..range.start]);
-        last = range.end;
-    }
-    rest.push_str(&conn[last..]);
-    Ok((rest, ssl))
-}
-
-/// The pairs of a libpq key=value string with the byte range each covers.
-fn key_values(s: &str) -> Result<Vec<(String, String, std::ops::Range<usize>)>> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    let skip_ws = |mut i: usize| {
-        while i < bytes.len() && bytes[i].is_ascii_whitespace() {
-            i += 1;
-        }
-        i
-    };
-    loop {
-        i = skip_ws(i);
-        if i >= bytes.len() {
-            return Ok(out);
-        }
-        let start = i;
-        while i < bytes.len() && bytes[i] != b'=' && !bytes[i].is_ascii_whitespace() {
-            i += 1;
-        }
-        let key = s[start..i].to_string();
-        i = skip_ws(i);
-        if i >= bytes.len() || bytes[i] != b'=' {
-            bail!("the connection string has {key:?} without '=value'");
-        }
-        i = skip_ws(i + 1);
-        let mut value = Vec::new();
-        if i < bytes.len() && bytes[i] == b'\'' {
-            i += 1;
-            loop {
-                match bytes.get(i) {
-                    None => bail!("the connection string has an unterminated quote"),
-                    Some(b'\\') if i + 1 < bytes.len() => {
-                        value.push(bytes[i + 1]);
-                        i += 2;
-                    }
-                    Some(b'\'') => {
-                        i += 1;
-                        break;
-                    }
-                    Some(b) => {
-                        value.push(*b);
-                        i += 1;
-                    }
-                }
-            }
-        } else {
-            while i < bytes.len() && !bytes[i].is_ascii_whitespace() {
-                if bytes[i] == b'\\' && i + 1 < bytes.len() {
-                    i += 1;
-                }
-                value.push(bytes[i]);
-                i += 1;
-            }
-        }
-        let value = String::from_utf8(value).context("the connection string is not UTF-8")?;
-        out.push((key, value, start..i));
-    }
-}
-
-fn percent_decode(s: &str) -> Result<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| anyhow!("bad percent-encoding in the database URL"))?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).context("the database URL is not UTF-8 after decoding")
-}
-
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-fn load_roots(roots: &Roots) -> Result<RootCertStore> {
-    let mut store = RootCertStore::empty();
-    match roots {
-        Roots::File(path) => {
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-                .with_context(|| format!("reading sslrootcert {}", path.display()))?
-                .collect::<Result<_, _>>()
-                .with_context(|| format!("reading sslrootcert {}", path.display()))?;
-            if certs.is_empty() {
-                bail!("sslrootcert {} holds no PEM certificate", path.display());
-            }
-            for cert in certs {
-                store
-                    .add(cert)
-                    .with_context(|| format!("using a certificate of {}", path.display()))?;
-            }
-        }
-        Roots::System => {
-            let found = rustls_native_certs::load_native_certs();
-            store.add_parsable_certificates(found.certs);
-            if store.is_empty() {
-                bail!(
-                    "no trusted root certificates found on this system (install the \
-                     ca-certificates package) and no sslrootcert given; set sslrootcert to \
-                     the CA file of your PostgreSQL provider"
-                );
-            }
-        }
-    }
-    Ok(store)
-}
-
-fn client_config(check: Check, roots: Roots) -> Result<ClientConfig> {
-    let provider = provider();
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .context("setting up TLS")?;
-    let verifier: Arc<dyn ServerCertVerifier> = match check {
-        Check::Nothing => Arc::new(AnyCertificate(provider)),
-        Check::Chain | Check::ChainAndName => {
-            let webpki = WebPkiServerVerifier::builder_with_provider(
-                Arc::new(load_roots(&roots)?),
-                provider,
-            )
-            .build()
-            .context("setting up certificate checks")?;
-            if check == Check::Chain {
-                Arc::new(ChainOnly(webpki))
-            } else {
-                webpki
-            }
-        }
-    };
-    Ok(builder
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth())
-}
-
-/// `sslmode=require` (and `prefer`) without a root certificate: encrypt,
-/// but accept any certificate, as libpq does. Handshake signatures are
-/// still checked, so the session is bound to the certificate's key.
-#[derive(Debug)]
-struct AnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// `sslmode=verify-ca`: the chain must lead to a trusted root; the host
-/// name is not compared.
-#[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for ChainOnly {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ssl_params_leave_urls() {
-        let (rest, ssl) = split_ssl_params(
-            "postgres://u:p%40ss@h:5432/db?sslmode=verify-full&application_name=x&sslrootcert=%2Ftmp%2Fca.pem",
-        )
-        .unwrap();
-        assert_eq!(rest, "postgres://u:p%40ss@h:5432/db?application_name=x");
-        assert_eq!(ssl.mode.as_deref(), Some("verify-full"));
-        assert_eq!(ssl.root_cert.as_deref(), Some("/tmp/ca.pem"));
-        let (rest, ssl) = split_ssl_params("postgresql://h/db?sslmode=require").unwrap();
-        assert_eq!(rest, "postgresql://h/db");
-        assert_eq!(ssl.mode.as_deref(), Some("require"));
-    }
-
-    #[test]
-    fn ssl_params_leave_key_value_strings() {
-        let (rest, ssl) = split_ssl_params(
-            "host=h sslmode = 'verify-ca' password='a b\\'c' sslrootcert=/x/ca\\ 1.pem dbname=d",
-        )
-        .unwrap();
-        assert_eq!(rest, "host=h  password='a b\\'c'  dbname=d");
-        assert_eq!(ssl.mode.as_deref(), Some("verify-ca"));
-        assert_eq!(ssl.root_cert.as_deref(), Some("/x/ca 1.pem"));
-        let config: Config = rest.parse().unwrap();
-        assert_eq!(config.get_password(), Some(&b"a b'c"[..]));
-    }
 
     #[test]
     fn unknown_sslmode_is_refused_without_echoing_the_password() {

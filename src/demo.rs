@@ -9,9 +9,10 @@ use tokio_util::sync::CancellationToken;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
-use crate::assets::{self, AssetClass, Symbol};
+use crate::assets;
 use crate::db::Database;
 use crate::ingest::{self, Counts, IngestOptions};
+use crate::model::{AssetClass, Env, Symbol};
 use crate::{migrate, tasks, worker};
 
 /// The shipped sample, embedded so the demo runs from any folder.
@@ -64,8 +65,8 @@ pub async fn run(database: &Database, home: &Path) -> Result<DemoReport> {
     let opts = IngestOptions::new(symbol.clone());
     let summary = ingest::ingest_files(&mut client, std::slice::from_ref(&sample), &opts).await?;
 
-    let start = crate::calendar::parse_instant(DEMO_START)?;
-    let synced = tasks::sync(&client, tasks::Env::Prod, Some(start), None).await?;
+    let start = crate::model::calendar::parse_instant(DEMO_START)?;
+    let synced = tasks::sync(&client, Env::Prod, Some(start), None).await?;
 
     let config = worker::WorkerConfig::catch_up(2);
     let run = worker::run_worker(database, &config, CancellationToken::new()).await?;

@@ -9,9 +9,9 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use tokio_postgres::Client;
 
-use crate::assets::{self, Symbol};
+use crate::assets;
 use crate::bars::{self, BarRecord};
-use crate::calendar::{Calendar, Timeframe};
+use crate::model::{Calendar, Symbol, Timeframe};
 
 /// What to export.
 #[derive(Debug, Clone)]

@@ -8,9 +8,8 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use tokio_postgres::Client;
 
-use crate::assets::Symbol;
-use crate::calendar::Timeframe;
 use crate::engine::late::{process_dirty, LateReport};
+use crate::model::{Symbol, Timeframe};
 
 /// What to rebuild.
 #[derive(Debug, Clone)]

@@ -6,7 +6,7 @@ use chrono::{DateTime, Datelike, Duration, Timelike, Utc, Weekday};
 use chrono_tz::America::New_York;
 
 /// One generated 1-minute bar: the engine's own bar type.
-pub type SynthBar = crate::engine::fold::Bar;
+pub type SynthBar = crate::model::Bar;
 
 /// What to generate.
 #[derive(Debug, Clone)]

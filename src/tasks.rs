@@ -4,54 +4,12 @@
 //! each through its SQL function in `sql/functions/40_tasks.sql`.
 
 use std::fmt;
-use std::str::FromStr;
 
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use tokio_postgres::Client;
 
-use crate::assets::Symbol;
-use crate::calendar::Timeframe;
-
-/// Which registry flag says an asset is active.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Env {
-    /// `active`.
-    Prod,
-    /// `test_active`.
-    Dev,
-    /// `test_active`.
-    Test,
-}
-
-impl Env {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Env::Prod => "prod",
-            Env::Dev => "dev",
-            Env::Test => "test",
-        }
-    }
-}
-
-impl fmt::Display for Env {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Env {
-    type Err = anyhow::Error;
-    fn from_str(raw: &str) -> Result<Self> {
-        match raw.trim().to_ascii_lowercase().as_str() {
-            "prod" => Ok(Env::Prod),
-            "dev" => Ok(Env::Dev),
-            "test" => Ok(Env::Test),
-            _ => bail!("unknown env {raw:?}: expected prod, dev or test"),
-        }
-    }
-}
+use crate::model::{Env, Symbol, Timeframe};
 
 /// What one sync did.
 #[derive(Debug, serde::Serialize, PartialEq, Eq)]
@@ -120,7 +78,7 @@ pub async fn sync_reporting_starts(
     start: Option<DateTime<Utc>>,
     delay: Option<i32>,
 ) -> Result<SyncOutcome> {
-    crate::ops::require_migrated(client).await?;
+    crate::migrate::require_migrated(client).await?;
     let rows = client
         .query(
             "SELECT r.canonical_symbol FROM core_asset_registry_all r

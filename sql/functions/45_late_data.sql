@@ -369,6 +369,7 @@ END $$;
 -- Privileges: the trigger runs as its owner; the worker runs the rest.
 ------------------------------------------------------------------------------
 REVOKE EXECUTE ON FUNCTION
+  agg_track_1m_changes(),
   agg_mark_dependents(text, text, text, timestamptz[], integer),
   agg_refresh_dirty(text, text, text, timestamptz, integer),
   agg_process_dirty(text, integer),

@@ -85,7 +85,7 @@ pub async fn write_all_bars(client: &Client, file: &Path, table: &str) -> Result
         ))
         .await
         .context("creating the floor's bar table")?;
-    let seconds = super::copy_file_in(
+    let seconds = super::baseline::copy_file_in(
         client,
         &format!("COPY {table} FROM STDIN (FORMAT binary)"),
         file,

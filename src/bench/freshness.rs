@@ -22,8 +22,8 @@ use chrono::{DateTime, Duration, DurationRound, Utc};
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
-use crate::assets::AssetClass;
 use crate::db::Database;
+use crate::model::AssetClass;
 
 /// Settings of the freshness benchmark.
 #[derive(Debug, Clone)]
@@ -214,7 +214,7 @@ pub async fn measure(server: &Database, args: &FreshnessConfig) -> Result<Freshn
             args.scratch_db
         );
     }
-    let scratch = super::recreate_scratch(server, &args.scratch_db).await?;
+    let scratch = super::scratch::recreate_scratch(server, &args.scratch_db).await?;
     let mut client = scratch.connect().await?;
     crate::migrate::up(&mut client, None).await?;
     let now: DateTime<Utc> = client.query_one("SELECT now()", &[]).await?.get(0);
@@ -233,7 +233,7 @@ pub async fn measure(server: &Database, args: &FreshnessConfig) -> Result<Freshn
     // before the first fed minute (when the feed is silent) finalize
     // nothing early: what is measured is finality by the data's reach.
     let synced =
-        crate::tasks::sync(&client, crate::tasks::Env::Prod, Some(start), Some(900)).await?;
+        crate::tasks::sync(&client, crate::model::Env::Prod, Some(start), Some(900)).await?;
     feed(&client, args.symbols, start, minute).await?;
     eprintln!(
         "bench freshness: {} symbols, {} tasks, backlog from {start}",
@@ -247,7 +247,7 @@ pub async fn measure(server: &Database, args: &FreshnessConfig) -> Result<Freshn
         .with_context(|| format!("creating {}", log_path.display()))?;
     let child = std::process::Command::new(exe)
         .args(["run", "--concurrency", &args.concurrency.to_string()])
-        .env("DATABASE_URL", super::url_of(&scratch))
+        .env("DATABASE_URL", super::scratch::url_of(&scratch))
         .env("BARKEEP_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(log)
@@ -386,7 +386,7 @@ pub async fn measure(server: &Database, args: &FreshnessConfig) -> Result<Freshn
     }
     drop(worker);
     drop(client);
-    super::drop_scratch(server, &args.scratch_db).await?;
+    super::scratch::drop_scratch(server, &args.scratch_db).await?;
     Ok(FreshnessReport {
         symbols: args.symbols,
         tasks: i64::from(synced.tasks_total),

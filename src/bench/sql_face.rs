@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use tokio_postgres::Client;
 
-use crate::assets::Symbol;
+use crate::model::Symbol;
 
 /// Windows per call: the function's default, what a cron job passes.
 const WINDOWS_PER_CALL: i32 = 500;

@@ -6,7 +6,8 @@ use anyhow::Result;
 use clap::Subcommand;
 
 use super::{print_json, Global};
-use crate::assets::{self, AssetClass, Symbol};
+use crate::assets;
+use crate::model::{AssetClass, Symbol};
 
 #[derive(Debug, Subcommand)]
 pub enum AssetsCommand {
@@ -49,7 +50,7 @@ pub enum AssetsCommand {
 
 pub async fn run(global: &Global, cmd: AssetsCommand) -> Result<ExitCode> {
     let client = global.database().await?.connect().await?;
-    crate::ops::require_migrated(&client).await?;
+    crate::migrate::require_migrated(&client).await?;
     match cmd {
         AssetsCommand::Add {
             symbol,

@@ -5,9 +5,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 
 use super::{print_json, Global};
-use crate::assets::AssetClass;
 use crate::bench::freshness::{self, FreshnessConfig, FreshnessReport};
 use crate::bench::{self, BenchConfig, BenchReport, PairKind};
+use crate::model::AssetClass;
 
 /// Arguments of `barkeep bench`.
 #[derive(Debug, clap::Args)]

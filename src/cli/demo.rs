@@ -22,7 +22,7 @@ pub struct DemoArgs {
 
 pub async fn run(global: &Global, args: DemoArgs) -> Result<ExitCode> {
     if global.database_url_from_env && !args.use_database_url {
-        return Err(super::UsageError(
+        return Err(crate::error::UsageError(
             "the demo registers AUDUSD and writes bars and tasks, and DATABASE_URL is set: \
              pass --use-database-url (or --database-url URL) to write into that database, \
              or unset DATABASE_URL to use the embedded cluster"

@@ -7,9 +7,9 @@ use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 
 use super::Global;
-use crate::assets::Symbol;
-use crate::calendar::{parse_instant, Timeframe};
 use crate::export::{self, write_csv, ExportRequest};
+use crate::model::calendar::parse_instant;
+use crate::model::{Symbol, Timeframe};
 
 /// Arguments of `barkeep export`.
 #[derive(Debug, clap::Args)]

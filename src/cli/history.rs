@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use clap::Subcommand;
 
 use super::Global;
-use crate::assets::Symbol;
+use crate::model::Symbol;
 use crate::ops::counted;
 use crate::ops::history;
 
@@ -20,7 +20,7 @@ pub enum HistoryCommand {
     Prune {
         /// Delete versions that stopped being live at or before this instant
         /// (RFC 3339 or a date); as-of reads before it are refused afterwards.
-        #[arg(long, value_parser = crate::calendar::parse_instant)]
+        #[arg(long, value_parser = crate::model::calendar::parse_instant)]
         before: DateTime<Utc>,
         /// Only this symbol's history (default: every symbol).
         #[arg(long)]

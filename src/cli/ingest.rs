@@ -8,9 +8,9 @@ use anyhow::Result;
 use chrono::{DateTime, Utc};
 
 use super::{print_json, Global};
-use crate::assets::Symbol;
 use crate::ingest::format::Pass;
 use crate::ingest::{self, Counts, Format, IngestOptions, IngestSummary, LoadPath, Zone};
+use crate::model::Symbol;
 use crate::ops::counted;
 
 /// Arguments of `barkeep ingest`.

@@ -26,7 +26,7 @@ mod verify;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
 mod serve;
@@ -173,7 +173,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-pub use crate::ops::UsageError;
+use crate::error::UsageError;
 
 /// Print a command-line mistake as one line (what is wrong, and a similar
 /// name when clap knows one) and exit 2; help and version print as usual.
@@ -216,17 +216,10 @@ fn one_line(rendered: &str) -> String {
 /// Refuse a symbol the registry does not hold, as a usage error.
 pub async fn require_registered(
     client: &tokio_postgres::Client,
-    symbol: &crate::assets::Symbol,
+    symbol: &crate::model::Symbol,
 ) -> Result<()> {
-    crate::ops::require_migrated(client).await?;
-    let known = client
-        .query_opt(
-            "SELECT 1 FROM core_asset_registry_all WHERE canonical_symbol = $1",
-            &[&symbol.as_str()],
-        )
-        .await
-        .context("looking up the symbol")?
-        .is_some();
+    crate::migrate::require_migrated(client).await?;
+    let known = crate::store::registry::is_registered(client, symbol).await?;
     if !known {
         return Err(UsageError(format!(
             "unknown symbol {symbol}: register it with `barkeep assets add {symbol} --class fx` (see `barkeep assets list`)"

@@ -7,8 +7,7 @@ use anyhow::Result;
 use clap::Args;
 
 use super::Global;
-use crate::assets::Symbol;
-use crate::calendar::Timeframe;
+use crate::model::{Symbol, Timeframe};
 use crate::ops::quality::{self, QualitySettings, Since};
 
 /// Arguments of `barkeep quality`.

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 
 use super::Global;
-use crate::assets::Symbol;
+use crate::model::Symbol;
 use crate::ops::counted;
 use crate::ops::quarantine::{self, QuarantineFilter};
 
@@ -45,7 +45,7 @@ pub struct FilterArgs {
     #[arg(long)]
     pub symbol: Option<Symbol>,
     /// Rows quarantined before this instant (RFC 3339 or a date).
-    #[arg(long, value_parser = crate::calendar::parse_instant)]
+    #[arg(long, value_parser = crate::model::calendar::parse_instant)]
     pub before: Option<DateTime<Utc>>,
 }
 

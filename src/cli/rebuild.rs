@@ -7,8 +7,7 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
 use super::Global;
-use crate::assets::Symbol;
-use crate::calendar::Timeframe;
+use crate::model::{Symbol, Timeframe};
 use crate::rebuild::{rebuild, RebuildSettings};
 
 /// Arguments of `barkeep rebuild`.
@@ -22,10 +21,10 @@ pub struct RebuildArgs {
     pub timeframe: Option<Timeframe>,
     /// First instant (default: the symbol's first 1m bar); earlier than the
     /// task's start moves the start back.
-    #[arg(long, value_parser = crate::calendar::parse_instant)]
+    #[arg(long, value_parser = crate::model::calendar::parse_instant)]
     pub from: Option<DateTime<Utc>>,
     /// End, exclusive (default: how far the task has aggregated).
-    #[arg(long, value_parser = crate::calendar::parse_instant)]
+    #[arg(long, value_parser = crate::model::calendar::parse_instant)]
     pub to: Option<DateTime<Utc>>,
     /// Print the report as JSON.
     #[arg(long)]

@@ -10,9 +10,8 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use super::Global;
-use crate::calendar::parse_instant;
-use crate::calendar::Timeframe;
-use crate::tasks::Env;
+use crate::model::calendar::parse_instant;
+use crate::model::{Env, Timeframe};
 use crate::worker::{run_worker, Summary, WorkerConfig};
 
 /// Arguments of `barkeep run`.
@@ -85,16 +84,11 @@ pub async fn run(global: &Global, args: RunArgs) -> Result<ExitCode> {
     super::ignore_closed_pipes();
     let database = global.database().await?;
     let check = database.connect().await?;
-    crate::ops::require_migrated(&check).await?;
-    let row = check
-        .query_one(
-            "SELECT (SELECT count(*) FROM data_agg_state WHERE enabled),
-                    (SELECT count(*) FROM core_asset_registry_all)",
-            &[],
-        )
-        .await
-        .context("counting tasks")?;
-    let (tasks, assets): (i64, i64) = (row.get(0), row.get(1));
+    crate::migrate::require_migrated(&check).await?;
+    let (tasks, assets) = tokio::try_join!(
+        crate::store::tasks::count_enabled(&check),
+        crate::store::registry::count(&check),
+    )?;
     if assets == 0 {
         eprintln!("nothing to aggregate: register an asset with `barkeep assets add SYMBOL --class fx` and load its bars with `barkeep ingest`");
     } else if tasks == 0 && args.no_sync {

@@ -8,8 +8,7 @@ use anyhow::Result;
 use clap::Args;
 
 use super::Global;
-use crate::assets::Symbol;
-use crate::calendar::Timeframe;
+use crate::model::{Symbol, Timeframe};
 use crate::ops::counted;
 use crate::ops::status::{self, StatusSettings, TaskState};
 

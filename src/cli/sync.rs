@@ -7,9 +7,10 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 
 use super::{print_json, Global};
-use crate::calendar::parse_instant;
+use crate::model::calendar::parse_instant;
+use crate::model::Env;
 use crate::ops::counted;
-use crate::tasks::{self, Env};
+use crate::tasks;
 
 #[derive(Debug, Args)]
 pub struct SyncArgs {

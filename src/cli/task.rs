@@ -6,8 +6,7 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 
 use super::Global;
-use crate::assets::Symbol;
-use crate::calendar::Timeframe;
+use crate::model::{Symbol, Timeframe};
 use crate::tasks::{self, TaskAction, TaskSelector};
 
 #[derive(Debug, Subcommand)]

@@ -11,7 +11,7 @@ use anyhow::Result;
 use clap::Args;
 
 use super::Global;
-use crate::assets::Symbol;
+use crate::model::Symbol;
 use crate::ops::verify::{self, DeepSettings, Outcome, VerifySettings};
 
 /// Arguments of `barkeep verify`.

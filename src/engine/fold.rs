@@ -5,29 +5,8 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::calendar::{bucket_end, bucket_start, expected_candles, Calendar, Timeframe};
-
-/// A bar as a source of the next timeframe (a 1m row or a live derived row).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Bar {
-    pub ts: DateTime<Utc>,
-    pub open: f64,
-    pub high: f64,
-    pub low: f64,
-    pub close: f64,
-    pub vol: f64,
-    pub vwap: Option<f64>,
-    pub trade_count: Option<i64>,
-}
-
-/// A finished derived bar with its quality fields.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DerivedBar {
-    pub bar: Bar,
-    pub source_candles: i32,
-    pub expected_candles: i32,
-    pub quality: i16,
-}
+use crate::model::calendar::{bucket_end, bucket_start, expected_candles};
+use crate::model::{Bar, Calendar, DerivedBar, Timeframe};
 
 /// A bucket that had at least one source bar (a "window").
 #[derive(Debug, Clone, PartialEq)]

@@ -22,9 +22,9 @@ use chrono::{DateTime, Duration, Utc};
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-use crate::assets::Symbol;
-use crate::calendar::{bucket_start, first_bucket_at_or_after, Calendar, Timeframe};
-use fold::{Bar, DerivedBar, Window};
+use crate::model::calendar::{bucket_start, first_bucket_at_or_after};
+use crate::model::{Bar, Calendar, DerivedBar, Symbol, Timeframe};
+use fold::Window;
 use sink::{begin_chunk, commit, rollback, write_chunk, ChunkTarget, Written};
 
 /// Most source bars kept in memory per timeframe for the dependents.

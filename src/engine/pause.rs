@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
-use crate::calendar::Timeframe;
+use crate::model::Timeframe;
 
 /// An armed pause: the chunk signals `reached` and waits for `resume`.
 pub struct Pause {

@@ -16,9 +16,8 @@ use futures_util::{pin_mut, SinkExt};
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-use super::fold::{Bar, DerivedBar};
-use crate::calendar::{Calendar, Timeframe};
 use crate::copy_binary::Encoder;
+use crate::model::{Bar, Calendar, DerivedBar, Timeframe};
 
 /// Which task a chunk belongs to and how it is fenced.
 #[derive(Debug, Clone)]
@@ -141,16 +140,7 @@ pub async fn write_chunk(
     let mut stored: HashMap<DateTime<Utc>, Stored> = rows
         .iter()
         .map(|r| {
-            let bar = Bar {
-                ts: r.get(0),
-                open: r.get(1),
-                high: r.get(2),
-                low: r.get(3),
-                close: r.get(4),
-                vol: r.get(5),
-                vwap: r.get(6),
-                trade_count: r.get(7),
-            };
+            let bar = Bar::from_row(r);
             (
                 bar.ts,
                 Stored {

@@ -7,9 +7,9 @@ use chrono::{DateTime, Utc};
 use futures_util::{pin_mut, StreamExt};
 use tokio_postgres::Client;
 
-use super::fold::{Bar, Folder, Window};
-use crate::calendar::{Calendar, Timeframe};
+use super::fold::{Folder, Window};
 use crate::copy_binary::{field8, from_pg_micros, tuple_header, HEADER as COPY_HEADER};
+use crate::model::{Bar, Calendar, Timeframe};
 
 /// Quote a string as an SQL literal (COPY takes no bind parameters).
 pub(crate) fn literal(s: &str) -> String {

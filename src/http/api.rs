@@ -20,17 +20,20 @@ use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Object;
 use serde_json::json;
 
-use super::{bars_json, reads, AppState, BARS_CAP};
-use crate::assets::Symbol;
-use crate::bars::{self, BarRecord};
-use crate::calendar::{parse_instant, Calendar, Timeframe};
+use super::bars_json::{self, BarsPage};
+pub use super::error::ApiError;
+use super::error::ApiResult;
+use super::{AppState, BARS_CAP};
+use crate::bars;
+use crate::model::calendar::parse_instant;
+use crate::model::Symbol;
+use crate::model::{Calendar, Timeframe};
 use crate::ops::{
     self,
     alerts::{AlertReport, AlertSettings},
@@ -38,6 +41,7 @@ use crate::ops::{
     quarantine::QuarantineSummary,
     status::{self, StatusSettings, TaskState, TaskStatus},
 };
+use crate::store::{self, registry::RegisteredSymbol, runs::LoggedRun};
 
 /// Pages of at least this many bars (some 300 KB of JSON) are sent in
 /// pieces as they are written.
@@ -46,79 +50,6 @@ const STREAMED_BARS: usize = 1_000;
 /// About how many bytes of a streamed page go out at once.
 const PIECE_BYTES: usize = 128 * 1024;
 
-/// A failed request: its status and a one-line message, sent as JSON.
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub message: String,
-}
-
-impl ApiError {
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::BAD_REQUEST,
-            message: message.into(),
-        }
-    }
-
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::NOT_FOUND,
-            message: message.into(),
-        }
-    }
-
-    pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::UNAUTHORIZED,
-            message: message.into(),
-        }
-    }
-
-    fn internal(e: anyhow::Error) -> Self {
-        tracing::warn!("request failed: {e:#}");
-        Self {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            message: format!("{e:#}"),
-        }
-    }
-
-    fn unavailable(e: impl std::fmt::Display) -> Self {
-        tracing::warn!("no database connection: {e}");
-        Self {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            message: format!("the database is unavailable: {e}"),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut response = (self.status, Json(json!({ "error": self.message }))).into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                axum::http::header::WWW_AUTHENTICATE,
-                axum::http::HeaderValue::from_static("Bearer"),
-            );
-        }
-        response
-    }
-}
-
-impl From<anyhow::Error> for ApiError {
-    fn from(e: anyhow::Error) -> Self {
-        // An as-of read before a history prune asks for what is gone.
-        if let Some(pruned) = e.downcast_ref::<crate::ops::history::HistoryPruned>() {
-            return Self {
-                status: StatusCode::GONE,
-                message: pruned.to_string(),
-            };
-        }
-        Self::internal(e)
-    }
-}
-
-type ApiResult<T> = Result<T, ApiError>;
 type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
 
 /// The query parameters, refusing any name not in `allowed` (a typo such as
@@ -182,34 +113,10 @@ async fn client(state: &AppState) -> ApiResult<Object> {
 
 /// The calendar of a registered symbol; 404 for an unknown one.
 async fn calendar_of(client: &tokio_postgres::Client, symbol: &Symbol) -> ApiResult<Calendar> {
-    let row = client
-        .query_opt(
-            "SELECT asset_class FROM core_asset_registry_all WHERE canonical_symbol = $1",
-            &[&symbol.as_str()],
-        )
+    store::registry::calendar_of(client, symbol)
         .await
-        .map_err(|e| ApiError::internal(anyhow::Error::new(e).context("reading the registry")))?;
-    match row {
-        Some(r) => Ok(Calendar::for_asset_class(r.get::<_, &str>(0))),
-        None => Err(ApiError::not_found(format!("unknown symbol {symbol}"))),
-    }
-}
-
-/// One page of `/api/bars`.
-#[derive(Debug, serde::Serialize)]
-pub struct BarsPage {
-    pub symbol: String,
-    pub timeframe: Timeframe,
-    pub calendar: &'static str,
-    pub from: Option<DateTime<Utc>>,
-    pub to: Option<DateTime<Utc>>,
-    pub limit: i64,
-    /// The instant the bars are read as of; null for the live bars.
-    pub as_of: Option<DateTime<Utc>>,
-    pub count: usize,
-    pub bars: Vec<BarRecord>,
-    /// `from` of the next page; null on the last one.
-    pub next: Option<DateTime<Utc>>,
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found(format!("unknown symbol {symbol}")))
 }
 
 /// `GET /api/bars`.
@@ -399,7 +306,7 @@ pub async fn quality(
     let map = params(raw, &["days"])?;
     let days = whole_number(&map, "days", 1..=3660)?.unwrap_or(7);
     let client = client(&state).await?;
-    let since = match reads::newest_1m(&client).await? {
+    let since = match store::bars::newest_1m(&client).await? {
         Some(newest) => Since::At(newest - chrono::Duration::days(days)),
         // No bar yet: nothing to measure, whatever the window.
         None => Since::All,
@@ -415,11 +322,11 @@ pub async fn quality(
 pub async fn runs(
     State(state): State<Arc<AppState>>,
     raw: Params,
-) -> ApiResult<Json<Vec<reads::RunView>>> {
+) -> ApiResult<Json<Vec<LoggedRun>>> {
     let map = params(raw, &["limit"])?;
     let limit = whole_number(&map, "limit", 1..=1000)?.unwrap_or(50);
     let client = client(&state).await?;
-    Ok(Json(reads::runs(&client, limit).await?))
+    Ok(Json(store::runs::newest(&client, limit).await?))
 }
 
 /// `GET /api/quarantine`: its size and newest entries, as `barkeep
@@ -437,49 +344,44 @@ pub async fn quarantine(
 pub async fn symbols(
     State(state): State<Arc<AppState>>,
     raw: Params,
-) -> ApiResult<Json<Vec<reads::SymbolView>>> {
+) -> ApiResult<Json<Vec<RegisteredSymbol>>> {
     params(raw, &[])?;
     let client = client(&state).await?;
-    Ok(Json(reads::symbols(&client).await?))
+    Ok(Json(store::registry::symbols(&client).await?))
+}
+
+/// The answer of `/api/health`. Its fields are in alphabetical order,
+/// the order the JSON has always had.
+#[derive(Debug, serde::Serialize)]
+pub struct Health {
+    pub database: &'static str,
+    pub newest_1m: Option<DateTime<Utc>>,
+    pub role: String,
+    pub server_time: DateTime<Utc>,
+    pub status: &'static str,
+    /// Tasks by status.
+    pub tasks: BTreeMap<String, i64>,
 }
 
 /// `GET /api/health`: the database answers as the reader role; task counts
 /// by status and the newest 1m bar.
-pub async fn health(
-    State(state): State<Arc<AppState>>,
-    raw: Params,
-) -> ApiResult<Json<serde_json::Value>> {
+pub async fn health(State(state): State<Arc<AppState>>, raw: Params) -> ApiResult<Json<Health>> {
     params(raw, &[])?;
     let client = client(&state).await?;
-    let row = client
-        .query_one(
-            &format!(
-                "SELECT current_user::text, now(), (SELECT max(latest_1m) FROM ({}) n)",
-                reads::NEWEST_1M
-            ),
-            &[],
-        )
-        .await
-        .map_err(|e| ApiError::internal(anyhow::Error::new(e).context("asking the database")))?;
-    let role: String = row.get(0);
-    let server_time: DateTime<Utc> = row.get(1);
-    let newest: Option<DateTime<Utc>> = row.get(2);
-    let counts = client
-        .query(
-            "SELECT status, count(*) FROM data_agg_state GROUP BY status",
-            &[],
-        )
-        .await
-        .map_err(|e| ApiError::internal(anyhow::Error::new(e).context("counting tasks")))?;
-    let tasks: BTreeMap<String, i64> = counts.iter().map(|r| (r.get(0), r.get(1))).collect();
-    Ok(Json(json!({
-        "status": "ok",
-        "database": "ok",
-        "role": role,
-        "server_time": server_time,
-        "newest_1m": newest,
-        "tasks": tasks,
-    })))
+    let (session, newest_1m, tasks) = tokio::try_join!(
+        store::session(&client),
+        store::bars::newest_1m(&client),
+        store::tasks::count_by_status(&client),
+    )
+    .map_err(ApiError::internal)?;
+    Ok(Json(Health {
+        database: "ok",
+        newest_1m,
+        role: session.role,
+        server_time: session.server_time,
+        status: "ok",
+        tasks,
+    }))
 }
 
 /// `GET /health`: the process answers (no token, no database).
@@ -490,4 +392,39 @@ pub async fn liveness() -> Json<serde_json::Value> {
 /// Any other path.
 pub async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::not_found(format!("no such path {}", uri.path()))
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn health_is_written_as_the_json_map_it_replaced() {
+        let at = Utc.with_ymd_and_hms(2025, 7, 1, 12, 0, 0).unwrap();
+        let tasks: BTreeMap<String, i64> = [("idle".to_string(), 3), ("running".to_string(), 1)]
+            .into_iter()
+            .collect();
+        let health = Health {
+            database: "ok",
+            newest_1m: Some(at),
+            role: "barkeep_reader".into(),
+            server_time: at,
+            status: "ok",
+            tasks: tasks.clone(),
+        };
+        let map = json!({
+            "status": "ok",
+            "database": "ok",
+            "role": "barkeep_reader",
+            "server_time": at,
+            "newest_1m": Some(at),
+            "tasks": tasks,
+        });
+        assert_eq!(
+            serde_json::to_string(&health).unwrap(),
+            serde_json::to_string(&map).unwrap()
+        );
+    }
 }

@@ -1,5 +1,6 @@
-//! A page of `/api/bars` written as JSON by hand: the same bytes serde
-//! would write for [`BarsPage`] (a test holds them equal), without its
+//! A page of `/api/bars` ([`BarsPage`], defined here so the API handler
+//! imports this module and never the reverse) written as JSON by hand: the
+//! same bytes serde would write for it (a test holds them equal), without its
 //! per-field work. A full page is 10,000 bars and 3 MB; through serde, each
 //! of the 130,000 keys was escaped again and each bar start formatted into
 //! a string of its own. Here the keys are fixed bytes, a bar start is
@@ -8,11 +9,29 @@
 //! in pieces as it is written, so the first bytes are on the wire while the
 //! last bars are still being written.
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::api::BarsPage;
 use crate::bars::BarRecord;
+use crate::model::Timeframe;
 use crate::ops::instant;
+
+/// One page of `/api/bars`.
+#[derive(Debug, serde::Serialize)]
+pub struct BarsPage {
+    pub symbol: String,
+    pub timeframe: Timeframe,
+    pub calendar: &'static str,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub limit: i64,
+    /// The instant the bars are read as of; null for the live bars.
+    pub as_of: Option<DateTime<Utc>>,
+    pub count: usize,
+    pub bars: Vec<BarRecord>,
+    /// `from` of the next page; null on the last one.
+    pub next: Option<DateTime<Utc>>,
+}
 
 /// About 300 bytes of JSON per bar.
 const BYTES_PER_BAR: usize = 320;
@@ -115,10 +134,9 @@ fn write_bar(out: &mut Vec<u8>, b: &BarRecord) -> serde_json::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use chrono::{DateTime, TimeZone, Utc};
+    use chrono::TimeZone;
 
     use super::*;
-    use crate::calendar::Timeframe;
 
     fn bar(ts: DateTime<Utc>, partial: bool) -> BarRecord {
         BarRecord {

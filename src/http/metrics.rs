@@ -24,26 +24,26 @@
 //! arrived), so concurrent scrapers cost one computation, not one each.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
 use tokio::sync::Mutex;
-use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
-use super::api::ApiError;
+use super::error::ApiError;
 use super::AppState;
-use crate::calendar::Timeframe;
-use crate::ops::status::NEWEST_1M_OF_TASKS;
+
+mod read;
+
+use read::{Counters, LogRead, TaskRead};
 
 /// Upper bounds of the run-duration histogram, in seconds.
 pub const DURATION_BUCKETS: [f64; 14] = [
@@ -154,189 +154,11 @@ fn write_seconds(out: &mut String, ms: i64) {
     }
 }
 
-/// One task, as far as its series need it.
-struct TaskSeries {
-    /// `symbol="…",timeframe="…"`, escaped once.
-    labels: String,
-    symbol: String,
-    rank: i32,
-    status: String,
-    cursor: Option<DateTime<Utc>>,
-    last_success: Option<DateTime<Utc>>,
-    hard_fail_streak: i32,
-}
-
-/// The counters kept on the tasks, summed over one timeframe.
-#[derive(Default)]
-struct Counters {
-    bars_written: i64,
-    bars_quality_poor: i64,
-    runs: i64,
-    lease_recoveries: i64,
-}
-
-/// What the task half of a scrape reads.
-struct TaskRead {
-    now: DateTime<Utc>,
-    tasks: Vec<TaskSeries>,
-    due_unclaimed: i64,
-    leases_expired: i64,
-    /// By timeframe, in ladder order (rank, name).
-    counters: BTreeMap<(i32, String), Counters>,
-    /// Whether the tasks have `lease_recoveries` (migration 10).
-    recoveries_kept: bool,
-}
-
-/// The tasks in one pass over `data_agg_state`.
-async fn read_tasks(client: &Client) -> Result<TaskRead> {
-    let recoveries = crate::migrate::has_column(client, "data_agg_state", "lease_recoveries");
-    let (_, recoveries_kept) = tokio::try_join!(crate::ops::require_migrated(client), recoveries)?;
-    // Only fixed text is spliced in.
-    let sql = format!(
-        "SELECT canonical_symbol, timeframe, status, hard_fail_streak, last_agg_bar_ts_utc,
-                last_successful_at_utc,
-                enabled AND status = 'idle' AND next_run_at <= now(),
-                coalesce(status = 'running' AND lease_expires_at < now(), false),
-                total_bars_created, total_bars_quality_poor, total_runs, {}, now()
-         FROM data_agg_state",
-        if recoveries_kept {
-            "lease_recoveries"
-        } else {
-            "0::bigint"
-        }
-    );
-    let rows = client
-        .query(&sql, &[])
-        .await
-        .context("reading data_agg_state")?;
-    let mut read = TaskRead {
-        now: Utc::now(),
-        tasks: Vec::with_capacity(rows.len()),
-        due_unclaimed: 0,
-        leases_expired: 0,
-        counters: BTreeMap::new(),
-        recoveries_kept,
-    };
-    for (i, r) in rows.iter().enumerate() {
-        if i == 0 {
-            read.now = r.get(12);
-        }
-        let symbol: String = r.get(0);
-        let timeframe: &str = r.get(1);
-        let rank = Timeframe::parse(timeframe)
-            .map(Timeframe::rank)
-            .unwrap_or(99);
-        let mut labels = String::with_capacity(symbol.len() + timeframe.len() + 24);
-        let _ = write!(
-            labels,
-            "symbol=\"{}\",timeframe=\"{}\"",
-            label(&symbol),
-            label(timeframe)
-        );
-        read.due_unclaimed += i64::from(r.get::<_, bool>(6));
-        read.leases_expired += i64::from(r.get::<_, bool>(7));
-        let sums = read
-            .counters
-            .entry((rank, timeframe.to_string()))
-            .or_default();
-        sums.bars_written += r.get::<_, i64>(8);
-        sums.bars_quality_poor += r.get::<_, i64>(9);
-        sums.runs += r.get::<_, i64>(10);
-        sums.lease_recoveries += r.get::<_, i64>(11);
-        read.tasks.push(TaskSeries {
-            labels,
-            symbol,
-            rank,
-            status: r.get(2),
-            hard_fail_streak: r.get(3),
-            cursor: r.get(4),
-            last_success: r.get(5),
-        });
-    }
-    read.tasks.sort_unstable_by(|a, b| {
-        a.symbol
-            .cmp(&b.symbol)
-            .then(a.rank.cmp(&b.rank))
-            .then(a.labels.cmp(&b.labels))
-    });
-    Ok(read)
-}
-
-/// What the other half of a scrape reads.
-struct LogRead {
-    newest_1m: HashMap<String, DateTime<Utc>>,
-    /// Runs whose duration is at most each bound of [`DURATION_BUCKETS`].
-    buckets: [i64; DURATION_BUCKETS.len()],
-    finished_runs: i64,
-    duration_sum: f64,
-    failures: BTreeMap<String, i64>,
-    quarantined: i64,
-}
-
-/// The newest 1m bar of every symbol with a task, the run log in one pass,
-/// and the quarantine size, pipelined on one connection.
-async fn read_log(client: &Client) -> Result<LogRead> {
-    // width_bucket over the negated bounds, ascending, counts the bounds at
-    // or above a run's duration (k): the run falls in bucket i (ascending,
-    // `le` inclusive) exactly when k >= buckets - i. `OFFSET 0` computes the
-    // duration once per run; date_part is float8 where extract is numeric.
-    let negated: Vec<f64> = DURATION_BUCKETS.iter().rev().map(|b| -b).collect();
-    let every_symbol: Option<&str> = None;
-    let newest_params: [&(dyn ToSql + Sync); 1] = [&every_symbol];
-    let runs_params: [&(dyn ToSql + Sync); 1] = [&negated];
-    let newest = client.query(NEWEST_1M_OF_TASKS, &newest_params);
-    let runs = client.query(
-        "SELECT width_bucket(-d, $1::float8[]), failed, count(*), coalesce(sum(d), 0)::float8
-         FROM (SELECT CASE WHEN finished_at IS NOT NULL
-                           THEN date_part('epoch', finished_at - started_at) END AS d,
-                      CASE WHEN status <> 'success' THEN coalesce(fail_kind, 'hard') END AS failed
-               FROM agg_run_log OFFSET 0) runs
-         GROUP BY 1, 2",
-        &runs_params,
-    );
-    let quarantine = client.query_one("SELECT count(*) FROM ingest_quarantine", &[]);
-    let (newest, runs, quarantine) = tokio::join!(newest, runs, quarantine);
-    let newest = newest.context("finding each symbol's newest 1m bar")?;
-    let runs = runs.context("reading the run log")?;
-    let quarantined: i64 = quarantine.context("counting the quarantine")?.get(0);
-
-    let mut read = LogRead {
-        newest_1m: HashMap::with_capacity(newest.len()),
-        buckets: [0; DURATION_BUCKETS.len()],
-        finished_runs: 0,
-        duration_sum: 0.0,
-        failures: [("hard".to_string(), 0), ("transient".to_string(), 0)].into(),
-        quarantined,
-    };
-    for r in &newest {
-        if let Some(ts) = r.get::<_, Option<DateTime<Utc>>>(1) {
-            read.newest_1m.insert(r.get(0), ts);
-        }
-    }
-    let n = DURATION_BUCKETS.len();
-    for r in &runs {
-        let at_or_above: Option<i32> = r.get(0);
-        let failed: Option<String> = r.get(1);
-        let count: i64 = r.get(2);
-        if let Some(k) = at_or_above {
-            read.finished_runs += count;
-            read.duration_sum += r.get::<_, f64>(3);
-            let first = n.saturating_sub(k.max(0) as usize);
-            for bucket in &mut read.buckets[first..] {
-                *bucket += count;
-            }
-        }
-        if let Some(kind) = failed {
-            *read.failures.entry(kind).or_default() += count;
-        }
-    }
-    Ok(read)
-}
-
 /// Every metric family but the scrape's own duration, as text, read on two
 /// connections at once.
 pub async fn render(tasks_client: &Client, log_client: &Client) -> Result<String> {
-    let (tasks, log) = tokio::try_join!(read_tasks(tasks_client), read_log(log_client))?;
+    let (tasks, log) =
+        tokio::try_join!(read::read_tasks(tasks_client), read::read_log(log_client))?;
     Ok(write(&tasks, &log))
 }
 

@@ -6,12 +6,14 @@
 //! - [`auth`]: the bind rule (loopback, or a token) and the constant-time
 //!   token check on every request but `/health`.
 //! - [`api`]: `/api/bars`, `/api/tasks`, `/api/alerts`, `/api/health` and
-//!   the dashboard's other reads; errors as JSON with a 4xx/5xx status.
-//! - [`bars_json`]: a page of `/api/bars` written as JSON by hand, as serde
-//!   would write it.
-//! - [`reads`]: the run log, the registry and the newest 1m bar; tasks,
-//!   alerts, quality and the quarantine come from the [`crate::ops`]
-//!   services the command line prints.
+//!   the dashboard's other reads.
+//! - [`error`]: errors as JSON with a 4xx/5xx status.
+//! - [`bars_json`]: a page of `/api/bars` ([`bars_json::BarsPage`]) written
+//!   as JSON by hand, as serde would write it.
+//!
+//! The run log, the registry and the newest 1m bar are read through
+//! [`crate::store`]; tasks, alerts, quality and the quarantine come from
+//! the [`crate::ops`] services the command line prints.
 //! - [`metrics`]: the Prometheus text exposition, computed at scrape time
 //!   on two connections at once.
 //! - [`assets`]: the page, its script and style, and the vendored
@@ -25,8 +27,8 @@ pub mod api;
 pub mod assets;
 pub mod auth;
 pub mod bars_json;
+pub mod error;
 pub mod metrics;
-pub mod reads;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -2,7 +2,7 @@
 //! crate::copy_binary): straight into `data_bars`, or into the staging
 //! table with bad rows alongside the good ones.
 
-use super::validate::Bar;
+use crate::model::Bar;
 
 /// Bad rows held in memory on the new-range path; past this the input goes
 /// the merge path, which streams bad rows to the database instead.

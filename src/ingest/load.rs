@@ -8,21 +8,28 @@
 //! there: new bars inserted, identical ones left alone, changed ones
 //! revised in place, a bar repeated within the input taken from its last
 //! line. Quarantine rows commit with the bars; in `--strict` mode a bad row
-//! rolls back the whole input.
+//! rolls back the whole input. Each path is a file of its own
+//! (`load/new_range.rs`, `load/merge.rs`); this one holds what they share.
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures_util::SinkExt;
 use indicatif::ProgressBar;
-use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, CopyInSink, Transaction};
 
-use super::copy::{CopyBuf, Direct, Encode, Staged, DIRECT_COLUMNS, STAGE_TABLE};
+use tokio_postgres::{Client, CopyInSink};
+
+use super::copy::{CopyBuf, Encode};
 use super::format::Format;
 use super::read::{Chunk, Input, ReadPlan, Reading};
 use super::validate::Row;
-use crate::assets::Symbol;
+use crate::model::Symbol;
+
+mod merge;
+mod new_range;
+
+use merge::merge;
+use new_range::new_range;
 
 /// Bad rows named in messages per input.
 pub const EXAMPLES: usize = 10;
@@ -281,87 +288,6 @@ fn strict_rejection(label: &str, tally: &Tally) -> anyhow::Error {
     anyhow::anyhow!(msg)
 }
 
-/// The new-range path. None when the input must go the merge path.
-async fn new_range(
-    client: &mut Client,
-    names: &Names,
-    mut reading: Reading,
-    first: Chunk,
-    target: &Target<'_>,
-) -> Result<Option<Loaded>> {
-    let format = first.format;
-    let source = target.source.unwrap_or(format.name());
-    let tx = client
-        .transaction()
-        .await
-        .context("opening a transaction")?;
-    // The change-tracking trigger reads the statement's rows back from its
-    // transition table, which spills to disk beyond work_mem (4 MB by
-    // default, about 35,000 rows): keep a file's rows in memory.
-    tx.batch_execute("SET LOCAL work_mem = '128MB'")
-        .await
-        .context("sizing the load's memory")?;
-    let sink = tx
-        .copy_in(&format!(
-            "COPY data_bars ({DIRECT_COLUMNS}) FROM STDIN (FORMAT binary)"
-        ))
-        .await
-        .context("starting COPY into data_bars")?;
-    let mut sink = Box::pin(sink);
-    let mut direct = Direct {
-        symbol: target.symbol.as_str(),
-        source,
-        held: Vec::new(),
-    };
-    let mut tally = Tally::default();
-    let complete = stream(
-        &mut reading,
-        first,
-        sink.as_mut(),
-        &mut direct,
-        &mut tally,
-        target.strict,
-    )
-    .await?;
-    if !complete {
-        drop(sink);
-        tx.rollback().await.context("rolling back")?;
-        reading.finish().await?;
-        return Ok(None);
-    }
-    let notes = reading.finish().await?;
-    if target.strict && tally.bad > 0 {
-        drop(sink);
-        tx.rollback().await.context("rolling back")?;
-        return Err(strict_rejection(&names.label, &tally));
-    }
-    match sink.as_mut().finish().await {
-        Ok(_) => {}
-        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-            tx.rollback().await.context("rolling back")?;
-            return Ok(None);
-        }
-        Err(e) => return Err(e).context("copying rows into data_bars"),
-    }
-    let added = quarantine_held(&tx, names, target.symbol, &direct.held).await?;
-    tx.commit().await.context("committing the load")?;
-    Ok(Some(Loaded {
-        format,
-        path: LoadPath::NewRange,
-        counts: Counts {
-            rows_read: tally.read,
-            loaded: tally.good,
-            quarantined: tally.bad,
-            already_quarantined: tally.bad - added,
-            ..Counts::default()
-        },
-        bad_rows: tally.examples,
-        span: tally.span,
-        revised_span: None,
-        notes,
-    }))
-}
-
 /// The statement that writes the bad rows `bad` (an SQL query of line,
 /// raw_line, reason) of file `$1` (canonical; `$3` as the user gave it) and
 /// symbol `$2` to `ingest_quarantine`,
@@ -388,208 +314,4 @@ fn quarantine_sql(bad: &str, given_column: bool) -> String {
            RETURNING 1)
          SELECT count(*) FROM added"
     )
-}
-
-/// Quarantine the bad rows held on the new-range path; returns how many
-/// were added.
-async fn quarantine_held(
-    tx: &Transaction<'_>,
-    file: &Names,
-    symbol: &Symbol,
-    held: &[(i64, String, String)],
-) -> Result<u64> {
-    if held.is_empty() {
-        return Ok(0);
-    }
-    let lines: Vec<i64> = held.iter().map(|h| h.0).collect();
-    let raws: Vec<&str> = held.iter().map(|h| h.1.as_str()).collect();
-    let reasons: Vec<&str> = held.iter().map(|h| h.2.as_str()).collect();
-    let added: i64 = tx
-        .query_one(
-            &quarantine_sql(
-                "SELECT * FROM unnest($4::bigint[], $5::text[], $6::text[])
-                   AS q(line, raw_line, reason)",
-                file.given_column,
-            ),
-            &[
-                &file.quarantine,
-                &symbol.as_str(),
-                &file.label,
-                &lines,
-                &raws,
-                &reasons,
-            ],
-        )
-        .await
-        .context("writing bad rows to ingest_quarantine")?
-        .get(0);
-    Ok(added as u64)
-}
-
-/// The merge path.
-async fn merge(
-    client: &mut Client,
-    names: &Names,
-    mut reading: Reading,
-    first: Chunk,
-    target: &Target<'_>,
-) -> Result<Loaded> {
-    let format = first.format;
-    let carries = first.carries;
-    let source = target.source.unwrap_or(format.name());
-    let tx = client
-        .transaction()
-        .await
-        .context("opening a transaction")?;
-    tx.batch_execute(STAGE_TABLE)
-        .await
-        .context("creating the staging table")?;
-    let sink = tx
-        .copy_in("COPY ingest_stage FROM STDIN (FORMAT binary)")
-        .await
-        .context("starting COPY into the staging table")?;
-    let mut sink = Box::pin(sink);
-    let mut tally = Tally::default();
-    stream(
-        &mut reading,
-        first,
-        sink.as_mut(),
-        &mut Staged,
-        &mut tally,
-        target.strict,
-    )
-    .await?;
-    let notes = reading.finish().await?;
-    if target.strict && tally.bad > 0 {
-        drop(sink);
-        tx.rollback().await.context("rolling back")?;
-        return Err(strict_rejection(&names.label, &tally));
-    }
-    sink.as_mut()
-        .finish()
-        .await
-        .context("copying rows into the staging table")?;
-    let added: i64 = tx
-        .query_one(
-            &quarantine_sql(
-                "SELECT line, raw_line, reason FROM ingest_stage WHERE reason IS NOT NULL",
-                names.given_column,
-            ),
-            &[&names.quarantine, &target.symbol.as_str(), &names.label],
-        )
-        .await
-        .context("writing bad rows to ingest_quarantine")?
-        .get(0);
-    // Statistics and sort memory let the planner hash-join a big staging
-    // table instead of probing the index a million times. The merge needs
-    // the row count, the distinct times and the share of good rows; the
-    // other columns' statistics would only cost time.
-    tx.batch_execute("ANALYZE ingest_stage (ts_utc, reason); SET LOCAL work_mem = '256MB'")
-        .await
-        .context("preparing the merge")?;
-    let bounds = tx
-        .query_one(
-            "SELECT min(ts_utc), max(ts_utc) FROM ingest_stage WHERE reason IS NULL",
-            &[],
-        )
-        .await
-        .context("reading the staged time range")?;
-    let (first_ts, last_ts): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
-        (bounds.get(0), bounds.get(1));
-    // One join of the staged rows with the stored ones finds what is new
-    // and what differs (in a reload, usually nothing: the rest of the
-    // statement then has no row to touch); a separate UPDATE and INSERT then
-    // write those. ON CONFLICT DO UPDATE would lock (and so write) every
-    // identical row. Everything sees one snapshot, so a bar is either
-    // revised or inserted, never both; the UPDATE compares again, so a row
-    // changed meanwhile by another load is compared as it is now, and DO
-    // NOTHING covers a concurrent load of the same bars. A stored vwap or
-    // trade count stays when the input has no such column ($5, $6: it has).
-    let row = tx
-        .query_one(
-            "WITH latest AS MATERIALIZED (
-               SELECT DISTINCT ON (ts_utc) ts_utc, open, high, low, close, vol, vwap, trade_count
-               FROM ingest_stage WHERE reason IS NULL
-               ORDER BY ts_utc, line DESC
-             ), todo AS MATERIALIZED (
-               SELECT l.*, d.ts_utc IS NULL AS is_new
-               FROM latest l
-               LEFT JOIN data_bars d
-                 ON d.canonical_symbol = $1 AND d.timeframe = '1m' AND d.ts_utc = l.ts_utc
-                AND d.ts_utc BETWEEN $3 AND $4
-               WHERE d.ts_utc IS NULL
-                  OR (d.open, d.high, d.low, d.close, d.vol, d.vwap, d.trade_count)
-                     IS DISTINCT FROM
-                     (l.open, l.high, l.low, l.close, l.vol,
-                      CASE WHEN $5 THEN l.vwap ELSE d.vwap END,
-                      CASE WHEN $6 THEN l.trade_count ELSE d.trade_count END)
-             ), revised AS (
-               UPDATE data_bars d
-                 SET open = l.open, high = l.high, low = l.low, close = l.close, vol = l.vol,
-                     vwap = CASE WHEN $5 THEN l.vwap ELSE d.vwap END,
-                     trade_count = CASE WHEN $6 THEN l.trade_count ELSE d.trade_count END,
-                     source = $2, ingested_at = now()
-               FROM todo l
-               WHERE NOT l.is_new
-                 AND d.canonical_symbol = $1 AND d.timeframe = '1m' AND d.ts_utc = l.ts_utc
-                 AND d.ts_utc BETWEEN $3 AND $4
-                 AND (d.open, d.high, d.low, d.close, d.vol, d.vwap, d.trade_count)
-                     IS DISTINCT FROM
-                     (l.open, l.high, l.low, l.close, l.vol,
-                      CASE WHEN $5 THEN l.vwap ELSE d.vwap END,
-                      CASE WHEN $6 THEN l.trade_count ELSE d.trade_count END)
-               RETURNING d.ts_utc
-             ), inserted AS (
-               INSERT INTO data_bars
-                 (canonical_symbol, timeframe, ts_utc, open, high, low, close, vol,
-                  vwap, trade_count, source)
-               SELECT $1, '1m', l.ts_utc, l.open, l.high, l.low, l.close, l.vol,
-                      l.vwap, l.trade_count, $2
-               FROM todo l
-               WHERE l.is_new
-               ON CONFLICT (canonical_symbol, timeframe, ts_utc) DO NOTHING
-               RETURNING 1
-             )
-             SELECT (SELECT count(*) FROM latest), (SELECT count(*) FROM inserted),
-                    (SELECT count(*) FROM revised), (SELECT min(ts_utc) FROM revised),
-                    (SELECT max(ts_utc) FROM revised)",
-            &[
-                &target.symbol.as_str(),
-                &source,
-                &first_ts,
-                &last_ts,
-                &carries.vwap,
-                &carries.trade_count,
-            ],
-        )
-        .await
-        .context("merging staged rows into data_bars")?;
-    let (distinct, loaded, revised): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
-    let revised_span = match (row.get(3), row.get(4)) {
-        (Some(lo), Some(hi)) => Some((lo, hi)),
-        _ => None,
-    };
-    if target.dry_run {
-        tx.rollback().await.context("rolling the dry run back")?;
-    } else {
-        tx.commit().await.context("committing the load")?;
-    }
-    let (distinct, loaded, revised) = (distinct as u64, loaded as u64, revised as u64);
-    Ok(Loaded {
-        format,
-        path: LoadPath::Merge,
-        counts: Counts {
-            rows_read: tally.read,
-            loaded,
-            revised,
-            duplicates: distinct - loaded - revised,
-            superseded: tally.good - distinct,
-            quarantined: tally.bad,
-            already_quarantined: tally.bad - added as u64,
-        },
-        bad_rows: tally.examples,
-        span: tally.span,
-        revised_span,
-        notes,
-    })
 }

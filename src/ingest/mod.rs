@@ -2,14 +2,18 @@
 //! standard input) into `data_bars`, with bad rows kept in
 //! `ingest_quarantine`, and the summary of what happened.
 //!
-//! - [`format`]: the formats, sniffing, time zones, one line → one bar.
+//! - [`format`](mod@format): the formats, sniffing, time zones, one line → one bar.
+//! - [`csv_layout`]: a headed CSV file's columns and the optional ones it carries.
+//! - `lines`: reading an input line by line as bytes, overlong lines capped.
 //! - [`validate`]: the per-row checks and quarantine reasons.
 //! - [`read`]: streaming an input on a blocking thread in bounded batches.
 //! - [`copy`]: the binary `COPY` format and row layouts.
 //! - [`load`]: the new-range and merge paths, one transaction per input, counting.
 
 pub mod copy;
+pub mod csv_layout;
 pub mod format;
+mod lines;
 pub mod load;
 pub mod read;
 pub mod validate;
@@ -21,7 +25,8 @@ use chrono::{DateTime, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio_postgres::Client;
 
-use crate::assets::{self, Symbol};
+use crate::assets;
+use crate::model::Symbol;
 pub use format::{Format, Zone};
 pub use load::{BadRow, Counts, LoadPath};
 pub use read::Input;
@@ -126,7 +131,7 @@ pub async fn ingest_files(
             }
         }
     }
-    crate::ops::require_migrated(client).await?;
+    crate::migrate::require_migrated(client).await?;
     // The merge path stages a file's rows in a temporary table. With the
     // server's default temp_buffers (8 MB, about 80,000 rows) a larger file
     // is written out to disk and read back by each statement of the merge.

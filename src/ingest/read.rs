@@ -2,7 +2,7 @@
 //! the format, parse and validate every line, and hand rows to the loader
 //! in bounded batches, so memory stays flat whatever the file's size.
 //! Lines are read as bytes: one line of bad bytes is one bad row, never the
-//! end of the file, and a line longer than [`LINE_CAP`] is one bad row read
+//! end of the file, and a line longer than `LINE_CAP` (64 KiB) is one bad row read
 //! past without being held in memory.
 
 use std::cell::RefCell;
@@ -16,7 +16,9 @@ use chrono::{DateTime, Utc};
 use indicatif::ProgressBar;
 use tokio::sync::mpsc;
 
-use super::format::{self, CsvLayout, Format, Zone};
+use super::csv_layout::{Carries, CsvLayout};
+use super::format::{self, Format, Zone};
+use super::lines::{read_line, CappedLines, Line, Lines, LINE_CAP};
 use super::validate::{self, Row};
 
 /// Rows per batch handed to the loader.
@@ -121,16 +123,6 @@ pub struct Chunk {
     pub rows: Vec<Row>,
 }
 
-/// The optional columns an input has. A revision replaces a stored bar's
-/// vwap and trade count only when its input has the column (a blank field
-/// then clears it): an input without one says nothing about them, and
-/// clearing them would lose data.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Carries {
-    pub vwap: bool,
-    pub trade_count: bool,
-}
-
 /// A running reader: batches arrive on `rows`; `finish` tells whether the
 /// input was read to its end without an error, and hands back the
 /// file-level notes (a header skipped, columns not loaded).
@@ -191,123 +183,6 @@ impl Batcher<'_> {
                 rows,
             })
             .is_ok()
-    }
-}
-
-/// Longest line read whole. A bar line is well under 200 bytes; past this a
-/// "line" is binary data or a file without line breaks, and is refused as
-/// one bad row without holding it in memory.
-pub const LINE_CAP: usize = 64 * 1024;
-
-/// One line as read: its bytes (with the line ending), at most
-/// [`LINE_CAP`] + 1 of them kept.
-#[derive(Debug, Default)]
-struct Line {
-    bytes: Vec<u8>,
-    /// Bytes the line took in the input (0 at the end of the input).
-    consumed: usize,
-    /// Bytes before the line's `\n`.
-    length: usize,
-    /// Whether the line is longer than [`LINE_CAP`]; `bytes` then holds its start.
-    overlong: bool,
-}
-
-impl Line {
-    /// The reason an overlong line is refused.
-    fn overlong_reason(&self) -> String {
-        format!(
-            "line is {} bytes long, longer than any bar line (at most {LINE_CAP} bytes are read); \
-             its start is kept here",
-            self.length
-        )
-    }
-}
-
-/// Read one line, keeping at most [`LINE_CAP`] + 1 bytes of it: the rest
-/// of an overlong line is read past, never held.
-fn read_line(reader: &mut impl BufRead, line: &mut Line) -> std::io::Result<()> {
-    line.bytes.clear();
-    line.consumed = 0;
-    let mut ended = false;
-    while !ended {
-        let available = match reader.fill_buf() {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if available.is_empty() {
-            break;
-        }
-        let n = match available.iter().position(|&b| b == b'\n') {
-            Some(i) => {
-                ended = true;
-                i + 1
-            }
-            None => available.len(),
-        };
-        let room = (LINE_CAP + 1).saturating_sub(line.bytes.len());
-        line.bytes.extend_from_slice(&available[..n.min(room)]);
-        line.consumed += n;
-        reader.consume(n);
-    }
-    line.length = line.consumed - usize::from(ended);
-    line.overlong = line.length > LINE_CAP;
-    Ok(())
-}
-
-/// Lines already read (the first ones, while the format was worked out),
-/// then the rest of the input.
-struct Lines<R> {
-    pending: std::collections::VecDeque<Line>,
-    rest: R,
-}
-
-impl<R: BufRead> Lines<R> {
-    /// The next line into `line`; `line.consumed` is 0 at the end.
-    fn next_into(&mut self, line: &mut Line) -> std::io::Result<()> {
-        match self.pending.pop_front() {
-            Some(l) => {
-                *line = l;
-                Ok(())
-            }
-            None => read_line(&mut self.rest, line),
-        }
-    }
-}
-
-/// A reader of CSV bytes that hands on lines up to [`LINE_CAP`] and
-/// replaces a longer one by an empty line (which the CSV reader skips, so
-/// line numbers stay right), noting it for [`read_csv`] to quarantine.
-struct CappedLines<R> {
-    lines: Lines<R>,
-    line: Line,
-    at: usize,
-    number: u64,
-    overlong: Rc<RefCell<VecDeque<(u64, Line)>>>,
-}
-
-impl<R: BufRead> Read for CappedLines<R> {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        if self.at >= self.line.bytes.len() {
-            let mut line = Line::default();
-            self.lines.next_into(&mut line)?;
-            if line.consumed == 0 {
-                return Ok(0);
-            }
-            self.number += 1;
-            self.at = 0;
-            if line.overlong {
-                self.overlong.borrow_mut().push_back((self.number, line));
-                self.line.bytes = b"\n".to_vec();
-            } else {
-                self.line = line;
-            }
-        }
-        let rest = &self.line.bytes[self.at..];
-        let n = rest.len().min(out.len());
-        out[..n].copy_from_slice(&rest[..n]);
-        self.at += n;
-        Ok(n)
     }
 }
 
@@ -581,51 +456,4 @@ fn joined(record: &csv::ByteRecord) -> Vec<u8> {
         out.extend_from_slice(field);
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn lines_of(bytes: &[u8]) -> Vec<Line> {
-        let mut reader = BufReader::with_capacity(1024, bytes);
-        let mut out = Vec::new();
-        loop {
-            let mut line = Line::default();
-            read_line(&mut reader, &mut line).unwrap();
-            if line.consumed == 0 {
-                return out;
-            }
-            out.push(line);
-        }
-    }
-
-    #[test]
-    fn a_line_past_the_cap_is_read_past_and_the_next_line_is_whole() {
-        let mut input = vec![b'x'; LINE_CAP * 3];
-        input.extend_from_slice(b"\nnext\n");
-        input.extend(std::iter::repeat_n(b'y', LINE_CAP));
-        input.extend_from_slice(b"\r\n");
-        input.extend(std::iter::repeat_n(b'z', LINE_CAP + 1));
-        let lines = lines_of(&input);
-        assert_eq!(lines.len(), 4);
-        assert!(lines[0].overlong);
-        assert_eq!(lines[0].consumed, LINE_CAP * 3 + 1);
-        assert!(
-            lines[0].bytes.len() <= LINE_CAP + 1,
-            "the long line was held"
-        );
-        assert_eq!(
-            (lines[1].bytes.as_slice(), lines[1].overlong),
-            (&b"next\n"[..], false)
-        );
-        // The cap counts the line's bytes before its `\n` (a `\r` included).
-        assert!(lines[2].overlong);
-        assert!(
-            lines[3].overlong,
-            "a last line without a newline counts whole"
-        );
-        let exact = lines_of(&[vec![b'a'; LINE_CAP], b"\n".to_vec()].concat());
-        assert!(!exact[0].overlong);
-    }
 }

@@ -4,20 +4,7 @@
 
 use chrono::{DateTime, Timelike, Utc};
 
-/// One valid 1-minute bar, stamped with its start in UTC.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Bar {
-    pub ts: DateTime<Utc>,
-    pub open: f64,
-    pub high: f64,
-    pub low: f64,
-    pub close: f64,
-    pub vol: f64,
-    /// Volume-weighted average price, when the input has the column.
-    pub vwap: Option<f64>,
-    /// Number of trades, when the input has the column.
-    pub trade_count: Option<i64>,
-}
+use crate::model::Bar;
 
 /// One input row after parsing and validation.
 #[derive(Debug, Clone)]

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use tokio_postgres::Client;
 
-use crate::calendar::Timeframe;
+use crate::model::Timeframe;
 
 /// The `format` field every backup carries.
 pub const FORMAT: &str = "barkeep-backup";
@@ -53,7 +53,7 @@ async fn rows_of(client: &Client, table: &str, order: &str) -> Result<Vec<Map<St
 
 /// Read both tables into a backup document.
 pub async fn backup(client: &Client) -> Result<Backup> {
-    super::require_migrated(client).await?;
+    crate::migrate::require_migrated(client).await?;
     let schema_version: Option<i64> = client
         .query_one("SELECT max(version) FROM barkeep_schema_migrations", &[])
         .await
@@ -161,7 +161,7 @@ fn quoted(cols: &[String]) -> String {
 
 /// How many tasks a restore would replace.
 pub async fn tasks_present(client: &Client) -> Result<i64> {
-    super::require_migrated(client).await?;
+    crate::migrate::require_migrated(client).await?;
     Ok(client
         .query_one("SELECT count(*) FROM data_agg_state", &[])
         .await
@@ -173,7 +173,7 @@ pub async fn tasks_present(client: &Client) -> Result<i64> {
 /// the backup does not name stay), and `data_agg_state` is replaced by the
 /// backup's tasks. Any failure leaves both tables as they were.
 pub async fn restore(client: &mut Client, backup: &Backup) -> Result<RestoreReport> {
-    super::require_migrated(client).await?;
+    crate::migrate::require_migrated(client).await?;
     let tx = client
         .transaction()
         .await

@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_postgres::Client;
 
-use crate::assets::Symbol;
 use crate::migrate::has_table;
+use crate::model::Symbol;
 
 /// What a prune deletes (or deleted).
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -36,7 +36,7 @@ pub async fn count(
     symbol: Option<&Symbol>,
     before: DateTime<Utc>,
 ) -> Result<PruneCounts> {
-    super::require_migrated(client).await?;
+    crate::migrate::require_migrated(client).await?;
     let symbol = symbol.map(Symbol::as_str);
     let row = client
         .query_one(
@@ -71,7 +71,7 @@ pub async fn prune(
     before: DateTime<Utc>,
     record: Record,
 ) -> Result<PruneCounts> {
-    super::require_migrated(client).await?;
+    crate::migrate::require_migrated(client).await?;
     if before > Utc::now() {
         bail!("--before {before} is in the future: history can only be pruned before now");
     }

@@ -25,38 +25,6 @@ pub mod quarantine;
 pub mod status;
 pub mod verify;
 
-use anyhow::{bail, Context, Result};
-use tokio_postgres::Client;
-
-/// A mistake in what the user asked for (an unknown symbol, a bad
-/// combination of flags); the command line exits 2 for it, as for clap's own
-/// usage errors.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
-
-/// Refuse with the next step to take when the database has no barkeep
-/// schema yet, instead of letting a query fail on a missing table.
-pub async fn require_migrated(client: &Client) -> Result<()> {
-    let row = client
-        .query_one(
-            // The catalog, not information_schema: a role without rights on
-            // the table (the ingest role) still sees that it exists.
-            "SELECT to_regclass('data_agg_state') IS NOT NULL,
-                    EXISTS (SELECT 1 FROM pg_attribute
-                            WHERE attrelid = to_regclass('data_agg_state')
-                              AND attname = 'agg_start_utc' AND NOT attisdropped)",
-            &[],
-        )
-        .await
-        .context("looking for barkeep's tables")?;
-    let (tables, phase5): (bool, bool) = (row.get(0), row.get(1));
-    if !tables || !phase5 {
-        bail!("the database is not migrated: run `barkeep db up` first");
-    }
-    Ok(())
-}
-
 /// A count and its noun, singular for one: `counted(1, "row")` is "1 row",
 /// `counted(3, "row")` "3 rows".
 pub fn counted(n: impl std::fmt::Display, noun: &str) -> String {

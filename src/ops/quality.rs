@@ -9,8 +9,7 @@ use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Duration, Utc};
 use tokio_postgres::Client;
 
-use crate::assets::Symbol;
-use crate::calendar::Timeframe;
+use crate::model::{Symbol, Timeframe};
 
 /// Where the window of bars starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +48,7 @@ impl Since {
                 };
             }
         }
-        match crate::calendar::parse_instant(s) {
+        match crate::model::calendar::parse_instant(s) {
             Ok(t) => Ok(Since::At(t)),
             Err(_) => bail!("unknown duration {raw:?}: use a number with m, h, d or w (24h, 7d), a date, or all"),
         }
@@ -139,7 +138,7 @@ pub async fn newest_1m_and_now(client: &Client) -> Result<(Option<DateTime<Utc>>
 
 /// Run the quality query.
 pub async fn quality(client: &Client, settings: &QualitySettings) -> Result<QualityReport> {
-    super::require_migrated(client).await?;
+    crate::migrate::require_migrated(client).await?;
     let now: DateTime<Utc> = client
         .query_one("SELECT now()", &[])
         .await

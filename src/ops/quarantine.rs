@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
-use crate::assets::Symbol;
 use crate::ingest::read::canonical_path;
+use crate::model::Symbol;
 
 /// One quarantined row.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -144,7 +144,7 @@ pub async fn list(
     filter: &QuarantineFilter,
     limit: i64,
 ) -> Result<Vec<QuarantineEntry>> {
-    super::require_migrated(client).await?;
+    crate::migrate::require_migrated(client).await?;
     let (clause, mut params) = filter.sql();
     params.push(Box::new(limit.max(0)));
     let sql = format!(
@@ -168,7 +168,7 @@ pub async fn list(
 
 /// How many rows match the filter.
 pub async fn count(client: &Client, filter: &QuarantineFilter) -> Result<i64> {
-    super::require_migrated(client).await?;
+    crate::migrate::require_migrated(client).await?;
     let (clause, params) = filter.sql();
     let refs: Vec<&(dyn ToSql + Sync)> = params
         .iter()
@@ -186,7 +186,7 @@ pub async fn count(client: &Client, filter: &QuarantineFilter) -> Result<i64> {
 
 /// Size and newest entries.
 pub async fn summary(client: &Client, newest: i64) -> Result<QuarantineSummary> {
-    super::require_migrated(client).await?;
+    crate::migrate::require_migrated(client).await?;
     let row = client
         .query_one(
             "SELECT count(*), count(DISTINCT file) FROM ingest_quarantine",
@@ -204,7 +204,7 @@ pub async fn summary(client: &Client, newest: i64) -> Result<QuarantineSummary> 
 /// Delete the rows matching the filter; returns how many went. An empty
 /// filter deletes everything and needs `everything = true` (the `--force`).
 pub async fn purge(client: &Client, filter: &QuarantineFilter, everything: bool) -> Result<u64> {
-    super::require_migrated(client).await?;
+    crate::migrate::require_migrated(client).await?;
     if filter.is_empty() && !everything {
         bail!(
             "purge deletes every quarantined row without a filter: give --file, --symbol or \

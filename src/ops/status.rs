@@ -9,8 +9,8 @@ use tokio_postgres::Client;
 use super::history::{self, HistorySummary};
 use super::instant;
 use super::quarantine::{self, QuarantineSummary};
-use crate::assets::Symbol;
-use crate::calendar::{bucket_end, Calendar, Timeframe};
+use crate::model::calendar::bucket_end;
+use crate::model::{Calendar, Symbol, Timeframe};
 
 /// Longest last error a status line carries (the table holds it whole).
 const ERROR_CHARS: usize = 120;
@@ -138,7 +138,7 @@ pub async fn tasks(
     client: &Client,
     settings: &StatusSettings,
 ) -> Result<(DateTime<Utc>, Vec<TaskStatus>)> {
-    super::require_migrated(client).await?;
+    crate::migrate::require_migrated(client).await?;
     let symbol = settings.symbol.as_ref().map(Symbol::as_str);
     let timeframe = settings.timeframe.map(Timeframe::as_str);
     let status = settings.status.map(TaskState::as_str);

@@ -14,10 +14,9 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-use crate::assets::Symbol;
-use crate::calendar::Timeframe;
 use crate::engine::{TaskOutcome, TaskRun};
-use crate::tasks::Env;
+use crate::error::is_transient;
+use crate::model::{Env, Symbol, Timeframe};
 
 /// A claimed task as `agg_claim_tasks` returns it.
 #[derive(Debug, Clone)]
@@ -33,36 +32,6 @@ pub(super) struct Claim {
 
 /// Leases this process holds, renewed by the heartbeat.
 pub(super) type Leases = Arc<Mutex<HashMap<(Symbol, Timeframe), Uuid>>>;
-
-/// Whether an error is worth retrying soon rather than counting as a hard
-/// failure: a lost connection (SQLSTATE class 08, or no SQLSTATE at all: the
-/// socket failed underneath), serialization failure (40001), deadlock
-/// (40P01), a cancelled statement or statement timeout (57014), a lock
-/// timeout (55P03), and the server shutting down or starting (57P01-57P03).
-pub fn is_transient(err: &anyhow::Error) -> bool {
-    err.chain().any(|cause| {
-        if let Some(pg) = cause.downcast_ref::<tokio_postgres::Error>() {
-            if pg.is_closed() {
-                return true;
-            }
-            return match pg.code() {
-                Some(code) => is_transient_sqlstate(code.code()),
-                // No SQL state: the socket or protocol failed underneath us.
-                None => true,
-            };
-        }
-        cause.downcast_ref::<std::io::Error>().is_some()
-    })
-}
-
-/// The SQLSTATEs of [`is_transient`].
-pub fn is_transient_sqlstate(code: &str) -> bool {
-    code.starts_with("08")
-        || matches!(
-            code,
-            "40001" | "40P01" | "57014" | "55P03" | "57P01" | "57P02" | "57P03"
-        )
-}
 
 /// What both claims return, in the order `claims_of` reads it (then whether
 /// the task was recovered, and the server's now).

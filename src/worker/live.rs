@@ -16,9 +16,8 @@ use tokio_postgres::Client;
 use uuid::Uuid;
 
 use super::lease::{Claim, Finished};
-use crate::assets::Symbol;
-use crate::calendar::Timeframe;
 use crate::engine::{TaskOutcome, TaskRun};
+use crate::model::{Symbol, Timeframe};
 
 /// Most tasks advanced in one call (one transaction): small enough that
 /// the first bars of a wave commit early and lanes share the wave.

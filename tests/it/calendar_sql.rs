@@ -3,8 +3,9 @@
 //! change in between) for both calendars and every timeframe, the ladder,
 //! the quality thresholds, and asset classes written in any case.
 
-use barkeep::calendar::{bucket_end, bucket_start, expected_candles, Calendar, Timeframe};
 use barkeep::engine::fold::quality;
+use barkeep::model::calendar::{bucket_end, bucket_start, expected_candles};
+use barkeep::model::{Calendar, Timeframe};
 use chrono::{Duration, TimeZone, Utc};
 use sha2::{Digest, Sha256};
 

@@ -5,7 +5,8 @@
 
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-use crate::common::{stderr, stdout, TestDb};
+use crate::common::TestDb;
+use crate::fixtures::ok;
 
 const CHECKLIST: &str = include_str!("../../docs/PHASE5_DEPLOYMENT_CHECKLIST.md");
 
@@ -130,16 +131,6 @@ async fn utc_client(db: &TestDb) -> Client {
     client
 }
 
-fn ok(db: &TestDb, args: &[&str]) -> String {
-    let out = db.cli(args);
-    assert!(
-        out.status.success(),
-        "barkeep {args:?} failed: {}",
-        stderr(&out)
-    );
-    stdout(&out)
-}
-
 async fn bar_counts(client: &Client) -> (String, String) {
     (
         scalar(client, "SELECT count(*) FROM data_bars").await,
@@ -165,9 +156,9 @@ async fn some_bars(client: &Client) {
 async fn the_checklist_passes_rolls_back_and_comes_back() {
     let db = TestDb::migrated().await;
     for (symbol, class) in [("EURUSD", "fx"), ("GBPUSD", "fx"), ("XAUUSD", "metal")] {
-        ok(&db, &["assets", "add", symbol, "--class", class]);
+        ok(&db.cli(&["assets", "add", symbol, "--class", class]));
     }
-    let synced = ok(&db, &["sync"]);
+    let synced = ok(&db.cli(&["sync"]));
     assert!(synced.contains("18 created"), "{synced}");
 
     let client = utc_client(&db).await;
@@ -179,13 +170,13 @@ async fn the_checklist_passes_rolls_back_and_comes_back() {
     assert_eq!(before, ("1440".to_string(), "312".to_string()));
     drop(client);
 
-    ok(&db, &["db", "down", "--to", "1"]);
+    ok(&db.cli(&["db", "down", "--to", "1"]));
     let client = utc_client(&db).await;
     rollback_verified(&client).await;
     assert_eq!(bar_counts(&client).await, before, "rollback lost bars");
     drop(client);
 
-    ok(&db, &["db", "up"]);
+    ok(&db.cli(&["db", "up"]));
     let client = utc_client(&db).await;
     schema_steps_pass(&client).await;
     data_steps_pass(&client).await;
@@ -238,7 +229,7 @@ async fn a_database_from_an_earlier_deployment_is_adopted_with_its_rows() {
         .unwrap();
     drop(client);
 
-    let out = ok(&db, &["db", "up"]);
+    let out = ok(&db.cli(&["db", "up"]));
     assert!(out.contains("applied migration 2"), "{out}");
 
     let client = utc_client(&db).await;

@@ -11,10 +11,10 @@ use barkeep::db::Database;
 use barkeep::migrate;
 use tokio_postgres::{Client, Config};
 
-/// How to reach the test server as a superuser: (base key=value string
-/// without dbname, parsed config without dbname).
+/// How to reach the test server as a superuser: the connection parameters
+/// but the database name.
 struct Server {
-    base: String,
+    base: Vec<(&'static str, String)>,
 }
 
 static SERVER: OnceLock<Server> = OnceLock::new();
@@ -42,28 +42,37 @@ fn server() -> &'static Server {
     })
 }
 
-fn base_of(config: &Config) -> String {
-    let mut parts = Vec::new();
+/// The connection parameters of `config` but its database name.
+fn base_of(config: &Config) -> Vec<(&'static str, String)> {
+    let mut params = Vec::new();
     if let Some(host) = config.get_hosts().first() {
         match host {
-            tokio_postgres::config::Host::Tcp(h) => parts.push(format!("host='{h}'")),
-            tokio_postgres::config::Host::Unix(p) => parts.push(format!("host='{}'", p.display())),
+            tokio_postgres::config::Host::Tcp(h) => params.push(("host", h.clone())),
+            tokio_postgres::config::Host::Unix(p) => params.push(("host", p.display().to_string())),
         }
     }
     if let Some(port) = config.get_ports().first() {
-        parts.push(format!("port={port}"));
+        params.push(("port", port.to_string()));
     }
     if let Some(user) = config.get_user() {
-        parts.push(format!("user='{user}'"));
+        params.push(("user", user.to_string()));
     }
     if let Some(pw) = config.get_password() {
-        parts.push(format!("password='{}'", String::from_utf8_lossy(pw)));
+        params.push(("password", String::from_utf8_lossy(pw).into_owned()));
     }
-    parts.join(" ")
+    params
 }
 
-fn url_for(dbname: &str) -> String {
-    format!("{} dbname='{dbname}'", server().base)
+/// A key=value connection string for the database `dbname` of the test
+/// server, as a superuser.
+pub fn url_for(dbname: &str) -> String {
+    let mut params: Vec<(&str, &str)> = server()
+        .base
+        .iter()
+        .map(|(key, value)| (*key, value.as_str()))
+        .collect();
+    params.push(("dbname", dbname));
+    conninfo(&params)
 }
 
 async fn admin() -> Client {
@@ -195,7 +204,7 @@ impl TestDb {
     pub fn cli_with_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
         use std::io::Write;
         let mut child = self
-            .command(args, stdin.is_some())
+            .piped(args, stdin.is_some())
             .spawn()
             .expect("starting barkeep");
         if let Some(bytes) = stdin {
@@ -207,7 +216,7 @@ impl TestDb {
 
     /// Run the barkeep binary in the folder `dir` (for relative paths).
     pub fn cli_in(&self, dir: &std::path::Path, args: &[&str]) -> Output {
-        self.command(args, false)
+        self.piped(args, false)
             .current_dir(dir)
             .output()
             .expect("running barkeep")
@@ -218,7 +227,7 @@ impl TestDb {
     /// missed, never overstated.
     pub fn cli_peak_memory(&self, args: &[&str]) -> (Output, u64) {
         use std::io::Read;
-        let mut child = self.command(args, false).spawn().expect("starting barkeep");
+        let mut child = self.piped(args, false).spawn().expect("starting barkeep");
         let status_file = format!("/proc/{}/status", child.id());
         // Drain the pipes on threads so a chatty child never blocks.
         let mut out_pipe = child.stdout.take().expect("stdout pipe");
@@ -257,13 +266,17 @@ impl TestDb {
         (output, peak)
     }
 
-    fn command(&self, args: &[&str], stdin: bool) -> Command {
+    /// The barkeep binary on this database, its standard streams left to
+    /// the caller (for a process the test runs alongside).
+    pub fn command(&self, args: &[&str]) -> Command {
+        barkeep_on(&self.url, args)
+    }
+
+    /// The barkeep binary on this database with its output captured.
+    fn piped(&self, args: &[&str], stdin: bool) -> Command {
         use std::process::Stdio;
-        let mut command = Command::new(env!("CARGO_BIN_EXE_barkeep"));
+        let mut command = self.command(args);
         command
-            .args(args)
-            .env("DATABASE_URL", &self.url)
-            .env_remove("BARKEEP_HOME")
             .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -281,6 +294,17 @@ impl TestDb {
     }
 }
 
+/// The barkeep binary with `args` on the database at `url`; BARKEEP_HOME
+/// is removed so a developer's own embedded cluster never answers instead.
+pub fn barkeep_on(url: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_barkeep"));
+    command
+        .args(args)
+        .env("DATABASE_URL", url)
+        .env_remove("BARKEEP_HOME");
+    command
+}
+
 /// Standard output of a run as text.
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -294,4 +318,18 @@ pub fn stderr(out: &Output) -> String {
 /// Path of the shipped AUDUSD sample.
 pub fn sample_path() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/DAT_ASCII_AUDUSD_M1_202306.csv")
+}
+
+/// A libpq key=value connection string: every value in single quotes with
+/// `\` and `'` escaped, so a socket path, a database name or a password
+/// holding a space, a quote or a backslash reaches the server as written.
+pub fn conninfo(params: &[(&str, &str)]) -> String {
+    params
+        .iter()
+        .map(|(key, value)| {
+            let quoted = value.replace('\\', "\\\\").replace('\'', "\\'");
+            format!("{key}='{quoted}'")
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }

@@ -4,19 +4,10 @@
 //! to drop tables holding rows without `--force`; `demo` refuses a database
 //! that only the environment names; timeframe aliases and the ambiguous `1M`.
 
-use barkeep::calendar::Timeframe;
+use barkeep::model::Timeframe;
 
 use crate::common::{sample_path, stderr, stdout, TestDb};
-
-fn ok(out: std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "barkeep failed: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    stdout(&out)
-}
+use crate::fixtures::{ok, write, OwnCluster};
 
 #[tokio::test]
 async fn sync_without_start_begins_at_the_first_1m_bar_and_an_explicit_start_says_what_it_leaves_out(
@@ -24,12 +15,12 @@ async fn sync_without_start_begins_at_the_first_1m_bar_and_an_explicit_start_say
     let db = TestDb::migrated().await;
     let sample = sample_path();
     for symbol in ["AUDUSD", "EURUSD"] {
-        ok(db.cli(&["assets", "add", symbol, "--class", "fx"]));
-        ok(db.cli(&["ingest", "--symbol", symbol, sample.to_str().unwrap()]));
+        ok(&db.cli(&["assets", "add", symbol, "--class", "fx"]));
+        ok(&db.cli(&["ingest", "--symbol", symbol, sample.to_str().unwrap()]));
     }
-    ok(db.cli(&["assets", "set", "EURUSD", "--active", "false"]));
+    ok(&db.cli(&["assets", "set", "EURUSD", "--active", "false"]));
     // The sample starts 2023-06-01 00:00 EST = 05:00Z: long before 2025-07-01.
-    let text = ok(db.cli(&["sync"]));
+    let text = ok(&db.cli(&["sync"]));
     assert!(
         text.contains("AUDUSD: tasks start at its first 1m bar, 2023-06-01 05:00Z"),
         "{text}"
@@ -52,7 +43,7 @@ async fn sync_without_start_begins_at_the_first_1m_bar_and_an_explicit_start_say
         .await,
         2
     );
-    ok(db.cli(&["run", "--once"]));
+    ok(&db.cli(&["run", "--once"]));
     assert!(
         db.count("SELECT count(*) FROM derived_data_bars WHERE canonical_symbol = 'AUDUSD'")
             .await
@@ -60,13 +51,13 @@ async fn sync_without_start_begins_at_the_first_1m_bar_and_an_explicit_start_say
     );
 
     // An explicit later start for the second symbol: a warning with the count.
-    ok(db.cli(&["assets", "set", "EURUSD", "--active", "true"]));
+    ok(&db.cli(&["assets", "set", "EURUSD", "--active", "true"]));
     let left_out = db
         .count("SELECT count(*) FROM data_bars WHERE canonical_symbol = 'EURUSD' AND ts_utc < '2023-06-10'")
         .await;
     assert!(left_out > 0);
     let out = db.cli(&["sync", "--start", "2023-06-10"]);
-    ok(out.clone());
+    ok(&out);
     assert!(
         stderr(&out).contains(&format!(
             "warning: EURUSD: --start 2023-06-10 00:00Z leaves out {left_out} stored 1m bars (from 2023-06-01 05:00Z)"
@@ -79,8 +70,8 @@ async fn sync_without_start_begins_at_the_first_1m_bar_and_an_explicit_start_say
 #[tokio::test]
 async fn db_down_reverts_one_step_and_refuses_to_drop_rows_without_force() {
     let db = TestDb::migrated().await;
-    ok(db.cli(&["assets", "add", "AUDUSD", "--class", "fx"]));
-    ok(db.cli(&[
+    ok(&db.cli(&["assets", "add", "AUDUSD", "--class", "fx"]));
+    ok(&db.cli(&[
         "ingest",
         "--symbol",
         "AUDUSD",
@@ -99,7 +90,7 @@ async fn db_down_reverts_one_step_and_refuses_to_drop_rows_without_force() {
     };
     let before = applied(&db);
     assert!(before.len() >= 3, "{before:?}");
-    let text = ok(db.cli(&["db", "down"]));
+    let text = ok(&db.cli(&["db", "down"]));
     let newest = *before.last().unwrap();
     assert_eq!(text.trim(), format!("reverted migration {newest}"));
     assert_eq!(applied(&db), before[..before.len() - 1]);
@@ -123,7 +114,7 @@ async fn db_down_reverts_one_step_and_refuses_to_drop_rows_without_force() {
     );
     assert_eq!(db.count("SELECT count(*) FROM data_bars").await, 16875);
 
-    ok(db.cli(&["db", "down", "--to", "0", "--force"]));
+    ok(&db.cli(&["db", "down", "--to", "0", "--force"]));
     assert!(applied(&db).is_empty());
 }
 
@@ -145,7 +136,7 @@ async fn demo_refuses_a_database_named_only_by_the_environment() {
         0
     );
 
-    let text = ok(db.cli(&["demo", "--home", home_arg, "--database-url", &db.url]));
+    let text = ok(&db.cli(&["demo", "--home", home_arg, "--database-url", &db.url]));
     assert!(text.contains("16875 rows read, 16875 loaded"), "{text}");
     assert_eq!(
         db.count("SELECT count(*) FROM core_asset_registry_all")
@@ -184,8 +175,8 @@ fn timeframes_take_the_names_users_type_and_refuse_1m_in_capitals() {
 #[tokio::test]
 async fn bad_timeframes_symbols_and_flags_are_usage_errors() {
     let db = TestDb::migrated().await;
-    ok(db.cli(&["assets", "add", "AUDUSD", "--class", "fx"]));
-    ok(db.cli(&["sync"]));
+    ok(&db.cli(&["assets", "add", "AUDUSD", "--class", "fx"]));
+    ok(&db.cli(&["sync"]));
     let out = db.cli(&["status", "--timeframe", "H1", "--json"]);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["tasks"][0]["timeframe"], "1h");
@@ -294,22 +285,17 @@ fn every_command_prints_usable_help() {
     );
 }
 
-fn write(dir: &std::path::Path, name: &str, bytes: &[u8]) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, bytes).unwrap();
-    path.to_str().unwrap().to_string()
-}
-
 #[tokio::test]
 async fn ingest_exits_non_zero_on_a_file_with_no_loadable_row_or_too_many_bad_rows() {
     let db = TestDb::migrated().await;
-    ok(db.cli(&["assets", "add", "AUDUSD", "--class", "fx"]));
+    ok(&db.cli(&["assets", "add", "AUDUSD", "--class", "fx"]));
     let dir = tempfile::tempdir().unwrap();
     let all_bad = write(
         dir.path(),
         "bad.txt",
         b"20230601 000000;x;1;1;1;0\n20230601 000100;y;1;1;1;0\n",
     );
+    let all_bad = all_bad.display().to_string();
     let out = db.cli(&["ingest", "--symbol", "AUDUSD", &all_bad]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
@@ -326,6 +312,7 @@ async fn ingest_exits_non_zero_on_a_file_with_no_loadable_row_or_too_many_bad_ro
     }
     some_bad.push_str("20230601 002000;1.1;1.0;1.0;1.15;0\n");
     let file = write(dir.path(), "some_bad.txt", some_bad.as_bytes());
+    let file = file.display().to_string();
     let out = db.cli(&["ingest", "--symbol", "AUDUSD", &file]);
     assert_eq!(
         out.status.code(),
@@ -353,13 +340,14 @@ async fn ingest_exits_non_zero_on_a_file_with_no_loadable_row_or_too_many_bad_ro
 #[tokio::test]
 async fn a_header_over_headerless_rows_is_one_message_and_mt4_needs_a_zone() {
     let db = TestDb::migrated().await;
-    ok(db.cli(&["assets", "add", "AUDUSD", "--class", "fx"]));
+    ok(&db.cli(&["assets", "add", "AUDUSD", "--class", "fx"]));
     let dir = tempfile::tempdir().unwrap();
     let histdata = write(
         dir.path(),
         "with_header.csv",
         b"DateTime;Open;High;Low;Close;Volume\n20230601 000000;1.1;1.2;1.0;1.15;0\n20230601 000100;1.1;1.2;1.0;1.15;0\n",
     );
+    let histdata = histdata.display().to_string();
     let out = db.cli(&["ingest", "--symbol", "AUDUSD", &histdata]);
     assert!(out.status.success(), "{}", stderr(&out));
     let err = stderr(&out);
@@ -376,6 +364,8 @@ async fn a_header_over_headerless_rows_is_one_message_and_mt4_needs_a_zone() {
         "mt4.csv",
         b"Date,Time,Open,High,Low,Close,Volume\n2023.06.02,00:00,1.1,1.2,1.0,1.15,10\n2023.06.02,00:01,1.1,1.2,1.0,1.15,10\n",
     );
+
+    let mt4 = mt4.display().to_string();
     let out = db.cli(&["ingest", "--symbol", "AUDUSD", &mt4]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("give --tz"), "{}", stderr(&out));
@@ -401,7 +391,7 @@ async fn a_header_over_headerless_rows_is_one_message_and_mt4_needs_a_zone() {
 #[tokio::test]
 async fn the_header_message_is_printed_once_when_the_load_falls_back_to_merging() {
     let db = TestDb::migrated().await;
-    ok(db.cli(&["assets", "add", "AUDUSD", "--class", "fx"]));
+    ok(&db.cli(&["assets", "add", "AUDUSD", "--class", "fx"]));
     let dir = tempfile::tempdir().unwrap();
     let sample = std::fs::read_to_string(sample_path()).unwrap();
     // The sample's last bar stored first: the first batch of the file finds
@@ -409,12 +399,14 @@ async fn the_header_message_is_printed_once_when_the_load_falls_back_to_merging(
     // the stored bar at its end, and reads the file again to merge.
     let last = sample.lines().last().unwrap();
     let tail = write(dir.path(), "tail.csv", format!("{last}\n").as_bytes());
-    ok(db.cli(&["ingest", "--symbol", "AUDUSD", &tail]));
+    let tail = tail.display().to_string();
+    ok(&db.cli(&["ingest", "--symbol", "AUDUSD", &tail]));
     let headed = write(
         dir.path(),
         "headed.csv",
         format!("DateTime;Open;High;Low;Close;Volume\n{sample}").as_bytes(),
     );
+    let headed = headed.display().to_string();
     let out = db.cli(&["ingest", "--symbol", "AUDUSD", &headed, "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -429,8 +421,8 @@ async fn the_header_message_is_printed_once_when_the_load_falls_back_to_merging(
 #[tokio::test]
 async fn ingest_names_directories_devices_and_a_file_named_for_another_symbol() {
     let db = TestDb::migrated().await;
-    ok(db.cli(&["assets", "add", "AUDUSD", "--class", "fx"]));
-    ok(db.cli(&["assets", "add", "EURUSD", "--class", "fx"]));
+    ok(&db.cli(&["assets", "add", "AUDUSD", "--class", "fx"]));
+    ok(&db.cli(&["assets", "add", "EURUSD", "--class", "fx"]));
     let dir = tempfile::tempdir().unwrap();
     let out = db.cli(&["ingest", "--symbol", "AUDUSD", dir.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
@@ -446,6 +438,7 @@ async fn ingest_names_directories_devices_and_a_file_named_for_another_symbol() 
         "DAT_ASCII_EURUSD_M1_202306.csv",
         b"20230601 000000;1.1;1.2;1.0;1.15;0\n",
     );
+    let file = file.display().to_string();
     let out = db.cli(&["ingest", "--symbol", "AUDUSD", &file]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
@@ -459,6 +452,7 @@ async fn ingest_names_directories_devices_and_a_file_named_for_another_symbol() 
         "DAT_ASCII_XAUUSD_M1_202306.csv",
         b"20230601 000100;1.1;1.2;1.0;1.15;0\n",
     );
+    let unregistered = unregistered.display().to_string();
     let out = db.cli(&["ingest", "--symbol", "AUDUSD", &unregistered]);
     assert!(
         stderr(&out).contains("the file name names XAUUSD, but its rows are loaded for AUDUSD"),
@@ -470,6 +464,7 @@ async fn ingest_names_directories_devices_and_a_file_named_for_another_symbol() 
         "DAT_ASCII_AUDUSD_M1_202306.csv",
         b"20230601 000200;1.1;1.2;1.0;1.15;0\n",
     );
+    let own = own.display().to_string();
     let out = db.cli(&["ingest", "--symbol", "AUDUSD", &own]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!stderr(&out).contains("names"), "{}", stderr(&out));
@@ -490,7 +485,7 @@ async fn ingest_names_directories_devices_and_a_file_named_for_another_symbol() 
 
 #[tokio::test]
 async fn the_embedded_cluster_trusts_only_its_own_socket() {
-    let own = crate::own_cluster::OwnCluster::start("barkeep-hba-", None);
+    let own = OwnCluster::start("barkeep-hba-", None);
     let hba = std::fs::read_to_string(own.cluster.data_dir().join("pg_hba.conf")).unwrap();
     let rules: Vec<&str> = hba
         .lines()
@@ -507,7 +502,7 @@ async fn the_embedded_cluster_trusts_only_its_own_socket() {
 #[tokio::test]
 async fn a_repeated_local_hour_is_never_guessed_when_the_file_does_not_show_the_pass() {
     let db = TestDb::migrated().await;
-    ok(db.cli(&["assets", "add", "EURUSD", "--class", "fx"]));
+    ok(&db.cli(&["assets", "add", "EURUSD", "--class", "fx"]));
     let dir = tempfile::tempdir().unwrap();
     let row = |hh: u32, mm: u32| format!("2023.11.05,{hh:02}:{mm:02},1.1,1.2,1.0,1.15,10\n");
     // New York falls back at 02:00 EDT to 01:00 EST on 2023-11-05: 01:xx occurs twice.
@@ -520,10 +515,12 @@ async fn a_repeated_local_hour_is_never_guessed_when_the_file_does_not_show_the_
     (30..60).for_each(|m| b.push_str(&row(1, m)));
     b.push_str(&row(2, 0));
     let a = write(dir.path(), "a.csv", a.as_bytes());
+    let a = a.display().to_string();
     let b = write(dir.path(), "b.csv", b.as_bytes());
+    let b = b.display().to_string();
     let tz = ["--tz", "America/New_York"];
 
-    ok(db.cli(&[&["ingest", "--symbol", "EURUSD", &a][..], &tz].concat()));
+    ok(&db.cli(&[&["ingest", "--symbol", "EURUSD", &a][..], &tz].concat()));
     assert_eq!(db.count("SELECT count(*) FROM data_bars").await, 92);
     assert_eq!(
         db.count("SELECT count(*) FROM data_bars WHERE ts_utc >= '2023-11-05 06:00+00'")
@@ -545,7 +542,7 @@ async fn a_repeated_local_hour_is_never_guessed_when_the_file_does_not_show_the_
         30
     );
 
-    ok(db.cli(
+    ok(&db.cli(
         &[
             &["ingest", "--symbol", "EURUSD", &b, "--ambiguous", "later"][..],
             &tz,

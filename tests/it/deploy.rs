@@ -7,11 +7,11 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use barkeep::assets::AssetClass;
+use barkeep::model::AssetClass;
 use barkeep::synth::{generate, SynthSpec};
 
 use crate::common::{stderr, stdout, TestDb};
-use crate::engine::{load_bars, register};
+use crate::fixtures::{load_bars, register};
 
 /// `key=value` of the unit's [Service] section.
 fn unit_value(unit: &str, key: &str) -> String {
@@ -61,10 +61,8 @@ async fn the_worker_unit_stops_cleanly_on_sigterm_within_its_timeout() {
         load_bars(&c, symbol, &bars).await;
     }
 
-    let child = Command::new(env!("CARGO_BIN_EXE_barkeep"))
-        .args(&args)
-        .env("DATABASE_URL", &db.url)
-        .env_remove("BARKEEP_HOME")
+    let child = db
+        .command(&args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -2,12 +2,13 @@
 //! transaction and still writes, and retires, exactly the bars the SQL
 //! function does.
 
-use barkeep::assets::AssetClass;
+use barkeep::model::AssetClass;
 use barkeep::synth::{generate, SynthBar, SynthSpec};
-use chrono::{DateTime, Utc};
 
 use crate::common::TestDb;
-use crate::engine::{both_paths_agree, live_bars, load_bars, register, rust_ladder, sql_ladder};
+use crate::fixtures::{
+    both_paths_agree, live_bars, load_bars, register, rust_ladder, sql_ladder, ts,
+};
 
 /// Five days of crypto minutes starting at `start`.
 fn block(start: &str, seed: u64) -> Vec<SynthBar> {
@@ -22,10 +23,6 @@ fn block(start: &str, seed: u64) -> Vec<SynthBar> {
         seed,
     })
     .collect()
-}
-
-fn ts(s: &str) -> DateTime<Utc> {
-    s.parse().unwrap()
 }
 
 #[tokio::test]

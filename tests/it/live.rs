@@ -3,13 +3,12 @@
 //! `agg_advance_live`). Their bars must equal the reference, with late and
 //! corrected data behind the cursors in the same runs, on both calendars.
 
-use barkeep::assets::AssetClass;
+use barkeep::model::AssetClass;
 use barkeep::synth::{generate, SynthBar, SynthSpec};
 use chrono::{DateTime, Duration, DurationRound, Utc};
 
 use crate::common::{stderr, TestDb};
-use crate::engine::{load_bars, register};
-use crate::reference::{assert_same_bars, reference_ladder, stored};
+use crate::fixtures::{assert_same_bars, db_now, load_bars, reference_ladder, register, stored};
 
 fn bars(start: DateTime<Utc>, fx: bool, seed: u64) -> Vec<SynthBar> {
     generate(&SynthSpec {
@@ -27,7 +26,7 @@ fn bars(start: DateTime<Utc>, fx: bool, seed: u64) -> Vec<SynthBar> {
 async fn live_tasks_advance_in_groups_and_match_the_reference_with_late_data() {
     let db = TestDb::migrated().await;
     let c = db.client().await;
-    let now: DateTime<Utc> = c.query_one("SELECT now()", &[]).await.unwrap().get(0);
+    let now = db_now(&c).await;
     // The data reaches the last 5-minute mark; the long quiet-feed delay
     // makes that reach the finality horizon of every timeframe.
     let top = now.duration_trunc(Duration::minutes(5)).unwrap();
@@ -132,7 +131,7 @@ async fn live_tasks_advance_in_groups_and_match_the_reference_with_late_data() {
 /// Three crypto symbols whose 5m tasks are 30 minutes behind the last
 /// 5-minute mark, with the 1m bars of those 30 minutes; returns the mark.
 async fn three_live_symbols(c: &tokio_postgres::Client) -> DateTime<Utc> {
-    let now: DateTime<Utc> = c.query_one("SELECT now()", &[]).await.unwrap().get(0);
+    let now = db_now(c).await;
     let top = now.duration_trunc(Duration::minutes(5)).unwrap();
     for symbol in ["AAAUSD", "BBBUSD", "CCCUSD"] {
         register(

@@ -7,8 +7,8 @@
 
 use std::io::Write;
 
-use crate::common::{sample_path, stderr, stdout};
-use crate::own_cluster::OwnCluster;
+use crate::common::{sample_path, stderr};
+use crate::fixtures::{ok, OwnCluster};
 
 /// The first `lines` lines of the shipped sample in a file of their own.
 fn small_sample(dir: &std::path::Path, lines: usize) -> std::path::PathBuf {
@@ -21,35 +21,19 @@ fn small_sample(dir: &std::path::Path, lines: usize) -> std::path::PathBuf {
     path
 }
 
-fn ok(out: std::process::Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed: {}{}",
-        stderr(&out),
-        stdout(&out)
-    );
-    stdout(&out)
-}
-
 /// The whole job as the owner `conn`: migrate, register, load, sync,
 /// aggregate, export.
 fn whole_job(pg: &OwnCluster, conn: &str, sample: &std::path::Path) {
-    let up = ok(pg.cli(conn, &["db", "up"]), "db up");
+    let up = ok(&pg.cli(conn, &["db", "up"]));
     assert!(up.contains("applied migration 1"), "{up}");
-    ok(
-        pg.cli(conn, &["assets", "add", "AUDUSD", "--class", "fx"]),
-        "assets add",
-    );
-    ok(
-        pg.cli(
-            conn,
-            &["ingest", "--symbol", "AUDUSD", sample.to_str().unwrap()],
-        ),
-        "ingest",
-    );
-    ok(pg.cli(conn, &["sync", "--start", "2023-06-01"]), "sync");
-    ok(pg.cli(conn, &["run", "--once"]), "run --once");
-    let csv = ok(pg.cli(conn, &["export", "AUDUSD", "1h"]), "export");
+    ok(&pg.cli(conn, &["assets", "add", "AUDUSD", "--class", "fx"]));
+    ok(&pg.cli(
+        conn,
+        &["ingest", "--symbol", "AUDUSD", sample.to_str().unwrap()],
+    ));
+    ok(&pg.cli(conn, &["sync", "--start", "2023-06-01"]));
+    ok(&pg.cli(conn, &["run", "--once"]));
+    let csv = ok(&pg.cli(conn, &["export", "AUDUSD", "1h"]));
     assert!(csv.lines().count() > 10, "{csv}");
 }
 
@@ -99,12 +83,9 @@ async fn a_database_owner_without_superuser_runs_the_whole_job() {
         .await
         .unwrap();
     let reader = pg.conn("report", "plain_db");
-    let status = ok(pg.cli(&reader, &["db", "status"]), "db status as reader");
+    let status = ok(&pg.cli(&reader, &["db", "status"]));
     assert!(!status.contains("pending"), "{status}");
-    ok(
-        pg.cli(&reader, &["export", "AUDUSD", "1d"]),
-        "export as reader",
-    );
+    ok(&pg.cli(&reader, &["export", "AUDUSD", "1d"]));
     // The reader cannot migrate.
     assert!(!pg
         .cli(&reader, &["db", "down", "--to", "0"])
@@ -132,8 +113,5 @@ async fn a_database_owner_without_superuser_runs_the_whole_job() {
         .get(0);
     assert_eq!(roles, 3);
     // And it can take the schema down again.
-    ok(
-        pg.cli(&creator, &["db", "down", "--to", "0", "--force"]),
-        "db down",
-    );
+    ok(&pg.cli(&creator, &["db", "down", "--to", "0", "--force"]));
 }

@@ -2,22 +2,8 @@
 //! condition driven into existence, exit code and message checked),
 //! `quality`, `quarantine list|purge`, and `backup` / `restore`.
 
-use barkeep::assets::AssetClass;
-
 use crate::common::{stderr, stdout, TestDb};
-use crate::engine::{load_bars, register, sample_bars};
-
-/// A database like the demo's: AUDUSD registered, the sample loaded, every
-/// task caught up by `barkeep run --once`.
-pub async fn demo_like_db() -> TestDb {
-    let db = TestDb::migrated().await;
-    let c = db.client().await;
-    register(&c, "AUDUSD", AssetClass::Fx, "2023-05-28T00:00:00Z").await;
-    load_bars(&c, "AUDUSD", &sample_bars()).await;
-    let out = db.cli(&["run", "--once"]);
-    assert!(out.status.success(), "run failed: {}", stderr(&out));
-    db
-}
+use crate::fixtures::demo_db;
 
 async fn sql(db: &TestDb, statement: &str) {
     db.client()
@@ -33,7 +19,7 @@ fn code(out: &std::process::Output) -> i32 {
 
 #[tokio::test]
 async fn alerts_is_quiet_on_a_healthy_database_and_names_each_problem_task() {
-    let db = demo_like_db().await;
+    let db = demo_db().await;
     let ok = db.cli(&["alerts"]);
     assert_eq!(code(&ok), 0, "{}{}", stdout(&ok), stderr(&ok));
     assert!(stdout(&ok).starts_with("OK: 6 tasks"), "{}", stdout(&ok));
@@ -87,7 +73,7 @@ async fn alerts_is_quiet_on_a_healthy_database_and_names_each_problem_task() {
 
 #[tokio::test]
 async fn alerts_sees_a_lagging_task_a_stalled_worker_and_a_task_behind_its_data() {
-    let db = demo_like_db().await;
+    let db = demo_db().await;
     // ALERT 1: a mandatory task without a success for two hours.
     sql(
         &db,
@@ -190,7 +176,7 @@ async fn an_empty_or_unmigrated_database_says_what_to_run_next() {
 
 #[tokio::test]
 async fn status_shows_every_task_and_filters() {
-    let db = demo_like_db().await;
+    let db = demo_db().await;
     sql(
         &db,
         "UPDATE data_agg_state SET status = 'hard_failed', hard_fail_streak = 3,
@@ -238,7 +224,7 @@ async fn status_shows_every_task_and_filters() {
 
 #[tokio::test]
 async fn quality_reports_the_checklist_share_and_minute_coverage() {
-    let db = demo_like_db().await;
+    let db = demo_db().await;
     let out = db.cli(&["quality", "--since", "all", "--json"]);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let lines = report["lines"].as_array().unwrap();
@@ -348,7 +334,7 @@ async fn digest(db: &TestDb, sql: &str) -> String {
 
 #[tokio::test]
 async fn backup_then_damage_then_restore_gives_the_original_rows_back() {
-    let db = demo_like_db().await;
+    let db = demo_db().await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("state.json");
     let file_arg = file.to_str().unwrap();
@@ -383,7 +369,7 @@ async fn backup_then_damage_then_restore_gives_the_original_rows_back() {
 
 #[tokio::test]
 async fn restore_refuses_a_malformed_file_and_changes_nothing() {
-    let db = demo_like_db().await;
+    let db = demo_db().await;
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.json");
     let out = db.cli(&["backup", "--out", good.to_str().unwrap()]);

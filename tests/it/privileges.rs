@@ -121,8 +121,9 @@ async fn the_ingest_role_writes_raw_bars_only() {
 
 #[tokio::test]
 async fn the_ingest_role_can_run_a_whole_ingest() {
-    use barkeep::assets::{self, AssetClass, Symbol};
+    use barkeep::assets;
     use barkeep::ingest::{ingest_files, IngestOptions};
+    use barkeep::model::{AssetClass, Symbol};
     let db = TestDb::migrated().await;
     let mut client = db.client().await;
     let symbol = Symbol::parse("AUDUSD").unwrap();

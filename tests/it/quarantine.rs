@@ -4,31 +4,18 @@
 //! --file` takes the path as the user types it.
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use crate::common::{stderr, stdout, TestDb};
+use crate::fixtures::{audusd_db, json, write};
 
 const GOOD_FIRST: &str = "20230601 000000;0.65141;0.65141;0.65124;0.65125;0";
 const BAD_PRICE: &str = "20230601 000100;x;0.65127;0.65114;0.65118;0";
 const BAD_FIELDS: &str = "20230601 000200;0.65125;0.65127;0.65114";
 const GOOD_LAST: &str = "20230601 000300;0.65125;0.65130;0.65110;0.65120;0";
 
-async fn audusd_db() -> TestDb {
-    let db = TestDb::migrated().await;
-    let out = db.cli(&["assets", "add", "AUDUSD", "--class", "fx"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    db
-}
-
-fn write(dir: &Path, name: &str, lines: &[&str]) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, format!("{}\n", lines.join("\n"))).unwrap();
-    path
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(out)))
+/// A file of `lines`, each ended by a newline.
+fn write_lines(dir: &Path, name: &str, lines: &[&str]) -> PathBuf {
+    write(dir, name, format!("{}\n", lines.join("\n")).as_bytes())
 }
 
 async fn quarantine_rows(db: &TestDb) -> Vec<(String, i64, String)> {
@@ -49,7 +36,7 @@ async fn quarantine_rows(db: &TestDb) -> Vec<(String, i64, String)> {
 async fn loading_a_file_again_does_not_quarantine_its_bad_rows_again() {
     let db = audusd_db().await;
     let dir = tempfile::tempdir().unwrap();
-    let mixed = write(
+    let mixed = write_lines(
         dir.path(),
         "mixed.csv",
         &[GOOD_FIRST, BAD_PRICE, BAD_FIELDS, GOOD_LAST],
@@ -93,7 +80,7 @@ async fn loading_a_file_again_does_not_quarantine_its_bad_rows_again() {
     );
 
     // A file of bad rows only takes the new-range path each time.
-    let all_bad = write(dir.path(), "all_bad.csv", &[BAD_PRICE, BAD_FIELDS]);
+    let all_bad = write_lines(dir.path(), "all_bad.csv", &[BAD_PRICE, BAD_FIELDS]);
     let all_bad = all_bad.to_str().unwrap();
     for run in 0..2 {
         let out = ingest(&[all_bad, "--json"]);
@@ -114,7 +101,7 @@ async fn loading_a_file_again_does_not_quarantine_its_bad_rows_again() {
 
     // A line whose text changed is a new bad row; the unchanged one is not.
     let edited = "20230601 000100;y;0.65127;0.65114;0.65118;0";
-    write(
+    write_lines(
         dir.path(),
         "mixed.csv",
         &[GOOD_FIRST, edited, BAD_FIELDS, GOOD_LAST],
@@ -137,7 +124,7 @@ async fn loading_a_file_again_does_not_quarantine_its_bad_rows_again() {
 async fn a_dry_run_says_what_is_already_quarantined_and_adds_nothing() {
     let db = audusd_db().await;
     let dir = tempfile::tempdir().unwrap();
-    let file = write(dir.path(), "bars.csv", &[GOOD_FIRST, BAD_PRICE, GOOD_LAST]);
+    let file = write_lines(dir.path(), "bars.csv", &[GOOD_FIRST, BAD_PRICE, GOOD_LAST]);
     let file = file.to_str().unwrap();
     let dry = db.cli(&["ingest", "--symbol", "AUDUSD", file, "--dry-run", "--json"]);
     assert_eq!(json(&dry)["total"]["already_quarantined"], 0);
@@ -155,7 +142,7 @@ async fn the_quarantine_records_the_canonical_path_and_takes_the_path_as_typed()
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
-    write(&data, "bars.csv", &[GOOD_FIRST, BAD_PRICE, GOOD_LAST]);
+    write_lines(&data, "bars.csv", &[GOOD_FIRST, BAD_PRICE, GOOD_LAST]);
     let canonical = std::fs::canonicalize(data.join("bars.csv"))
         .unwrap()
         .display()
@@ -295,7 +282,7 @@ async fn a_database_without_migration_11_still_quarantines_and_lists() {
     let out = db.cli(&["db", "down", "--to", "10"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let dir = tempfile::tempdir().unwrap();
-    let file = write(dir.path(), "bars.csv", &[GOOD_FIRST, BAD_PRICE, GOOD_LAST]);
+    let file = write_lines(dir.path(), "bars.csv", &[GOOD_FIRST, BAD_PRICE, GOOD_LAST]);
     let file = file.to_str().unwrap();
     let out = db.cli(&[
         "ingest",

@@ -3,8 +3,8 @@
 //! columns to 'running' (migration 0013), and the constants that Rust and
 //! SQL share held equal.
 
-use barkeep::calendar::Timeframe;
 use barkeep::engine::finality_horizon;
+use barkeep::model::Timeframe;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
 use crate::common::{stderr, TestDb};

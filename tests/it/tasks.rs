@@ -1,23 +1,20 @@
 //! Operator task commands: disable, enable, re-enable after a hard failure,
 //! priority, and a refused timeframe.
 
-use crate::common::{stderr, TestDb};
-
-fn ok(out: std::process::Output) {
-    assert!(out.status.success(), "barkeep failed: {}", stderr(&out));
-}
+use crate::common::{barkeep_on, stderr, TestDb};
+use crate::fixtures::ok;
 
 #[tokio::test]
 async fn operators_disable_reenable_and_reprioritise_tasks() {
     let db = TestDb::migrated().await;
-    ok(db.cli(&["assets", "add", "EURUSD", "--class", "fx"]));
-    ok(db.cli(&["sync"]));
+    ok(&db.cli(&["assets", "add", "EURUSD", "--class", "fx"]));
+    ok(&db.cli(&["sync"]));
     let state = "SELECT count(*) FROM data_agg_state WHERE canonical_symbol = 'EURUSD'";
 
-    ok(db.cli(&["task", "disable", "EURUSD", "5m"]));
+    ok(&db.cli(&["task", "disable", "EURUSD", "5m"]));
     assert_eq!(db.count(&format!("{state} AND NOT enabled")).await, 1);
 
-    ok(db.cli(&["task", "enable", "EURUSD"]));
+    ok(&db.cli(&["task", "enable", "EURUSD"]));
     assert_eq!(db.count(&format!("{state} AND NOT enabled")).await, 0);
 
     db.client()
@@ -29,7 +26,7 @@ async fn operators_disable_reenable_and_reprioritise_tasks() {
         )
         .await
         .unwrap();
-    ok(db.cli(&["task", "reenable", "EURUSD", "1h"]));
+    ok(&db.cli(&["task", "reenable", "EURUSD", "1h"]));
     assert_eq!(
         db.count(&format!(
             "{state} AND timeframe = '1h' AND status = 'idle' AND hard_fail_streak = 0 AND last_error IS NULL"
@@ -38,7 +35,7 @@ async fn operators_disable_reenable_and_reprioritise_tasks() {
         1
     );
 
-    ok(db.cli(&["task", "priority", "EURUSD", "4h", "--priority", "7"]));
+    ok(&db.cli(&["task", "priority", "EURUSD", "4h", "--priority", "7"]));
     assert_eq!(db.count(&format!("{state} AND task_priority = 7")).await, 1);
 
     let refused = db.cli(&["task", "disable", "EURUSD", "1m"]);
@@ -50,8 +47,8 @@ async fn operators_disable_reenable_and_reprioritise_tasks() {
 #[tokio::test]
 async fn a_task_status_outside_the_four_states_is_refused() {
     let db = TestDb::migrated().await;
-    ok(db.cli(&["assets", "add", "EURUSD", "--class", "fx"]));
-    ok(db.cli(&["sync"]));
+    ok(&db.cli(&["assets", "add", "EURUSD", "--class", "fx"]));
+    ok(&db.cli(&["sync"]));
     let err = db
         .client()
         .await
@@ -76,8 +73,8 @@ async fn a_task_status_outside_the_four_states_is_refused() {
 #[tokio::test]
 async fn an_operator_command_does_not_wait_for_ever_on_a_locked_task() {
     let db = TestDb::migrated().await;
-    ok(db.cli(&["assets", "add", "EURUSD", "--class", "fx"]));
-    ok(db.cli(&["sync"]));
+    ok(&db.cli(&["assets", "add", "EURUSD", "--class", "fx"]));
+    ok(&db.cli(&["sync"]));
     // A worker frozen inside a chunk transaction holds its task's row lock.
     let mut holder = db.client().await;
     let tx = holder.transaction().await.unwrap();
@@ -91,9 +88,7 @@ async fn an_operator_command_does_not_wait_for_ever_on_a_locked_task() {
     let out = tokio::task::spawn_blocking({
         let url = db.url.clone();
         move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_barkeep"))
-                .args(["task", "disable", "EURUSD", "5m"])
-                .env("DATABASE_URL", url)
+            barkeep_on(&url, &["task", "disable", "EURUSD", "5m"])
                 .output()
                 .unwrap()
         }
@@ -105,13 +100,13 @@ async fn an_operator_command_does_not_wait_for_ever_on_a_locked_task() {
     assert!(stderr(&out).contains("lock"), "{}", stderr(&out));
     assert!(started.elapsed() < std::time::Duration::from_secs(60));
     tx.rollback().await.unwrap();
-    ok(db.cli(&["task", "disable", "EURUSD", "5m"]));
+    ok(&db.cli(&["task", "disable", "EURUSD", "5m"]));
 }
 
 #[tokio::test]
 async fn bench_refuses_to_use_the_database_it_points_at_as_scratch() {
     let db = TestDb::migrated().await;
-    ok(db.cli(&["assets", "add", "EURUSD", "--class", "fx"]));
+    ok(&db.cli(&["assets", "add", "EURUSD", "--class", "fx"]));
     let out = db.cli(&[
         "bench",
         "--scratch-db",

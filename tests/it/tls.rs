@@ -6,7 +6,6 @@
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use barkeep::db::Database;
 use rcgen::{
@@ -14,8 +13,8 @@ use rcgen::{
     KeyUsagePurpose,
 };
 
-use crate::common::stderr;
-use crate::own_cluster::{free_port, OwnCluster};
+use crate::common::{barkeep_on, conninfo, stderr};
+use crate::fixtures::{free_port, OwnCluster};
 
 const PASSWORD: &str = "tls-secret-8d1f";
 
@@ -107,11 +106,18 @@ async fn tls_cluster() -> TlsCluster {
 
 impl TlsCluster {
     /// A key=value string reaching the server as `host` at 127.0.0.1.
-    fn conn(&self, host: &str, extra: &str) -> String {
-        format!(
-            "host={host} hostaddr=127.0.0.1 port={} user=tls_user password={PASSWORD} dbname=postgres {extra}",
-            self.port
-        )
+    fn conn(&self, host: &str, extra: &[(&str, &str)]) -> String {
+        let port = self.port.to_string();
+        let mut params = vec![
+            ("host", host),
+            ("hostaddr", "127.0.0.1"),
+            ("port", port.as_str()),
+            ("user", "tls_user"),
+            ("password", PASSWORD),
+            ("dbname", "postgres"),
+        ];
+        params.extend_from_slice(extra);
+        conninfo(&params)
     }
 
     fn ca(&self) -> String {
@@ -152,22 +158,23 @@ async fn sslmodes_and_root_certificates_behave_as_in_libpq() {
 
     // require: encrypted, no certificate check.
     assert_eq!(
-        encrypted(&pg.conn("localhost", "sslmode=require")).await,
+        encrypted(&pg.conn("localhost", &[("sslmode", "require")])).await,
         Ok(true)
     );
     assert_eq!(
-        encrypted(&pg.conn("wrong.example", "sslmode=require")).await,
+        encrypted(&pg.conn("wrong.example", &[("sslmode", "require")])).await,
         Ok(true)
     );
     // The default (prefer) also encrypts when the server offers TLS.
-    assert_eq!(encrypted(&pg.conn("localhost", "")).await, Ok(true));
+    assert_eq!(encrypted(&pg.conn("localhost", &[])).await, Ok(true));
 
     // verify-full with the right root and host.
-    let right = format!("sslmode=verify-full sslrootcert={}", pg.ca());
+    let ca = pg.ca();
+    let right = [("sslmode", "verify-full"), ("sslrootcert", ca.as_str())];
     assert_eq!(encrypted(&pg.conn("localhost", &right)).await, Ok(true));
 
     // SCRAM bound to the TLS channel (Neon's connection strings ask for it).
-    let bound = format!("{right} channel_binding=require");
+    let bound = [right[0], right[1], ("channel_binding", "require")];
     assert_eq!(encrypted(&pg.conn("localhost", &bound)).await, Ok(true));
 
     // verify-full with a host name the certificate does not list.
@@ -178,7 +185,7 @@ async fn sslmodes_and_root_certificates_behave_as_in_libpq() {
     );
 
     // verify-ca ignores the name but checks the chain.
-    let ca_only = format!("sslmode=verify-ca sslrootcert={}", pg.ca());
+    let ca_only = [("sslmode", "verify-ca"), ("sslrootcert", ca.as_str())];
     assert_eq!(
         encrypted(&pg.conn("wrong.example", &ca_only)).await,
         Ok(true)
@@ -186,7 +193,8 @@ async fn sslmodes_and_root_certificates_behave_as_in_libpq() {
 
     // A root that did not sign the server's certificate.
     for mode in ["verify-full", "verify-ca", "require"] {
-        let wrong = format!("sslmode={mode} sslrootcert={}", pg.other_ca());
+        let other_ca = pg.other_ca();
+        let wrong = [("sslmode", mode), ("sslrootcert", other_ca.as_str())];
         let message = refused(encrypted(&pg.conn("localhost", &wrong)).await);
         assert!(
             message.contains("not signed by a trusted root"),
@@ -195,7 +203,7 @@ async fn sslmodes_and_root_certificates_behave_as_in_libpq() {
     }
 
     // Plain connections to a server that takes TCP only with TLS.
-    let message = refused(encrypted(&pg.conn("localhost", "sslmode=disable")).await);
+    let message = refused(encrypted(&pg.conn("localhost", &[("sslmode", "disable")])).await);
     assert!(
         message.contains("accepts only TLS connections"),
         "{message}"
@@ -205,7 +213,10 @@ async fn sslmodes_and_root_certificates_behave_as_in_libpq() {
     let message = refused(
         encrypted(&pg.conn(
             "localhost",
-            "sslmode=verify-full sslrootcert=/nonexistent/ca.pem",
+            &[
+                ("sslmode", "verify-full"),
+                ("sslrootcert", "/nonexistent/ca.pem"),
+            ],
         ))
         .await,
     );
@@ -218,14 +229,7 @@ async fn sslmodes_and_root_certificates_behave_as_in_libpq() {
             pg.port
         )
     };
-    let run = |url: String| {
-        Command::new(env!("CARGO_BIN_EXE_barkeep"))
-            .args(["db", "status"])
-            .env("DATABASE_URL", url)
-            .env_remove("BARKEEP_HOME")
-            .output()
-            .unwrap()
-    };
+    let run = |url: String| barkeep_on(&url, &["db", "status"]).output().unwrap();
     let out = run(url(&format!("sslmode=verify-full&sslrootcert={}", pg.ca())));
     assert!(out.status.success(), "{}", stderr(&out));
     let out = run(url("sslmode=disable"));

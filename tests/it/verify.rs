@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use crate::common::{stderr, stdout, TestDb};
-use crate::ops::demo_like_db;
+use crate::fixtures::demo_db;
 
 fn verify_json(db: &TestDb, extra: &[&str]) -> (i32, serde_json::Value) {
     let mut args = vec!["verify", "--json"];
@@ -33,7 +33,7 @@ fn failed(report: &serde_json::Value) -> BTreeSet<String> {
 
 #[tokio::test]
 async fn verify_passes_everything_on_a_demo_like_database() {
-    let db = demo_like_db().await;
+    let db = demo_db().await;
     let out = db.cli(&["verify"]);
     let text = stdout(&out);
     assert!(out.status.success(), "{text}{}", stderr(&out));
@@ -156,6 +156,26 @@ const BREAKS: &[(&str, &str, &[&str])] = &[
         &["security.public_execute"],
     ),
     (
+        "a SECURITY DEFINER function added later leaves search_path unpinned",
+        "CREATE FUNCTION agg_added_later(symbol text) RETURNS integer
+         LANGUAGE sql SECURITY DEFINER AS $$ SELECT 1 $$;
+         REVOKE EXECUTE ON FUNCTION agg_added_later(text) FROM PUBLIC",
+        &["security.search_path"],
+    ),
+    (
+        "PUBLIC may execute a SECURITY DEFINER function added later",
+        "CREATE FUNCTION agg_added_later(symbol text) RETURNS integer
+         LANGUAGE sql SECURITY DEFINER SET search_path = public, pg_temp AS $$ SELECT 1 $$",
+        &["security.public_execute"],
+    ),
+    (
+        "a stale overload of agg_release, a definer no list names",
+        "CREATE FUNCTION agg_release(symbol text) RETURNS boolean
+         LANGUAGE sql SECURITY DEFINER SET search_path = public, pg_temp AS $$ SELECT false $$;
+         REVOKE EXECUTE ON FUNCTION agg_release(text) FROM PUBLIC",
+        &["security.one_each"],
+    ),
+    (
         "agg_finish has another signature",
         "DO $$ DECLARE f regprocedure; BEGIN FOR f IN SELECT oid::regprocedure FROM pg_proc WHERE proname = 'agg_finish' LOOP EXECUTE format('DROP FUNCTION %s', f); END LOOP; END $$;
          CREATE FUNCTION agg_finish(symbol text, timeframe text, success boolean) RETURNS jsonb
@@ -203,7 +223,7 @@ const BREAKS: &[(&str, &str, &[&str])] = &[
 
 #[tokio::test]
 async fn each_check_fails_when_exactly_its_property_is_broken() {
-    let base = demo_like_db().await;
+    let base = demo_db().await;
     let (code, report) = verify_json(&base, &[]);
     assert_eq!(code, 0, "{report:#}");
     let every: BTreeSet<String> = report["checks"]
@@ -234,7 +254,7 @@ async fn each_check_fails_when_exactly_its_property_is_broken() {
 
 #[tokio::test]
 async fn verify_deep_finds_a_derived_bar_altered_by_sql() {
-    let db = demo_like_db().await;
+    let db = demo_db().await;
     let (code, report) = verify_json(&db, &["--deep", "--symbol", "AUDUSD"]);
     assert_eq!(code, 0, "{report:#}");
     let checked = report["deep"]["bars_checked"].as_u64().unwrap();
@@ -301,7 +321,7 @@ fn check(report: &serde_json::Value, id: &str) -> (String, String) {
 
 #[tokio::test]
 async fn criterion_12_judges_the_newest_day_of_data_against_what_its_minutes_allow() {
-    let db = demo_like_db().await;
+    let db = demo_db().await;
     let newest_1m: chrono::DateTime<chrono::Utc> = db
         .client()
         .await

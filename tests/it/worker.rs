@@ -3,38 +3,24 @@
 //! run; a worker that lost its lease writes nothing; `barkeep export`
 //! prints what is stored.
 
-use barkeep::assets::AssetClass;
-use barkeep::calendar::{Calendar, Timeframe};
 use barkeep::engine::{SymbolJob, SymbolRunner, TaskPlan};
-use barkeep::synth::{generate, SynthBar, SynthSpec};
+use barkeep::model::AssetClass;
+use barkeep::model::{Calendar, Timeframe};
+use barkeep::synth::SynthBar;
 use chrono::{DateTime, Duration, Utc};
 
 use crate::common::{stderr, stdout, TestDb};
-use crate::engine::{live_bars, load_bars, register, sample_bars};
-
-fn fx_bars(seed: u64, weeks: i64) -> Vec<SynthBar> {
-    generate(&SynthSpec {
-        start: "2025-06-29T00:00:00Z".parse().unwrap(),
-        minutes: weeks * 7 * 1440,
-        seed,
-        ..SynthSpec::default()
-    })
-    .collect()
-}
+use crate::fixtures::{live_bars, load_bars, load_fx, register, sample_bars, LiveBar};
 
 /// A database holding `symbols` fx symbols of generated data, tasks synced.
 async fn fx_db(symbols: &[&str], weeks: i64) -> TestDb {
     let db = TestDb::migrated().await;
-    let c = db.client().await;
-    for (i, s) in symbols.iter().enumerate() {
-        register(&c, s, AssetClass::Fx, "2025-06-29T00:00:00Z").await;
-        load_bars(&c, s, &fx_bars(100 + i as u64, weeks)).await;
-    }
+    load_fx(&db.client().await, symbols, weeks * 7, 100).await;
     db
 }
 
 /// Equal bar lists, reported by the first difference rather than in full.
-fn same_bars(got: &[crate::engine::LiveBar], expected: &[crate::engine::LiveBar]) {
+fn same_bars(got: &[LiveBar], expected: &[LiveBar]) {
     let first_diff = got.iter().zip(expected).position(|(g, e)| g != e);
     if let Some(i) = first_diff {
         panic!(
@@ -99,8 +85,8 @@ async fn killed_runs_resumed_give_exactly_the_bars_of_one_clean_run() {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         let delay = 100 + (seed >> 33) % 900;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_barkeep"))
-            .args([
+        let mut child = db
+            .command(&[
                 "run",
                 "--once",
                 "--max-windows",
@@ -110,7 +96,6 @@ async fn killed_runs_resumed_give_exactly_the_bars_of_one_clean_run() {
                 "--lease-seconds",
                 "1",
             ])
-            .env("DATABASE_URL", &db.url)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -161,9 +146,7 @@ async fn two_workers_in_parallel_give_the_same_bars_as_one() {
 
     let db = fx_db(&symbols, 3).await;
     let spawn = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_barkeep"))
-            .args(["run", "--once", "--max-windows", "500", "--batch", "6"])
-            .env("DATABASE_URL", &db.url)
+        db.command(&["run", "--once", "--max-windows", "500", "--batch", "6"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -204,7 +187,7 @@ async fn a_worker_that_lost_its_lease_writes_nothing() {
     .await
     .unwrap();
     let job = SymbolJob {
-        symbol: barkeep::assets::Symbol::parse("EURUSD").unwrap(),
+        symbol: barkeep::model::Symbol::parse("EURUSD").unwrap(),
         calendar: Calendar::Fx,
         tasks: vec![TaskPlan {
             timeframe: Timeframe::M5,
@@ -314,9 +297,8 @@ async fn export_prints_what_is_stored_and_a_partial_bar_on_request() {
 #[tokio::test]
 async fn sigterm_stops_a_running_worker_cleanly_and_releases_its_tasks() {
     let db = fx_db(&["EURUSD", "GBPUSD"], 8).await;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_barkeep"))
-        .args(["run", "--grace-seconds", "20"])
-        .env("DATABASE_URL", &db.url)
+    let mut child = db
+        .command(&["run", "--grace-seconds", "20"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()

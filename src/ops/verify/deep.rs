@@ -11,12 +11,12 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use tokio_postgres::Client;
 
-use crate::assets::Symbol;
-use crate::calendar::{
-    bucket_end, bucket_start, expected_candles, first_bucket_at_or_after, Calendar, Timeframe,
-};
-use crate::engine::fold::{quality, Bar};
+use crate::engine::fold::quality;
 use crate::engine::source::read_bars;
+use crate::model::calendar::{
+    bucket_end, bucket_start, expected_candles, first_bucket_at_or_after,
+};
+use crate::model::{Bar, Calendar, DerivedBar, Symbol, Timeframe};
 
 /// Which bars to recompute.
 #[derive(Debug, Clone)]
@@ -27,7 +27,8 @@ pub struct DeepSettings {
     pub symbol: Option<Symbol>,
 }
 
-/// A bar as stored or as recomputed.
+/// A bar as stored or as recomputed, without its instant: the report's
+/// shape of a [`DerivedBar`].
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct BarValues {
     pub open: f64,
@@ -40,6 +41,23 @@ pub struct BarValues {
     pub source_candles: i32,
     pub expected_candles: i32,
     pub quality_score: i16,
+}
+
+impl From<DerivedBar> for BarValues {
+    fn from(d: DerivedBar) -> BarValues {
+        BarValues {
+            open: d.bar.open,
+            high: d.bar.high,
+            low: d.bar.low,
+            close: d.bar.close,
+            vol: d.bar.vol,
+            vwap: d.bar.vwap,
+            trade_count: d.bar.trade_count,
+            source_candles: d.source_candles,
+            expected_candles: d.expected_candles,
+            quality_score: d.quality,
+        }
+    }
 }
 
 /// One bar that is not what its sources say.
@@ -162,21 +180,13 @@ async fn stored(
     Ok(rows
         .iter()
         .map(|r| {
-            (
-                r.get(0),
-                BarValues {
-                    open: r.get(1),
-                    high: r.get(2),
-                    low: r.get(3),
-                    close: r.get(4),
-                    vol: r.get(5),
-                    vwap: r.get(6),
-                    trade_count: r.get(7),
-                    source_candles: r.get(8),
-                    expected_candles: r.get(9),
-                    quality_score: r.get(10),
-                },
-            )
+            let derived = DerivedBar {
+                bar: Bar::from_row(r),
+                source_candles: r.get(8),
+                expected_candles: r.get(9),
+                quality: r.get(10),
+            };
+            (derived.bar.ts, BarValues::from(derived))
         })
         .collect())
 }

@@ -153,7 +153,14 @@ pub async fn change_class(
                 .with_context(|| format!("rebuilding {symbol} {tf} on the new calendar"))?;
             let Some(row) = row else { break };
             let r: serde_json::Value = row.get(0);
-            created += r["bars_created"].as_u64().unwrap_or(0);
+            if r["success"] != true {
+                // The cursor moved under the call: a worker is building these
+                // buckets itself.
+                break;
+            }
+            created += r["bars_created"].as_u64().with_context(|| {
+                format!("catchup_aggregation_range for {symbol} {tf} gave no bars_created: {r}")
+            })?;
             if r["continue"] != true {
                 break;
             }

@@ -122,17 +122,20 @@ $$;
 
 -- The one write protocol of derived bars (docs/DESIGN.md "Versions of a
 -- bar"), for every bucket in [from_ts, to_ts): a bar that did not exist is
--- inserted; an unchanged bar is not touched; a changed bar's live row is
+-- inserted; a bar equal to the live one in every value is left alone (a
+-- higher `version` is written into it in place: no retired version, counted
+-- `unchanged`); a changed bar's live row is
 -- retired (deleted_at = now()) and the new version inserted; a live bar
 -- whose bucket no longer qualifies is retired. Buckets whose bar changed or
 -- went are marked dirty for the timeframes built from this one, and with
 -- `cascade_created` (re-aggregation behind the cursors) new bars too; a
 -- catch-up ahead of the cursor need not: its dependents have not read that
 -- far. `version` NULL keeps each bar's derivation_version.
+DROP FUNCTION IF EXISTS agg_write_range(text, text, text, timestamptz, timestamptz, integer, boolean);
 CREATE OR REPLACE FUNCTION agg_write_range(symbol text, timeframe text, calendar text,
   from_ts timestamptz, to_ts timestamptz, version integer, cascade_created boolean,
   OUT created integer, OUT changed integer, OUT deleted integer, OUT poor integer,
-  OUT skipped integer)
+  OUT skipped integer, OUT unchanged integer)
 LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
 DECLARE
@@ -145,6 +148,7 @@ DECLARE
   v_cascade_created boolean := $7;
   v_src text := agg_source_timeframe($2);
   v_retired timestamptz[];
+  v_raised timestamptz[];
   v_touched timestamptz[];
 BEGIN
   -- Catch-up ranges ahead of the cursor usually hold no live bar, which one
@@ -174,6 +178,7 @@ BEGIN
     FROM ins;
     changed := 0;
     deleted := 0;
+    unchanged := 0;
     IF cardinality(v_touched) > 0
        AND to_regprocedure('agg_mark_dependents(text,text,text,timestamptz[],integer)') IS NOT NULL THEN
       PERFORM agg_mark_dependents(v_symbol, v_tf, v_cal, v_touched, v_version);
@@ -181,7 +186,9 @@ BEGIN
     RETURN;
   END IF;
 
-  -- Retire live bars that changed or went.
+  -- Retire live bars that changed or went. Equal means every value equal;
+  -- the derivation_version is no value (a rebuild of unchanged data must
+  -- not grow history).
   WITH nb AS MATERIALIZED (
     SELECT * FROM agg_bucket_bars(v_symbol, v_tf, v_cal, v_from, v_to) n
     WHERE n.quality_score IS NOT NULL
@@ -193,15 +200,26 @@ BEGIN
         SELECT 1 FROM nb
         WHERE nb.bucket = d.ts_utc
           AND (nb.open, nb.high, nb.low, nb.close, nb.vol, nb.vwap, nb.trade_count, v_src,
-               nb.source_candles, nb.expected_candles, nb.quality_score, false,
-               coalesce(v_version, d.derivation_version))
+               nb.source_candles, nb.expected_candles, nb.quality_score, false)
               IS NOT DISTINCT FROM
               (d.open, d.high, d.low, d.close, d.vol, d.vwap, d.trade_count, d.source_timeframe,
-               d.source_candles, d.expected_candles, d.quality_score, d.is_partial,
-               d.derivation_version))
+               d.source_candles, d.expected_candles, d.quality_score, d.is_partial))
     RETURNING d.ts_utc
   )
   SELECT array_agg(gone.ts_utc) INTO v_retired FROM gone;
+
+  -- The live bars left in the range are the unchanged ones: a rebuild's
+  -- higher version is written into them in place, and its marks travel up
+  -- from them too (the bars above are rebuilt, and kept where equal).
+  IF v_version IS NOT NULL THEN
+    WITH raised AS (
+      UPDATE derived_data_bars d SET derivation_version = v_version, updated_at = now()
+      WHERE d.canonical_symbol = v_symbol AND d.timeframe = v_tf AND d.deleted_at IS NULL
+        AND d.ts_utc >= v_from AND d.ts_utc < v_to AND d.derivation_version < v_version
+      RETURNING d.ts_utc
+    )
+    SELECT array_agg(raised.ts_utc) INTO v_raised FROM raised;
+  END IF;
 
   WITH nb AS MATERIALIZED (
     SELECT * FROM agg_bucket_bars(v_symbol, v_tf, v_cal, v_from, v_to)
@@ -219,11 +237,12 @@ BEGIN
   SELECT count(*) FILTER (WHERE r.t IS NULL), count(*) FILTER (WHERE r.t IS NOT NULL),
          count(*) FILTER (WHERE ins.quality_score <= 0),
          (SELECT count(*) FROM nb WHERE nb.quality_score IS NULL),
+         (SELECT count(*) FROM nb WHERE nb.quality_score IS NOT NULL) - count(*),
          array_agg(ins.ts_utc) FILTER (WHERE r.t IS NULL AND v_cascade_created)
-  INTO created, changed, poor, skipped, v_touched
+  INTO created, changed, poor, skipped, unchanged, v_touched
   FROM ins LEFT JOIN unnest(v_retired) r(t) ON r.t = ins.ts_utc;
   deleted := coalesce(cardinality(v_retired), 0) - changed;
-  v_touched := coalesce(v_touched, '{}') || coalesce(v_retired, '{}');
+  v_touched := coalesce(v_touched, '{}') || coalesce(v_retired, '{}') || coalesce(v_raised, '{}');
 
   IF cardinality(v_touched) > 0
      AND to_regprocedure('agg_mark_dependents(text,text,text,timestamptz[],integer)') IS NOT NULL THEN

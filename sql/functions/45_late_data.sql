@@ -138,10 +138,11 @@ $$;
 -- are consumed in the caller's transaction, with the bars. Buckets before
 -- the task's start (agg_start_utc) get no bar, as in a catch-up: their
 -- marks are dropped (`barkeep rebuild --from` moves the start earlier).
+DROP FUNCTION IF EXISTS agg_refresh_dirty(text, text, text, timestamptz, integer);
 CREATE OR REPLACE FUNCTION agg_refresh_dirty(symbol text, timeframe text, calendar text,
   cursor timestamptz, max_buckets integer,
   OUT buckets integer, OUT created integer, OUT changed integer, OUT deleted integer,
-  OUT poor integer, OUT more boolean)
+  OUT poor integer, OUT more boolean, OUT unchanged integer)
 LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
 DECLARE
@@ -155,6 +156,7 @@ DECLARE
   w record;
 BEGIN
   buckets := 0; created := 0; changed := 0; deleted := 0; poor := 0; more := false;
+  unchanged := 0;
   IF v_cursor IS NULL THEN
     RETURN;
   END IF;
@@ -191,6 +193,7 @@ BEGIN
     changed := changed + w.changed;
     deleted := deleted + w.deleted;
     poor := poor + w.poor;
+    unchanged := unchanged + w.unchanged;
   END LOOP;
   more := EXISTS (SELECT 1 FROM agg_dirty_buckets x
                   WHERE x.canonical_symbol = v_symbol AND x.timeframe = v_tf AND x.ts_utc < v_cursor);
@@ -201,9 +204,11 @@ END $$;
 -- same call. Each task row is locked FOR UPDATE before its sources are
 -- read. One row per timeframe that had marks: its counts, and whether
 -- marks behind its cursor remain (`more`: call again).
+DROP FUNCTION IF EXISTS agg_process_dirty_rows(text, integer);
 CREATE OR REPLACE FUNCTION agg_process_dirty_rows(symbol text, max_buckets integer DEFAULT 100000)
 RETURNS TABLE (timeframe text, buckets integer, bars_created integer, bars_changed integer,
-               bars_deleted integer, bars_quality_poor integer, more boolean)
+               bars_deleted integer, bars_quality_poor integer, more boolean,
+               bars_unchanged integer)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
@@ -236,6 +241,7 @@ BEGIN
     bars_deleted := r.deleted;
     bars_quality_poor := r.poor;
     more := r.more;
+    bars_unchanged := r.unchanged;
     RETURN NEXT;
   END LOOP;
 END $$;
@@ -253,7 +259,8 @@ BEGIN
   SELECT jsonb_build_object(
            'timeframes', coalesce(jsonb_object_agg(r.timeframe, jsonb_build_object(
                'buckets', r.buckets, 'bars_created', r.bars_created, 'bars_changed', r.bars_changed,
-               'bars_deleted', r.bars_deleted, 'bars_quality_poor', r.bars_quality_poor))
+               'bars_deleted', r.bars_deleted, 'bars_quality_poor', r.bars_quality_poor,
+               'bars_unchanged', r.bars_unchanged))
              FILTER (WHERE r.buckets > 0), '{}'),
            'continue', coalesce(bool_or(r.more), false))
   INTO v_out

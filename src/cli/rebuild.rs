@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
 use super::Global;
+use crate::engine::late::LateCounts;
 use crate::model::{Symbol, Timeframe};
 use crate::rebuild::{rebuild, RebuildSettings};
 
@@ -65,9 +66,17 @@ pub async fn run(global: &Global, args: RebuildArgs) -> Result<ExitCode> {
     );
     for (tf, c) in &report.late.timeframes {
         println!(
-            "  {tf:>4} {:>8} buckets: {} created, {} changed, {} deleted",
-            c.buckets, c.bars_created, c.bars_changed, c.bars_deleted
+            "  {tf:>4} {:>8} buckets: {} unchanged, {} changed, {} created, {} deleted",
+            c.buckets, c.bars_unchanged, c.bars_changed, c.bars_created, c.bars_deleted
         );
     }
+    // A bar recomputed equal keeps its row: only the changed ones left a
+    // retired version behind.
+    let total = |f: fn(&LateCounts) -> u64| report.late.timeframes.values().map(f).sum::<u64>();
+    println!(
+        "{} bars unchanged, {} changed",
+        total(|c| c.bars_unchanged),
+        total(|c| c.bars_changed)
+    );
     Ok(ExitCode::SUCCESS)
 }

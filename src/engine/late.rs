@@ -18,6 +18,8 @@ pub struct LateCounts {
     pub bars_changed: u64,
     pub bars_deleted: u64,
     pub bars_quality_poor: u64,
+    /// Bars recomputed equal to the live ones, left alone.
+    pub bars_unchanged: u64,
 }
 
 /// What one symbol's re-aggregation did, per timeframe.
@@ -43,7 +45,7 @@ pub async fn process_dirty(client: &Client, symbol: &str) -> Result<LateReport> 
         let rows = client
             .query(
                 "SELECT timeframe, buckets, bars_created, bars_changed, bars_deleted,
-                        bars_quality_poor, more
+                        bars_quality_poor, more, bars_unchanged
                  FROM agg_process_dirty_rows($1)",
                 &[&symbol],
             )
@@ -66,6 +68,7 @@ pub async fn process_dirty(client: &Client, symbol: &str) -> Result<LateReport> 
                 total.bars_changed += count("bars_changed")?;
                 total.bars_deleted += count("bars_deleted")?;
                 total.bars_quality_poor += count("bars_quality_poor")?;
+                total.bars_unchanged += count("bars_unchanged")?;
             }
             more |= row.try_get::<_, bool>("more")?;
         }

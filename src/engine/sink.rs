@@ -1,7 +1,8 @@
 //! Writing one chunk of derived bars inside the chunk's transaction (the
 //! caller opened it and locked the task row before reading the sources):
 //! the one write protocol of derived bars (docs/DESIGN.md "Versions of a
-//! bar") — a new bar is inserted, an unchanged bar is not touched, a changed
+//! bar") — a new bar is inserted, a bar equal in every value is left alone
+//! (a higher derivation_version written into it in place), a changed
 //! bar's live row is retired (`deleted_at = now()`) and its new version
 //! inserted, a live bar whose bucket no longer qualifies is retired — then
 //! the task's cursor moves (`agg_move_cursors`, the state machine's one
@@ -39,6 +40,8 @@ pub struct Written {
     pub deleted: u64,
     /// Created or changed bars with quality <= 0.
     pub poor: u64,
+    /// Live bars equal to the new ones in every value, left alone.
+    pub unchanged: u64,
 }
 
 /// Open the chunk's transaction and lock the task row `FOR UPDATE` before
@@ -160,20 +163,28 @@ pub async fn write_chunk(
     let mut written = Written::default();
     let mut insert: Vec<&DerivedBar> = Vec::with_capacity(bars.len());
     let mut retire: Vec<DateTime<Utc>> = Vec::new();
+    let mut raise: Vec<DateTime<Utc>> = Vec::new();
     for &d in bars {
         match stored.remove(&d.bar.ts) {
             None => {
                 written.created += 1;
                 insert.push(d);
             }
+            // The derivation_version is no value: a bar recomputed equal
+            // keeps its row, so history grows only with real changes.
             Some(s)
                 if same_bar(&s.bar.bar, &d.bar)
                     && s.bar.source_candles == d.source_candles
                     && s.bar.expected_candles == d.expected_candles
                     && s.bar.quality == d.quality
                     && s.source == source
-                    && !s.is_partial
-                    && s.version == target.derivation_version => {}
+                    && !s.is_partial =>
+            {
+                written.unchanged += 1;
+                if s.version < target.derivation_version {
+                    raise.push(d.bar.ts);
+                }
+            }
             Some(_) => {
                 written.changed += 1;
                 retire.push(d.bar.ts);
@@ -202,6 +213,17 @@ pub async fn write_chunk(
             )
             .await
             .with_context(|| format!("marking the bars built from {symbol} {tf}"))?;
+    }
+    if !raise.is_empty() {
+        client
+            .execute(
+                "UPDATE derived_data_bars SET derivation_version = $4, updated_at = now()
+                 WHERE canonical_symbol = $1 AND timeframe = $2 AND ts_utc = ANY($3)
+                   AND deleted_at IS NULL",
+                &[&symbol, &tf, &raise, &target.derivation_version],
+            )
+            .await
+            .with_context(|| format!("raising the version of unchanged {symbol} {tf} bars"))?;
     }
     if !insert.is_empty() {
         copy_bars(client, target, &insert).await?;

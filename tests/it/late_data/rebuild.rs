@@ -2,6 +2,8 @@
 //! and change nothing; good ones rebuild the bars with a new derivation
 //! version, equal to the reference.
 
+use std::collections::BTreeMap;
+
 use barkeep::model::AssetClass;
 use barkeep::synth::{generate, SynthBar};
 use serde_json::Value;
@@ -148,4 +150,97 @@ async fn a_calendar_changing_class_change_is_refused_unless_forced_then_rebuilt(
         "{summary:?}"
     );
     assert_reference(&db, "SWITCH", false, &model, start).await;
+}
+
+/// Every live derived bar's values, by timeframe and bucket.
+async fn live_values(c: &Client) -> BTreeMap<(String, String), String> {
+    c.query(
+        "SELECT timeframe, ts_utc::text,
+                concat_ws(',', open, high, low, close, vol, vwap, trade_count, source_candles,
+                          expected_candles, quality_score, source_timeframe)
+         FROM derived_data_bars WHERE deleted_at IS NULL",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+    .collect()
+}
+
+/// The retired versions, by timeframe and bucket.
+async fn retired(c: &Client) -> Vec<(String, String)> {
+    c.query(
+        "SELECT timeframe, ts_utc::text FROM derived_data_bars
+         WHERE deleted_at IS NOT NULL ORDER BY 1, 2",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+#[tokio::test]
+async fn a_rebuild_of_unchanged_data_retires_nothing_and_of_changed_data_only_the_changed_bars() {
+    let start = "2025-07-01T00:00:00Z";
+    let db = TestDb::migrated().await;
+    let c = db.client().await;
+    let bars: Vec<SynthBar> = generate(&fx_spec(start, 9, 67)).collect();
+    register(&c, "SAME", AssetClass::Fx, start).await;
+    load_bars(&c, "SAME", &bars).await;
+    rust_ladder(&db).await;
+    let model = model_of(&bars);
+    let before = live_values(&c).await;
+
+    for round in 1..=2 {
+        let out = db.cli(&["rebuild", "SAME"]);
+        let said = ok(&out);
+        assert_eq!(retired(&c).await, Vec::new(), "round {round}: {said}");
+        assert_eq!(live_values(&c).await, before, "round {round}");
+        let line = format!("{} bars unchanged, 0 changed", before.len());
+        assert!(said.contains(&line), "round {round}: {said}");
+        assert_reference(&db, "SAME", true, &model, start).await;
+    }
+    // The unchanged bars carry the rebuild's version in place.
+    let versions: Vec<i32> = c
+        .query(
+            "SELECT DISTINCT derivation_version FROM derived_data_bars ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, vec![3]);
+
+    // A real change: one 1m price moves; the rebuild retires exactly the
+    // bars whose values changed, one version each.
+    let moved = bars[3000].ts;
+    c.execute(
+        "UPDATE data_bars SET high = high + 1, close = high + 1
+         WHERE canonical_symbol = 'SAME' AND timeframe = '1m' AND ts_utc = $1",
+        &[&moved],
+    )
+    .await
+    .unwrap();
+    let out = db.cli(&["rebuild", "SAME"]);
+    let said = ok(&out);
+    let after = live_values(&c).await;
+    let changed: Vec<(String, String)> = before
+        .iter()
+        .filter(|(k, v)| after.get(*k) != Some(*v))
+        .map(|(k, _)| k.clone())
+        .collect();
+    assert!(!changed.is_empty());
+    assert_eq!(after.len(), before.len());
+    assert_eq!(retired(&c).await, changed, "{said}");
+    let line = format!(
+        "{} bars unchanged, {} changed",
+        before.len() - changed.len(),
+        changed.len()
+    );
+    assert!(said.contains(&line), "{said}");
 }

@@ -180,6 +180,8 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(12, "0012_history_prunes"),
     // The lease columns tied to 'running' (sql/functions/40_tasks.sql).
     migration!(13, "0013_lease_check"),
+    // Whether a task's start was pinned by an operator (sql/functions/40_tasks.sql).
+    migration!(14, "0014_agg_start_pinned"),
 ];
 
 /// Key of the advisory lock held while migrating ("barkeep" in ASCII).

@@ -92,12 +92,12 @@ pub async fn sync_reporting_starts(
     let report = sync(client, env, start, delay).await?;
     let rows = client
         .query(
-            "SELECT s.canonical_symbol, min(s.agg_start_utc),
+            "SELECT s.canonical_symbol, max(s.agg_start_utc),
                     (SELECT min(b.ts_utc) FROM data_bars b
                      WHERE b.canonical_symbol = s.canonical_symbol AND b.timeframe = '1m'),
                     (SELECT count(*) FROM data_bars b
                      WHERE b.canonical_symbol = s.canonical_symbol AND b.timeframe = '1m'
-                       AND b.ts_utc < min(s.agg_start_utc))
+                       AND b.ts_utc < max(s.agg_start_utc))
              FROM data_agg_state s WHERE s.canonical_symbol = ANY($1)
              GROUP BY s.canonical_symbol ORDER BY 1",
             &[&fresh],

@@ -440,7 +440,9 @@ END $$;
 -- task that has a cursor starts over at the first bucket of its start on
 -- its symbol's calendar (a class change, after the bars of the old
 -- calendar were retired; the bench's fresh start). The caller retires or
--- keeps the bars. Returns how many tasks changed.
+-- keeps the bars. A pinned start moves to start_from itself; a start taken
+-- from the data to each task's bucket holding it (agg_symbol_start), so
+-- the symbol keeps one start. Returns how many tasks changed.
 CREATE OR REPLACE FUNCTION agg_restart_tasks(symbol text, timeframes text[],
                                              start_from timestamptz DEFAULT NULL,
                                              rewind boolean DEFAULT false)
@@ -450,13 +452,26 @@ DECLARE
   v_rewind boolean := coalesce($4, false);
   v_changed integer;
 BEGIN
-  WITH t AS (
-    SELECT s.canonical_symbol AS sym, s.timeframe AS tf,
-           CASE WHEN $3 < s.agg_start_utc THEN $3 ELSE coalesce(s.agg_start_utc, agg_default_start()) END
-             AS start
+  WITH y AS (
+    -- Each symbol's one start (its latest task start: the 5m task's).
+    SELECT s.canonical_symbol AS sym, max(s.agg_start_utc) AS start,
+           bool_or(coalesce((to_jsonb(s) ->> 'agg_start_pinned')::boolean, false)) AS pinned
     FROM data_agg_state s
-    WHERE ($1 IS NULL OR s.canonical_symbol = $1) AND ($2 IS NULL OR s.timeframe = ANY ($2))
-      AND (s.agg_start_utc > $3 OR (v_rewind AND s.last_agg_bar_ts_utc IS NOT NULL))
+    WHERE ($1 IS NULL OR s.canonical_symbol = $1)
+    GROUP BY s.canonical_symbol
+  ), t AS (
+    SELECT s.canonical_symbol AS sym, s.timeframe AS tf, n.start
+    FROM data_agg_state s
+    JOIN y ON y.sym = s.canonical_symbol
+    CROSS JOIN LATERAL (
+      SELECT CASE WHEN y.pinned
+                  THEN least(coalesce(s.agg_start_utc, agg_default_start()), $3)
+                  ELSE agg_symbol_start(agg_symbol_calendar(s.canonical_symbol), s.timeframe,
+                                        least(coalesce(y.start, agg_default_start()), $3), false)
+             END AS start
+    ) n
+    WHERE ($2 IS NULL OR s.timeframe = ANY ($2))
+      AND (s.agg_start_utc > n.start OR (v_rewind AND s.last_agg_bar_ts_utc IS NOT NULL))
     ORDER BY s.canonical_symbol, agg_timeframe_rank(s.timeframe)
     FOR UPDATE OF s
   )
@@ -564,6 +579,27 @@ END $$;
 CREATE OR REPLACE FUNCTION agg_default_start() RETURNS timestamptz
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT timestamptz '2025-07-01 00:00+00' $$;
 
+-- A task's agg_start_utc from its symbol's start `start` (docs/DESIGN.md
+-- "Where a task starts"): as given when `as_given` (a pinned start, the
+-- default), else the start of the task's bucket holding `start`, so its
+-- first boundary (agg_bootstrap_cursor) is the bucket holding the data.
+-- Sync, the restart transition and verify's criterion 5 all read starts so.
+CREATE OR REPLACE FUNCTION agg_symbol_start(calendar text, timeframe text, start timestamptz,
+                                            as_given boolean)
+RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT CASE WHEN $4 THEN $3 ELSE agg_bucket_start($1, $2, $3) END
+$$;
+
+-- Whether data_agg_state has agg_start_pinned (migration 0014): the
+-- functions here serve every step from 2 on.
+CREATE OR REPLACE FUNCTION agg_has_pinned_starts() RETURNS boolean
+LANGUAGE sql STABLE AS $$
+  SELECT EXISTS (SELECT 1 FROM pg_attribute a
+                 WHERE a.attrelid = 'data_agg_state'::regclass AND a.attname = 'agg_start_pinned'
+                   AND NOT a.attisdropped)
+$$;
+
 CREATE OR REPLACE FUNCTION sync_agg_state_from_registry(env text, agg_start timestamptz DEFAULT NULL,
                                                          delay_seconds integer DEFAULT 120)
 RETURNS TABLE (success boolean, tasks_created integer, tasks_enabled integer,
@@ -577,6 +613,8 @@ DECLARE
   -- "Finality"); higher timeframes follow their source's cursor.
   v_delay integer := coalesce($3, 120);
   v_created integer;
+  v_new_symbols text[];
+  v_new_timeframes text[];
   v_enabled integer;
   v_disabled integer;
   v_total integer;
@@ -587,27 +625,47 @@ BEGIN
       USING ERRCODE = 'invalid_parameter_value';
   END IF;
 
+  WITH ins AS (
   INSERT INTO data_agg_state (canonical_symbol, timeframe, source_timeframe, run_interval_minutes,
     aggregation_delay_seconds, is_mandatory, status, last_agg_bar_ts_utc, next_run_at,
     agg_start_utc, enabled, task_priority)
   SELECT r.canonical_symbol, tf.timeframe, agg_source_timeframe(tf.timeframe), 1,
          CASE WHEN tf.timeframe = '5m' THEN v_delay ELSE 0 END, true, 'idle',
-         agg_first_bucket_at_or_after(agg_calendar(r.asset_class), tf.timeframe, a.start),
-         now(), a.start, true, 100
+         agg_first_bucket_at_or_after(agg_calendar(r.asset_class), tf.timeframe, t.start),
+         now(), t.start, true, 100
   FROM core_asset_registry_all r
   -- Without a start, an asset's tasks begin at its first stored 1m bar, so
   -- no stored bar is left out; an asset with no bar yet takes the default.
   CROSS JOIN LATERAL (
-    SELECT coalesce($2, (SELECT min(b.ts_utc) FROM data_bars b
-                         WHERE b.canonical_symbol = r.canonical_symbol AND b.timeframe = '1m'),
-                    v_start) AS start
+    SELECT coalesce($2, f.first, v_start) AS start, $2 IS NULL AND f.first IS NOT NULL AS from_data
+    FROM (SELECT min(b.ts_utc) AS first FROM data_bars b
+          WHERE b.canonical_symbol = r.canonical_symbol AND b.timeframe = '1m') f
   ) a
   CROSS JOIN unnest(agg_ladder()) AS tf (timeframe)
+  -- Each task's start is then the start of its bucket holding that first
+  -- bar (docs/DESIGN.md "Where a task starts"), so its first boundary is
+  -- that bucket and a first partial day or week gets its bar. A pinned
+  -- start (or the default) is every task's start as given: each task
+  -- begins at its first boundary at or after it.
+  CROSS JOIN LATERAL (
+    SELECT agg_symbol_start(agg_calendar(r.asset_class), tf.timeframe, a.start,
+                            NOT a.from_data) AS start
+  ) t
   WHERE CASE WHEN v_env = 'prod' THEN r.active ELSE r.test_active END
     AND NOT EXISTS (SELECT 1 FROM data_agg_state s
                     WHERE s.canonical_symbol = r.canonical_symbol AND s.timeframe = tf.timeframe)
-  ON CONFLICT (canonical_symbol, timeframe) DO NOTHING;
-  GET DIAGNOSTICS v_created = ROW_COUNT;
+  ON CONFLICT (canonical_symbol, timeframe) DO NOTHING
+  RETURNING data_agg_state.canonical_symbol, data_agg_state.timeframe
+  )
+  SELECT count(*), array_agg(ins.canonical_symbol), array_agg(ins.timeframe)
+  INTO v_created, v_new_symbols, v_new_timeframes FROM ins;
+  -- An operator's start is pinned (migration 0014; a database at an earlier
+  -- step has no such column and every start is taken as not pinned).
+  IF $2 IS NOT NULL AND v_created > 0 AND agg_has_pinned_starts() THEN
+    UPDATE data_agg_state s SET agg_start_pinned = true
+    FROM unnest(v_new_symbols, v_new_timeframes) AS n (sym, tf)
+    WHERE s.canonical_symbol = n.sym AND s.timeframe = n.tf;
+  END IF;
 
   -- Tasks parked by an earlier sync come back with their asset. A task an
   -- operator disabled (status 'disabled') stays disabled.

@@ -26,6 +26,8 @@ DECLARE
   v_symbol text;
   v_earliest timestamptz;
   v_cursor timestamptz;
+  v_start timestamptz;
+  v_pinned boolean;
   v_symbols text[] := '{}'::text[];
   v_list text;
 BEGIN
@@ -58,6 +60,20 @@ BEGIN
      WHERE timeframe = ''1m'' GROUP BY canonical_symbol ORDER BY canonical_symbol', v_rows)
   LOOP
     v_symbols := v_symbols || v_symbol;
+    -- Rows before a start taken from the data move the symbol's start back
+    -- to them (the restart transition, which locks the task rows in ladder
+    -- order before the cursor is read below), and are then recorded behind
+    -- the cursor like any late row. A pinned start stays: `status`,
+    -- `alerts` and ingest report the rows before it.
+    IF TG_OP <> 'DELETE' THEN
+      SELECT s.agg_start_utc, coalesce((to_jsonb(s) ->> 'agg_start_pinned')::boolean, false)
+      INTO v_start, v_pinned FROM data_agg_state s
+      WHERE s.canonical_symbol = v_symbol AND s.timeframe = '5m';
+      IF v_earliest < v_start AND NOT v_pinned THEN
+        PERFORM agg_restart_tasks(v_symbol, NULL, v_earliest, false);
+      END IF;
+      v_start := NULL;
+    END IF;
     SELECT s.last_agg_bar_ts_utc INTO v_cursor FROM data_agg_state s
     WHERE s.canonical_symbol = v_symbol AND s.timeframe = '5m'
     FOR KEY SHARE;
@@ -290,8 +306,8 @@ $$;
 -- any the symbol's bars of that timeframe and above have had; the marks
 -- carry it up the ladder, so agg_process_dirty rewrites every bar there
 -- and above. from_ts defaults to the symbol's first 1m bar, to_ts to the
--- cursor. A from_ts before a task's start moves the start (of this
--- timeframe and those built from it) back to it. Refuses, changing
+-- cursor. A from_ts before a task's start moves the start of every task of
+-- the symbol back to it (one start per symbol). Refuses, changing
 -- nothing: an unknown symbol or timeframe, no task, from_ts >= to_ts, a
 -- range without data. Returns what it marked.
 CREATE OR REPLACE FUNCTION agg_rebuild(symbol text, timeframe text,
@@ -312,6 +328,8 @@ DECLARE
   v_marked integer;
   v_moved boolean := false;
   v_family text[];
+  v_5m_start timestamptz;
+  v_5m_cursor timestamptz;
 BEGIN
   PERFORM agg_check_timeframe(v_tf);
   SELECT agg_calendar(r.asset_class) INTO v_cal
@@ -350,7 +368,20 @@ BEGIN
   END IF;
   v_family := agg_timeframe_and_dependents(v_tf);
   IF v_from < v_start THEN
-    PERFORM agg_restart_tasks(v_symbol, v_family, v_from, false);
+    -- The symbol keeps one start (docs/DESIGN.md "Where a task starts"):
+    -- every task moves back, and the 5m buckets of 1m rows before the 5m
+    -- task's start are marked too, so the timeframes below this one get
+    -- their bars there as well.
+    SELECT s.agg_start_utc, s.last_agg_bar_ts_utc INTO v_5m_start, v_5m_cursor
+    FROM data_agg_state s WHERE s.canonical_symbol = v_symbol AND s.timeframe = '5m';
+    PERFORM agg_restart_tasks(v_symbol, NULL, v_from, false);
+    IF v_tf <> '5m' AND v_5m_start > v_from THEN
+      INSERT INTO agg_dirty_buckets (canonical_symbol, timeframe, ts_utc)
+      SELECT DISTINCT v_symbol, '5m', agg_bucket_start('utc', '5m', b.ts_utc) FROM data_bars b
+      WHERE b.canonical_symbol = v_symbol AND b.timeframe = '1m'
+        AND b.ts_utc >= v_from AND b.ts_utc < least(v_5m_start, v_5m_cursor)
+      ON CONFLICT DO NOTHING;
+    END IF;
     v_moved := true;
   END IF;
   SELECT coalesce(max(d.derivation_version), 0) + 1 INTO v_version FROM derived_data_bars d

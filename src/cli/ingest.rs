@@ -12,6 +12,7 @@ use crate::ingest::format::Pass;
 use crate::ingest::{self, Counts, Format, IngestOptions, IngestSummary, LoadPath, Zone};
 use crate::model::Symbol;
 use crate::ops::counted;
+use crate::ops::left_out::left_out;
 
 /// Arguments of `barkeep ingest`.
 #[derive(Debug, clap::Args)]
@@ -84,6 +85,12 @@ pub async fn run(global: &Global, args: IngestArgs) -> Result<ExitCode> {
         print_json(&summary)?;
     } else {
         print_summary(&summary);
+    }
+    // Rows before a pinned start get no bars: say so where they arrive.
+    if !summary.dry_run {
+        for l in left_out(&client, Some(&summary.symbol)).await? {
+            eprintln!("warning: {}", l.line());
+        }
     }
     let problems = ingest::file_problems(&summary, args.max_quarantined);
     for p in &problems {

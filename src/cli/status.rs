@@ -154,6 +154,9 @@ pub async fn run(global: &Global, args: StatusArgs) -> Result<ExitCode> {
             ""
         }
     );
+    for l in &report.left_out {
+        println!("warning: {}", l.line());
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -69,9 +69,9 @@ pub async fn run(global: &Global, args: SyncArgs) -> Result<ExitCode> {
             );
         } else if args.start.is_none() {
             println!(
-                "{}: tasks start at its first 1m bar, {}",
+                "{}: tasks start at its first 1m bar, {} (each timeframe at its bucket holding it)",
                 n.symbol,
-                ts(n.agg_start_utc)
+                ts(n.first_1m)
             );
         } else {
             println!("{}: tasks start at {}", n.symbol, ts(n.agg_start_utc));

@@ -1,13 +1,14 @@
 //! `barkeep alerts` as a service: the checklist's three alert conditions
 //! (no success for over an hour, a hard_failed task, a hard_fail_streak
-//! above 0), stalled workers (tasks overdue and no run finished for a while)
-//! and tasks far behind their data, each a problem naming its task with a
-//! severity. The worst severity is the exit code a Nagios or cron check wants.
+//! above 0), stalled workers (tasks overdue and no run finished for a while),
+//! tasks far behind their data and 1m rows before a pinned start, each a
+//! problem naming its task or symbol with a severity. The worst severity is the exit code a Nagios or cron check wants.
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Duration, Utc};
 use tokio_postgres::Client;
 
+use super::left_out;
 use super::status::{self, StatusSettings, TaskStatus};
 
 /// How bad a problem is; the order is the exit code (0, 1, 2).
@@ -48,6 +49,8 @@ pub enum AlertKind {
     Stalled,
     /// A task whose data has held a complete bucket unaggregated for too long.
     Behind,
+    /// 1m rows before a pinned start, which no bar covers.
+    LeftOut,
     /// Nothing to watch: the database has no task.
     NoTasks,
 }
@@ -191,6 +194,16 @@ pub async fn alerts(client: &Client, settings: &AlertSettings) -> Result<AlertRe
                 }
             }
         }
+    }
+
+    for l in left_out::left_out(client, None).await? {
+        alerts.push(Alert {
+            kind: AlertKind::LeftOut,
+            severity: Severity::Warning,
+            symbol: Some(l.symbol.clone()),
+            timeframe: None,
+            message: l.message(),
+        });
     }
 
     let last_finished = last_finish(client).await?;

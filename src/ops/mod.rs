@@ -13,6 +13,7 @@
 //! - [`backup`]: task state and registry to a JSON file and back.
 //! - [`history`]: pruning retired bar versions and 1m revisions, and
 //!   refusing as-of reads before a prune.
+//! - [`left_out`]: 1m rows before a pinned start, which no bar covers.
 //! - [`instant`]: instants in JSON as chrono writes them, without its
 //!   formatter (reports list thousands).
 
@@ -20,6 +21,7 @@ pub mod alerts;
 pub mod backup;
 pub mod history;
 pub mod instant;
+pub mod left_out;
 pub mod quality;
 pub mod quarantine;
 pub mod status;

@@ -8,6 +8,7 @@ use tokio_postgres::Client;
 
 use super::history::{self, HistorySummary};
 use super::instant;
+use super::left_out::{self, LeftOut};
 use super::quarantine::{self, QuarantineSummary};
 use crate::model::calendar::bucket_end;
 use crate::model::{Calendar, Symbol, Timeframe};
@@ -117,6 +118,8 @@ pub struct StatusReport {
     /// History kept for as-of reads (`barkeep history prune` or `run
     /// --keep-history-days` bounds it).
     pub history: HistorySummary,
+    /// 1m rows before a pinned start, which no bar covers.
+    pub left_out: Vec<LeftOut>,
 }
 
 /// Each symbol with a task (the one bound as `$1`, or all when it is null)
@@ -239,11 +242,14 @@ pub async fn status(client: &Client, settings: &StatusSettings) -> Result<Status
         .get(0);
     let quarantine = quarantine::summary(client, settings.quarantine_newest).await?;
     let history = history::summary(client).await?;
+    let symbol = settings.symbol.as_ref().map(|s| s.as_str());
+    let left_out = left_out::left_out(client, symbol).await?;
     Ok(StatusReport {
         now,
         tasks,
         tasks_in_database,
         quarantine,
         history,
+        left_out,
     })
 }

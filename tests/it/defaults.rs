@@ -25,10 +25,14 @@ async fn sync_without_start_begins_at_the_first_1m_bar_and_an_explicit_start_say
         text.contains("AUDUSD: tasks start at its first 1m bar, 2023-06-01 05:00Z"),
         "{text}"
     );
+    // Each task starts at its bucket holding that bar: 5m to 4h at 05:00Z,
+    // the FX-clock day and week before it (Wednesday and Sunday 21:00Z).
     assert_eq!(
         db.count(
             "SELECT count(*) FROM data_agg_state WHERE canonical_symbol = 'AUDUSD'
-                  AND agg_start_utc = '2023-06-01 05:00+00'"
+                  AND agg_start_utc = CASE timeframe WHEN '1d' THEN timestamptz '2023-05-31 21:00+00'
+                                                     WHEN '1w' THEN timestamptz '2023-05-28 21:00+00'
+                                                     ELSE timestamptz '2023-06-01 05:00+00' END"
         )
         .await,
         6

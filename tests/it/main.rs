@@ -27,6 +27,7 @@ mod quarantine;
 mod reference;
 mod running;
 mod sql_functions;
+mod starts;
 mod state_machine;
 mod tasks;
 mod tls;

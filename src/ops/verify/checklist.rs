@@ -304,8 +304,10 @@ pub(super) fn criterion4(_: &Facts, c: &mut Checks) {
 }
 
 /// Criterion 5, judged against sync: every task has a start, and the tasks
-/// of a symbol share one (as one sync creates them). The 1m bars before a
-/// start are shown: a start later than the data leaves them out on purpose.
+/// of a symbol share one (as one sync creates them): each task's start is
+/// the symbol's start or the start of its bucket holding it (facts::starts).
+/// The 1m bars before a start are shown: a start later than the data leaves
+/// them out on purpose.
 pub(super) fn criterion5(f: &Facts, c: &mut Checks) {
     let title = "5. all tasks have agg_start_utc as synced (one start per symbol)";
     if f.tasks.tasks == 0 {

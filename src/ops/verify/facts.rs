@@ -9,7 +9,7 @@
 //! run log that cannot be read) keeps the error text for its check; any
 //! other failed read stops verify with the error.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
@@ -17,6 +17,8 @@ use tokio_postgres::Client;
 
 use super::{CHECKLIST_FUNCTIONS, OTHER_DEFINER_FUNCTIONS};
 use crate::migrate::{self, StepStatus};
+use crate::model::calendar::bucket_start;
+use crate::model::{Calendar, Timeframe};
 use crate::ops::quality::{self, QualityReport, QualitySettings, Since};
 use crate::ops::status::{self, StatusSettings, TaskStatus};
 
@@ -99,7 +101,7 @@ pub(super) struct SymbolStarts {
     pub distinct_starts: i64,
     pub first: Option<DateTime<Utc>>,
     pub unset: i64,
-    /// 1m bars before the first start.
+    /// 1m bars before the symbol's start.
     pub bars_before: i64,
 }
 
@@ -365,26 +367,57 @@ async fn stale_function_files(client: &Client) -> Vec<String> {
         .collect()
 }
 
+/// Each symbol's starts. The symbol's one start is its latest task start
+/// (the 5m task's); a task agrees with it when its own start is that start
+/// as given (a pinned or default start) or the start of its bucket holding
+/// it (a start taken from the data: a 1w task starts on the Monday, or the
+/// FX-clock Sunday, before the 5m task), as `sync_agg_state_from_registry`
+/// sets them (`agg_symbol_start`). `distinct_starts` counts the symbol
+/// starts the tasks imply.
 async fn starts(client: &Client) -> Result<Vec<SymbolStarts>> {
     let rows = client
         .query(
-            "SELECT s.canonical_symbol, count(DISTINCT s.agg_start_utc), min(s.agg_start_utc),
+            "SELECT s.canonical_symbol, coalesce(min(r.asset_class), 'crypto'),
+                    array_agg(s.timeframe ORDER BY s.timeframe),
+                    array_agg(s.agg_start_utc ORDER BY s.timeframe),
+                    max(s.agg_start_utc),
                     count(*) FILTER (WHERE s.agg_start_utc IS NULL),
                     (SELECT count(*) FROM data_bars b WHERE b.canonical_symbol = s.canonical_symbol
-                       AND b.timeframe = '1m' AND b.ts_utc < min(s.agg_start_utc))
-             FROM data_agg_state s GROUP BY s.canonical_symbol ORDER BY 1",
+                       AND b.timeframe = '1m' AND b.ts_utc < max(s.agg_start_utc))
+             FROM data_agg_state s
+             LEFT JOIN core_asset_registry_all r ON r.canonical_symbol = s.canonical_symbol
+             GROUP BY s.canonical_symbol ORDER BY 1",
             &[],
         )
         .await
         .context("criterion 5")?;
     Ok(rows
         .iter()
-        .map(|r| SymbolStarts {
-            symbol: r.get(0),
-            distinct_starts: r.get(1),
-            first: r.get(2),
-            unset: r.get(3),
-            bars_before: r.get(4),
+        .map(|r| {
+            let cal = Calendar::for_asset_class(r.get::<_, &str>(1));
+            let timeframes: Vec<String> = r.get(2);
+            let task_starts: Vec<Option<DateTime<Utc>>> = r.get(3);
+            let first: Option<DateTime<Utc>> = r.get(4);
+            let implied: BTreeSet<Option<DateTime<Utc>>> = timeframes
+                .iter()
+                .zip(task_starts)
+                .filter(|(_, start)| start.is_some())
+                .map(|(tf, start)| match (Timeframe::parse(tf), first) {
+                    (Ok(tf), Some(symbol_start))
+                        if start == Some(bucket_start(cal, tf, symbol_start)) =>
+                    {
+                        first
+                    }
+                    _ => start,
+                })
+                .collect();
+            SymbolStarts {
+                symbol: r.get(0),
+                distinct_starts: implied.len() as i64,
+                first,
+                unset: r.get(5),
+                bars_before: r.get(6),
+            }
         })
         .collect())
 }

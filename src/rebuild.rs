@@ -17,7 +17,8 @@ pub struct RebuildSettings {
     pub symbol: Symbol,
     /// The lowest timeframe rebuilt; every timeframe built from it follows.
     pub timeframe: Timeframe,
-    /// Default: the symbol's first 1m bar.
+    /// Default: the symbol's first 1m bar at or after the task's start
+    /// (only an explicit `from` moves a start).
     pub from: Option<DateTime<Utc>>,
     /// Default: the task's cursor.
     pub to: Option<DateTime<Utc>>,

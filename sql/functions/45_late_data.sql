@@ -305,8 +305,8 @@ $$;
 -- that has source bars or a live bar, with a derivation_version one above
 -- any the symbol's bars of that timeframe and above have had; the marks
 -- carry it up the ladder, so agg_process_dirty rewrites every bar there
--- and above. from_ts defaults to the symbol's first 1m bar, to_ts to the
--- cursor. A from_ts before a task's start moves the start of every task of
+-- and above. from_ts defaults to the symbol's first 1m bar at or after
+-- the task's start, to_ts to the cursor. A from_ts before a task's start moves the start of every task of
 -- the symbol back to it (one start per symbol). Refuses, changing
 -- nothing: an unknown symbol or timeframe, no task, from_ts >= to_ts, a
 -- range without data. Returns what it marked.
@@ -345,8 +345,11 @@ BEGIN
       USING ERRCODE = 'no_data_found';
   END IF;
   v_src := agg_source_timeframe(v_tf);
+  -- Only an explicit from_ts moves a start: the default is the first 1m
+  -- bar at or after the task's start.
   v_from := coalesce($3, (SELECT min(b.ts_utc) FROM data_bars b
-                          WHERE b.canonical_symbol = v_symbol AND b.timeframe = '1m'));
+                          WHERE b.canonical_symbol = v_symbol AND b.timeframe = '1m'
+                            AND b.ts_utc >= coalesce(v_start, '-infinity')));
   v_to := coalesce($4, v_cursor);
   IF v_from IS NULL THEN
     RAISE EXCEPTION 'no 1m bars of % to rebuild from', v_symbol USING ERRCODE = 'no_data_found';

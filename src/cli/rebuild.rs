@@ -20,8 +20,9 @@ pub struct RebuildArgs {
     /// built from it follows.
     #[arg(value_parser = Timeframe::parse_derived)]
     pub timeframe: Option<Timeframe>,
-    /// First instant (default: the symbol's first 1m bar); earlier than the
-    /// task's start moves the start back.
+    /// First instant (default: the symbol's first 1m bar at or after the
+    /// task's start); earlier than the task's start moves the start of every
+    /// task of the symbol back.
     #[arg(long, value_parser = crate::model::calendar::parse_instant)]
     pub from: Option<DateTime<Utc>>,
     /// End, exclusive (default: how far the task has aggregated).

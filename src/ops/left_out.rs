@@ -39,14 +39,16 @@ impl LeftOut {
 }
 
 /// The symbols (one, or all when `symbol` is None) with 1m rows before a
-/// pinned start.
+/// pinned start. A database before migration 0014 has no pinned start
+/// (ingest serves it), hence the column read from the row's JSON.
 pub async fn left_out(client: &Client, symbol: Option<&str>) -> Result<Vec<LeftOut>> {
     let rows = client
         .query(
             "SELECT p.sym, p.start, b.n, b.first
              FROM (SELECT s.canonical_symbol AS sym, max(s.agg_start_utc) AS start
                    FROM data_agg_state s
-                   WHERE s.agg_start_pinned AND ($1::text IS NULL OR s.canonical_symbol = $1)
+                   WHERE coalesce((to_jsonb(s) ->> 'agg_start_pinned')::boolean, false)
+                     AND ($1::text IS NULL OR s.canonical_symbol = $1)
                    GROUP BY s.canonical_symbol) p
              CROSS JOIN LATERAL (
                SELECT count(*) AS n, min(d.ts_utc) AS first FROM data_bars d

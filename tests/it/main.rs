@@ -24,6 +24,7 @@ mod ops;
 mod privileges;
 mod quarantine;
 mod reference;
+mod restore;
 mod running;
 mod sql_functions;
 mod tasks;

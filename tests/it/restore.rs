@@ -432,3 +432,13 @@ async fn restore_refuses_a_class_whose_calendar_the_stored_bars_are_not_cut_on()
     )
     .await;
 }
+
+#[tokio::test]
+async fn backup_out_dash_writes_to_standard_output_not_a_file_named_dash() {
+    let db = registered_db().await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = db.cli_in(dir.path(), &["backup", "--out", "-"]);
+    let doc: Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert_eq!(doc["format"], "barkeep-backup");
+    assert!(!dir.path().join("-").exists(), "a file named - was written");
+}

@@ -291,7 +291,10 @@ async fn db_down_refuses_to_drop_a_column_holding_values_without_force() {
                   AND attname = 'file_as_given' AND NOT attisdropped";
 
     let refused = db.cli(&["db", "down", "--to", "10"]);
-    assert!(!refused.status.success(), "a column holding values was dropped");
+    assert!(
+        !refused.status.success(),
+        "a column holding values was dropped"
+    );
     assert!(
         stderr(&refused).contains(
             "drops columns that hold values: ingest_quarantine.file_as_given (50 values, step 11)"
@@ -300,9 +303,14 @@ async fn db_down_refuses_to_drop_a_column_holding_values_without_force() {
         stderr(&refused)
     );
     assert!(stderr(&refused).contains("--force"), "{}", stderr(&refused));
-    assert_eq!(db.count(column).await, 1, "a refused revert dropped the column");
     assert_eq!(
-        db.count("SELECT count(file_as_given) FROM ingest_quarantine").await,
+        db.count(column).await,
+        1,
+        "a refused revert dropped the column"
+    );
+    assert_eq!(
+        db.count("SELECT count(file_as_given) FROM ingest_quarantine")
+            .await,
         50
     );
 

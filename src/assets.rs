@@ -128,10 +128,10 @@ pub async fn change_class(
     )
     .await
     .context("dropping marks of the old calendar")?;
+    // The task state machine's restart (sql/functions/40_tasks.sql): each
+    // started task back at its first bucket on the new calendar.
     tx.execute(
-        "UPDATE data_agg_state
-         SET last_agg_bar_ts_utc = agg_bootstrap_cursor(canonical_symbol, timeframe), updated_at = now()
-         WHERE canonical_symbol = $1 AND timeframe = ANY($2) AND last_agg_bar_ts_utc IS NOT NULL",
+        "SELECT agg_restart_tasks($1, $2, NULL, true)",
         &[&symbol.as_str(), &tfs],
     )
     .await
@@ -153,7 +153,14 @@ pub async fn change_class(
                 .with_context(|| format!("rebuilding {symbol} {tf} on the new calendar"))?;
             let Some(row) = row else { break };
             let r: serde_json::Value = row.get(0);
-            created += r["bars_created"].as_u64().unwrap_or(0);
+            if r["success"] != true {
+                // The cursor moved under the call: a worker is building these
+                // buckets itself.
+                break;
+            }
+            created += r["bars_created"].as_u64().with_context(|| {
+                format!("catchup_aggregation_range for {symbol} {tf} gave no bars_created: {r}")
+            })?;
             if r["continue"] != true {
                 break;
             }

@@ -255,9 +255,7 @@ pub async fn run(server: &Database, args: &BenchConfig) -> Result<BenchReport> {
     // Every row ahead of the cursors: tasks exist, their cursors at the start.
     tasks::sync(&client, Env::Prod, Some(start(args.weeks)?), None).await?;
     client
-        .batch_execute(
-            "UPDATE data_agg_state SET last_agg_bar_ts_utc = agg_bootstrap_cursor(canonical_symbol, timeframe)",
-        )
+        .batch_execute("SELECT agg_restart_tasks(NULL, NULL, NULL, true)")
         .await
         .context("placing the cursors")?;
     let mut tracking_pairs = Vec::new();

@@ -180,6 +180,8 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(11, "0011_quarantine_path_as_given"),
     // The instants history was pruned before (`barkeep history prune`).
     migration!(12, "0012_history_prunes"),
+    // The lease columns tied to 'running' (sql/functions/40_tasks.sql).
+    migration!(13, "0013_lease_check"),
 ];
 
 /// Key of the advisory lock held while migrating ("barkeep" in ASCII).

@@ -62,19 +62,28 @@ pub async fn rebuild(client: &Client, settings: &RebuildSettings) -> Result<Rebu
         .await
         .map_err(|e| anyhow::anyhow!("cannot rebuild {symbol} {tf}: {}", db_message(&e)))?
         .get(0);
-    let parse = |key: &str| -> Result<DateTime<Utc>> {
-        serde_json::from_value(marked[key].clone())
-            .with_context(|| format!("reading `{key}` of agg_rebuild's result"))
-    };
+    // Every field read, none defaulted: a missing one is an error.
+    let marked: Marked =
+        serde_json::from_value(marked).context("reading what agg_rebuild marked")?;
     let late = process_dirty(client, symbol).await?;
     Ok(RebuildReport {
         symbol: symbol.to_string(),
         timeframe: tf.as_str().to_string(),
-        from: parse("from")?,
-        to: parse("to")?,
-        derivation_version: marked["derivation_version"].as_i64().unwrap_or(0) as i32,
-        buckets_marked: marked["buckets_marked"].as_i64().unwrap_or(0),
-        start_moved: marked["start_moved"].as_bool().unwrap_or(false),
+        from: marked.from,
+        to: marked.to,
+        derivation_version: marked.derivation_version,
+        buckets_marked: marked.buckets_marked,
+        start_moved: marked.start_moved,
         late,
     })
+}
+
+/// What `agg_rebuild` marked.
+#[derive(serde::Deserialize)]
+struct Marked {
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    derivation_version: i32,
+    buckets_marked: i64,
+    start_moved: bool,
 }

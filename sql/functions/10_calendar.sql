@@ -13,14 +13,21 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
   SELECT CASE WHEN lower(btrim($1)) IN ('fx', 'metal') THEN 'fx' ELSE 'utc' END
 $$;
 
+-- The ladder: the derived timeframes in the order they are built and
+-- claimed (each after its source, agg_source_timeframe). The one list in
+-- SQL; src/calendar.rs holds Rust's, and a test holds the two equal.
+CREATE OR REPLACE FUNCTION agg_ladder() RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT ARRAY['5m', '15m', '1h', '4h', '1d', '1w']
+$$;
+
 -- Claim order of the ladder; NULL for anything that is not a derived timeframe.
 CREATE OR REPLACE FUNCTION agg_timeframe_rank(timeframe text) RETURNS integer
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-  SELECT CASE $1 WHEN '5m' THEN 1 WHEN '15m' THEN 2 WHEN '1h' THEN 3
-                 WHEN '4h' THEN 4 WHEN '1d' THEN 5 WHEN '1w' THEN 6 END
+  SELECT array_position(agg_ladder(), $1)
 $$;
 
--- The default ladder: which timeframe each derived timeframe is built from.
+-- Which timeframe each derived timeframe is built from (the ladder's edges).
 CREATE OR REPLACE FUNCTION agg_source_timeframe(timeframe text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
   SELECT CASE $1 WHEN '5m' THEN '1m' WHEN '15m' THEN '5m' WHEN '1h' THEN '5m'

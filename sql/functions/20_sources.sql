@@ -64,7 +64,8 @@ CREATE OR REPLACE FUNCTION agg_check_timeframe(timeframe text) RETURNS void
 LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
   IF agg_timeframe_rank($1) IS NULL THEN
-    RAISE EXCEPTION 'unknown timeframe %: expected one of 5m, 15m, 1h, 4h, 1d, 1w',
-      coalesce(quote_literal($1), 'NULL') USING ERRCODE = 'invalid_parameter_value';
+    RAISE EXCEPTION 'unknown timeframe %: expected one of %',
+      coalesce(quote_literal($1), 'NULL'), array_to_string(agg_ladder(), ', ')
+      USING ERRCODE = 'invalid_parameter_value';
   END IF;
 END $$;

@@ -5,6 +5,9 @@
 CREATE OR REPLACE FUNCTION agg_bootstrap_cursor(symbol text, timeframe text, now timestamptz DEFAULT now())
 RETURNS timestamptz
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+-- `now` is part of the checklist's call shape; a task's first bucket does
+-- not depend on it.
+-- @plpgsql_check_options: extra_warnings = false
 #variable_conflict use_column
 DECLARE
   v_symbol text := $1;
@@ -20,12 +23,33 @@ BEGIN
   RETURN agg_first_bucket_at_or_after(v_cal, v_tf, v_start);
 END $$;
 
--- The finality horizon H of a task: a bucket is final when its end <= H.
--- Reading 1m bars: the data's reach (the end of the newest 1m bar), capped
--- at now, or now - aggregation_delay_seconds when the feed is quiet,
--- whichever is later. Higher timeframes follow their source task's cursor
--- (capped at now); NULL when the source has no cursor yet. With
+-- The finality horizon H of a task: a bucket is final when its end <= H
+-- (docs/DESIGN.md, "Finality"). The one rule, from what it reads: a task
+-- reading 1m bars takes the data's reach (`reach`, the end of the newest
+-- 1m bar), capped at now, or now - delay_seconds when the feed is quiet,
+-- whichever is later; a higher timeframe follows its source task's cursor
+-- (`source_cursor`), capped at now, NULL while the source has none. With
 -- ignore_confirmation a higher timeframe uses now - delay instead.
+-- agg_horizon, the live path and the Rust engine all call this.
+CREATE OR REPLACE FUNCTION agg_finality_horizon(source_timeframe text, now timestamptz,
+                                                delay_seconds integer, reach timestamptz,
+                                                source_cursor timestamptz,
+                                                ignore_confirmation boolean DEFAULT false)
+RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  -- (least and greatest skip NULLs, so a missing reach or cursor is
+  -- spelled out.)
+  SELECT CASE
+    WHEN $1 = '1m' AND $4 IS NULL THEN $2 - make_interval(secs => coalesce($3, 0))
+    WHEN $1 = '1m' THEN greatest($2 - make_interval(secs => coalesce($3, 0)), least($2, $4))
+    WHEN coalesce($6, false) THEN $2 - make_interval(secs => coalesce($3, 0))
+    WHEN $5 IS NULL THEN NULL
+    ELSE least($2, $5)
+  END
+$$;
+
+-- The finality horizon of one stored task (agg_finality_horizon over its
+-- delay, its symbol's 1m data and its source task's cursor).
 CREATE OR REPLACE FUNCTION agg_horizon(symbol text, timeframe text, now timestamptz DEFAULT now(),
                                        ignore_confirmation boolean DEFAULT false)
 RETURNS timestamptz
@@ -34,8 +58,6 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
   v_symbol text := $1;
   v_tf text := $2;
-  v_now timestamptz := coalesce($3, now());
-  v_ignore boolean := coalesce($4, false);
   v_src text;
   v_delay integer;
   v_reach timestamptz;
@@ -45,25 +67,15 @@ BEGIN
   v_src := agg_source_timeframe(v_tf);
   SELECT s.aggregation_delay_seconds INTO v_delay FROM data_agg_state s
   WHERE s.canonical_symbol = v_symbol AND s.timeframe = v_tf;
-  v_delay := coalesce(v_delay, 0);
   IF v_src = '1m' THEN
     SELECT b.ts_utc + interval '1 minute' INTO v_reach FROM data_bars b
     WHERE b.canonical_symbol = v_symbol AND b.timeframe = '1m'
     ORDER BY b.ts_utc DESC LIMIT 1;
-    IF v_reach IS NULL THEN
-      RETURN v_now - make_interval(secs => v_delay);
-    END IF;
-    RETURN greatest(v_now - make_interval(secs => v_delay), least(v_now, v_reach));
+  ELSE
+    SELECT s.last_agg_bar_ts_utc INTO v_src_cursor FROM data_agg_state s
+    WHERE s.canonical_symbol = v_symbol AND s.timeframe = v_src;
   END IF;
-  IF v_ignore THEN
-    RETURN v_now - make_interval(secs => v_delay);
-  END IF;
-  SELECT s.last_agg_bar_ts_utc INTO v_src_cursor FROM data_agg_state s
-  WHERE s.canonical_symbol = v_symbol AND s.timeframe = v_src;
-  IF v_src_cursor IS NULL THEN
-    RETURN NULL;
-  END IF;
-  RETURN least(v_now, v_src_cursor);
+  RETURN agg_finality_horizon(v_src, coalesce($3, now()), v_delay, v_reach, v_src_cursor, $4);
 END $$;
 
 -- The bars of every bucket of `timeframe` whose source bars lie in
@@ -352,8 +364,7 @@ BEGIN
     INTO v_created, v_updated, v_deleted, v_poor, v_skipped
     FROM agg_write_range(v_symbol, v_tf, v_cal, v_cursor, v_new_cursor, v_version, false) w;
 
-    UPDATE data_agg_state s SET last_agg_bar_ts_utc = v_new_cursor, updated_at = now()
-    WHERE s.canonical_symbol = v_symbol AND s.timeframe = v_tf AND s.last_agg_bar_ts_utc = v_cursor;
+    PERFORM agg_move_cursors(ARRAY[v_symbol], ARRAY[v_tf], ARRAY[v_new_cursor], ARRAY[v_cursor]);
   END IF;
 
   RETURN jsonb_build_object('success', true,

@@ -23,9 +23,10 @@ CREATE OR REPLACE FUNCTION agg_track_1m_changes() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
   v_rows text;
-  r record;
+  v_symbol text;
+  v_earliest timestamptz;
   v_cursor timestamptz;
-  v_symbols text[] := '{}';
+  v_symbols text[] := '{}'::text[];
   v_list text;
 BEGIN
   IF TG_OP = 'UPDATE' THEN
@@ -52,21 +53,21 @@ BEGIN
     v_rows := 'SELECT canonical_symbol, timeframe, ts_utc FROM new_rows';
   END IF;
 
-  FOR r IN EXECUTE format(
+  FOR v_symbol, v_earliest IN EXECUTE format(
     'SELECT canonical_symbol AS symbol, min(ts_utc) AS earliest FROM (%s) c
      WHERE timeframe = ''1m'' GROUP BY canonical_symbol ORDER BY canonical_symbol', v_rows)
   LOOP
-    v_symbols := v_symbols || r.symbol;
+    v_symbols := v_symbols || v_symbol;
     SELECT s.last_agg_bar_ts_utc INTO v_cursor FROM data_agg_state s
-    WHERE s.canonical_symbol = r.symbol AND s.timeframe = '5m'
+    WHERE s.canonical_symbol = v_symbol AND s.timeframe = '5m'
     FOR KEY SHARE;
-    IF v_cursor IS NOT NULL AND r.earliest < v_cursor THEN
+    IF v_cursor IS NOT NULL AND v_earliest < v_cursor THEN
       EXECUTE format(
         'INSERT INTO agg_dirty_buckets (canonical_symbol, timeframe, ts_utc)
          SELECT DISTINCT $1, ''5m'', agg_bucket_start(''utc'', ''5m'', c.ts_utc) FROM (%s) c
          WHERE c.canonical_symbol = $1 AND c.timeframe = ''1m'' AND c.ts_utc < $2
          ON CONFLICT DO NOTHING', v_rows)
-      USING r.symbol, v_cursor;
+      USING v_symbol, v_cursor;
     END IF;
     v_cursor := NULL;
   END LOOP;
@@ -120,7 +121,7 @@ LANGUAGE sql VOLATILE AS $$
     INSERT INTO agg_dirty_buckets AS x (canonical_symbol, timeframe, ts_utc, derivation_version)
     SELECT DISTINCT $1, dep.tf, agg_bucket_start($3, dep.tf, b.ts), $5
     FROM unnest($4) b(ts)
-    CROSS JOIN (SELECT t FROM unnest(ARRAY['5m', '15m', '1h', '4h', '1d', '1w']) t
+    CROSS JOIN (SELECT t FROM unnest(agg_ladder()) t
                 WHERE agg_source_timeframe(t) = $2) dep(tf)
     WHERE EXISTS (SELECT 1 FROM data_agg_state s
                   WHERE s.canonical_symbol = $1 AND s.timeframe = dep.tf)
@@ -195,15 +196,14 @@ BEGIN
                   WHERE x.canonical_symbol = v_symbol AND x.timeframe = v_tf AND x.ts_utc < v_cursor);
 END $$;
 
--- The SQL face of late data (cron-only deployments call it; the Rust
--- worker calls it first for every symbol it runs): re-aggregate the
--- symbol's dirty buckets behind each task's cursor in ladder order, so a
--- rewritten 5m bar's 15m and 1h buckets are done in the same call. Each
--- task row is locked FOR UPDATE before its sources are read. Returns the
--- counts per timeframe and whether marks behind a cursor remain
--- ("continue": call again).
-CREATE OR REPLACE FUNCTION agg_process_dirty(symbol text, max_buckets integer DEFAULT 100000)
-RETURNS jsonb
+-- Re-aggregate the symbol's dirty buckets behind each task's cursor in
+-- ladder order, so a rewritten 5m bar's 15m and 1h buckets are done in the
+-- same call. Each task row is locked FOR UPDATE before its sources are
+-- read. One row per timeframe that had marks: its counts, and whether
+-- marks behind its cursor remain (`more`: call again).
+CREATE OR REPLACE FUNCTION agg_process_dirty_rows(symbol text, max_buckets integer DEFAULT 100000)
+RETURNS TABLE (timeframe text, buckets integer, bars_created integer, bars_changed integer,
+               bars_deleted integer, bars_quality_poor integer, more boolean)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
@@ -212,8 +212,6 @@ DECLARE
   v_cal text;
   v_tf text;
   v_cursor timestamptz;
-  v_out jsonb := '{}'::jsonb;
-  v_more boolean := false;
   r record;
 BEGIN
   IF v_max <= 0 THEN
@@ -221,39 +219,63 @@ BEGIN
       USING ERRCODE = 'invalid_parameter_value';
   END IF;
   IF NOT EXISTS (SELECT 1 FROM agg_dirty_buckets d WHERE d.canonical_symbol = v_symbol) THEN
-    RETURN jsonb_build_object('timeframes', v_out, 'continue', false);
+    RETURN;
   END IF;
   v_cal := agg_symbol_calendar(v_symbol);
-  FOREACH v_tf IN ARRAY ARRAY['5m', '15m', '1h', '4h', '1d', '1w'] LOOP
+  FOREACH v_tf IN ARRAY agg_ladder() LOOP
     CONTINUE WHEN NOT EXISTS (SELECT 1 FROM agg_dirty_buckets d
                               WHERE d.canonical_symbol = v_symbol AND d.timeframe = v_tf);
     SELECT s.last_agg_bar_ts_utc INTO v_cursor FROM data_agg_state s
     WHERE s.canonical_symbol = v_symbol AND s.timeframe = v_tf FOR UPDATE;
     CONTINUE WHEN v_cursor IS NULL;
     SELECT * INTO r FROM agg_refresh_dirty(v_symbol, v_tf, v_cal, v_cursor, v_max);
-    v_more := v_more OR r.more;
-    IF r.buckets > 0 THEN
-      v_out := v_out || jsonb_build_object(v_tf, jsonb_build_object(
-        'buckets', r.buckets, 'bars_created', r.created, 'bars_changed', r.changed,
-        'bars_deleted', r.deleted, 'bars_quality_poor', r.poor));
-    END IF;
+    timeframe := v_tf;
+    buckets := r.buckets;
+    bars_created := r.created;
+    bars_changed := r.changed;
+    bars_deleted := r.deleted;
+    bars_quality_poor := r.poor;
+    more := r.more;
+    RETURN NEXT;
   END LOOP;
-  RETURN jsonb_build_object('timeframes', v_out, 'continue', v_more);
+END $$;
+
+-- The SQL face of late data (cron-only deployments call it; the Rust
+-- worker calls it first for every symbol it runs): agg_process_dirty_rows
+-- as one object, the counts per timeframe that re-aggregated something and
+-- whether marks behind a cursor remain ("continue": call again).
+CREATE OR REPLACE FUNCTION agg_process_dirty(symbol text, max_buckets integer DEFAULT 100000)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+DECLARE
+  v_out jsonb;
+BEGIN
+  SELECT jsonb_build_object(
+           'timeframes', coalesce(jsonb_object_agg(r.timeframe, jsonb_build_object(
+               'buckets', r.buckets, 'bars_created', r.bars_created, 'bars_changed', r.bars_changed,
+               'bars_deleted', r.bars_deleted, 'bars_quality_poor', r.bars_quality_poor))
+             FILTER (WHERE r.buckets > 0), '{}'),
+           'continue', coalesce(bool_or(r.more), false))
+  INTO v_out
+  FROM agg_process_dirty_rows($1, $2) r;
+  RETURN v_out;
 END $$;
 
 ------------------------------------------------------------------------------
 -- Rebuild on demand.
 ------------------------------------------------------------------------------
 
--- The timeframes built from `timeframe`, itself included, in ladder order.
+-- The timeframes built from `timeframe`, itself included, in ladder order
+-- (the ladder's edges followed from it).
 CREATE OR REPLACE FUNCTION agg_timeframe_and_dependents(timeframe text) RETURNS text[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-  SELECT CASE $1
-    WHEN '5m' THEN ARRAY['5m', '15m', '1h', '4h', '1d', '1w']
-    WHEN '1h' THEN ARRAY['1h', '4h', '1d', '1w']
-    WHEN '1d' THEN ARRAY['1d', '1w']
-    ELSE ARRAY[$1]
-  END
+  WITH RECURSIVE family (tf) AS (
+    SELECT $1
+    UNION
+    SELECT l.tf FROM family f JOIN unnest(agg_ladder()) AS l (tf) ON agg_source_timeframe(l.tf) = f.tf
+    WHERE $1 = ANY (agg_ladder())
+  )
+  SELECT array_agg(f.tf ORDER BY coalesce(agg_timeframe_rank(f.tf), 0)) FROM family f
 $$;
 
 -- Mark every bucket of `timeframe` in [from_ts, to_ts) behind its cursor
@@ -321,8 +343,7 @@ BEGIN
   END IF;
   v_family := agg_timeframe_and_dependents(v_tf);
   IF v_from < v_start THEN
-    UPDATE data_agg_state s SET agg_start_utc = v_from, updated_at = now()
-    WHERE s.canonical_symbol = v_symbol AND s.timeframe = ANY (v_family) AND s.agg_start_utc > v_from;
+    PERFORM agg_restart_tasks(v_symbol, v_family, v_from, false);
     v_moved := true;
   END IF;
   SELECT coalesce(max(d.derivation_version), 0) + 1 INTO v_version FROM derived_data_bars d
@@ -352,10 +373,12 @@ REVOKE EXECUTE ON FUNCTION
   agg_mark_dependents(text, text, text, timestamptz[], integer),
   agg_refresh_dirty(text, text, text, timestamptz, integer),
   agg_process_dirty(text, integer),
+  agg_process_dirty_rows(text, integer),
   agg_rebuild(text, text, timestamptz, timestamptz)
 FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
   agg_process_dirty(text, integer),
+  agg_process_dirty_rows(text, integer),
   agg_rebuild(text, text, timestamptz, timestamptz),
   agg_mark_dependents(text, text, text, timestamptz[], integer)
 TO barkeep_worker;

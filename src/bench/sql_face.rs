@@ -36,8 +36,7 @@ pub async fn reset_5m(client: &Client) -> Result<()> {
     client
         .batch_execute(
             "TRUNCATE derived_data_bars, agg_dirty_buckets;
-             UPDATE data_agg_state SET last_agg_bar_ts_utc = agg_bootstrap_cursor(canonical_symbol, timeframe)
-             WHERE timeframe = '5m'",
+             SELECT agg_restart_tasks(NULL, ARRAY['5m'], NULL, true)",
         )
         .await
         .context("resetting the 5m tasks for the SQL face")

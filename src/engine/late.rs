@@ -1,8 +1,8 @@
 //! Late and corrected data on the fast path: the worker re-aggregates a
 //! symbol's dirty buckets (recorded by the change-tracking triggers on
 //! `data_bars`, docs/DESIGN.md "Late and corrected data") before catching
-//! its tasks up, by calling the same SQL function a cron-only deployment
-//! calls, `agg_process_dirty`. Late data is small; one set-based function
+//! its tasks up, through the typed rows of `agg_process_dirty_rows`, the
+//! function behind the `agg_process_dirty` a cron-only deployment calls. Late data is small; one set-based function
 //! keeps a single implementation of the cascade.
 
 use std::collections::BTreeMap;
@@ -40,23 +40,36 @@ const MAX_CALLS: usize = 50;
 pub async fn process_dirty(client: &Client, symbol: &str) -> Result<LateReport> {
     let mut report = LateReport::default();
     for _ in 0..MAX_CALLS {
-        let result: serde_json::Value = client
-            .query_one("SELECT agg_process_dirty($1)", &[&symbol])
+        let rows = client
+            .query(
+                "SELECT timeframe, buckets, bars_created, bars_changed, bars_deleted,
+                        bars_quality_poor, more
+                 FROM agg_process_dirty_rows($1)",
+                &[&symbol],
+            )
             .await
-            .with_context(|| format!("re-aggregating late {symbol} data"))?
-            .get(0);
-        let per_tf: BTreeMap<String, LateCounts> =
-            serde_json::from_value(result["timeframes"].clone())
-                .context("reading what agg_process_dirty did")?;
-        for (tf, c) in per_tf {
-            let total = report.timeframes.entry(tf).or_default();
-            total.buckets += c.buckets;
-            total.bars_created += c.bars_created;
-            total.bars_changed += c.bars_changed;
-            total.bars_deleted += c.bars_deleted;
-            total.bars_quality_poor += c.bars_quality_poor;
+            .with_context(|| format!("re-aggregating late {symbol} data"))?;
+        let mut more = false;
+        for row in &rows {
+            let tf: String = row.try_get("timeframe")?;
+            let count = |name: &str| -> Result<u64> {
+                let n: i32 = row
+                    .try_get(name)
+                    .with_context(|| format!("reading {name} of {symbol} {tf}"))?;
+                u64::try_from(n).with_context(|| format!("{name} of {symbol} {tf} is {n}"))
+            };
+            let buckets = count("buckets")?;
+            if buckets > 0 {
+                let total = report.timeframes.entry(tf.clone()).or_default();
+                total.buckets += buckets;
+                total.bars_created += count("bars_created")?;
+                total.bars_changed += count("bars_changed")?;
+                total.bars_deleted += count("bars_deleted")?;
+                total.bars_quality_poor += count("bars_quality_poor")?;
+            }
+            more |= row.try_get::<_, bool>("more")?;
         }
-        if result["continue"] != true {
+        if !more {
             break;
         }
     }

@@ -125,6 +125,31 @@ fn chunk_span(source: Timeframe) -> Duration {
     }
 }
 
+/// The finality horizon H: a bucket is final when its end <= H. A task
+/// reading 1m bars takes `reach` (the end of the newest 1m bar: once the
+/// feed has reached a bucket's end the bucket is complete, without waiting
+/// for the delay), capped at `now`, or `now - delay` when the feed is
+/// quiet, whichever is later; a higher timeframe follows its source task's
+/// cursor, capped at `now` (None while the source has none). The SQL rule is
+/// `agg_finality_horizon` (sql/functions/30_catchup.sql); a test sweeps the
+/// two over the same inputs (tests/it/state_machine.rs).
+pub fn finality_horizon(
+    source: Timeframe,
+    now: DateTime<Utc>,
+    delay: Duration,
+    reach: Option<DateTime<Utc>>,
+    source_cursor: Option<DateTime<Utc>>,
+) -> Option<DateTime<Utc>> {
+    if source != Timeframe::M1 {
+        return source_cursor.map(|c| c.min(now));
+    }
+    let quiet = now - delay;
+    Some(match reach {
+        Some(reach) => quiet.max(reach.min(now)),
+        None => quiet,
+    })
+}
+
 /// Runs one symbol's tasks on one connection.
 pub struct SymbolRunner<'c> {
     client: &'c mut Client,
@@ -265,15 +290,20 @@ impl<'c> SymbolRunner<'c> {
         })
     }
 
-    /// The finality horizon H (docs/DESIGN.md, "Finality"): a bucket is
-    /// final when its end <= H. None: the source task has no cursor yet.
+    /// The finality horizon of `task` (docs/DESIGN.md, "Finality"), from
+    /// what [`finality_horizon`] reads. None: the source task has no cursor yet.
     async fn horizon(&mut self, task: &TaskPlan) -> Result<Option<DateTime<Utc>>> {
         let now = self.job.now;
         if task.source != Timeframe::M1 {
-            return Ok(self.cursor_of(task.source).await?.map(|c| c.min(now)));
+            let source_cursor = self.cursor_of(task.source).await?;
+            return Ok(finality_horizon(
+                task.source,
+                now,
+                task.delay,
+                None,
+                source_cursor,
+            ));
         }
-        // The end of the newest 1m bar: once the feed has reached a bucket's
-        // end the bucket is complete, without waiting for the delay.
         let reach: Option<DateTime<Utc>> = self
             .client
             .query_one(
@@ -284,11 +314,7 @@ impl<'c> SymbolRunner<'c> {
             .await
             .with_context(|| format!("reading how far the {} 1m data reaches", self.job.symbol))?
             .get(0);
-        let quiet = now - task.delay;
-        Ok(Some(match reach {
-            Some(reach) => quiet.max(reach.min(now)),
-            None => quiet,
-        }))
+        Ok(finality_horizon(task.source, now, task.delay, reach, None))
     }
 
     async fn run_task(&mut self, task: &TaskPlan, out: &mut TaskRun) -> Result<()> {

@@ -4,7 +4,8 @@
 //! bar") — a new bar is inserted, an unchanged bar is not touched, a changed
 //! bar's live row is retired (`deleted_at = now()`) and its new version
 //! inserted, a live bar whose bucket no longer qualifies is retired — then
-//! the task's cursor moves.
+//! the task's cursor moves (`agg_move_cursors`, the state machine's one
+//! cursor move).
 
 use std::collections::HashMap;
 
@@ -205,11 +206,10 @@ pub async fn write_chunk(
     if !insert.is_empty() {
         copy_bars(client, target, &insert).await?;
     }
+    // The task state machine's cursor move (sql/functions/40_tasks.sql).
     client
         .execute(
-            "UPDATE data_agg_state
-             SET last_agg_bar_ts_utc = GREATEST(last_agg_bar_ts_utc, $3), updated_at = now()
-             WHERE canonical_symbol = $1 AND timeframe = $2",
+            "SELECT agg_move_cursors(ARRAY[$1::text], ARRAY[$2::text], ARRAY[$3::timestamptz])",
             &[&symbol, &tf, &to],
         )
         .await

@@ -64,6 +64,8 @@ pub(super) struct LaneReport {
     pub(super) dependents: Option<Vec<Symbol>>,
     /// Late data re-aggregated for tasks no run of this job held: counts only.
     pub(super) late: Vec<TaskRun>,
+    /// Live calls that failed (logged; their tasks ran on the fast path).
+    pub(super) live_errors: u64,
 }
 
 /// Group claims by symbol, look up calendars, bootstrap missing cursors.

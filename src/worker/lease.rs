@@ -1,6 +1,6 @@
 //! Leases and task bookkeeping of the worker: claiming due tasks with
 //! `agg_claim_tasks` (and `agg_claim_live` for the live path), renewing every held lease in one batched
-//! `agg_heartbeat` call, recording outcomes with `agg_finish` (fenced by the
+//! `agg_heartbeat` call, recording outcomes with `agg_finish_runs` (fenced by the
 //! lease token), handing back unstarted tasks with `agg_release`, waking
 //! tasks on new data with `agg_wake`, and telling transient failures from
 //! hard ones. Every task-state write of the worker goes through these SQL
@@ -67,23 +67,15 @@ pub(super) async fn claim_live(
 ) -> Result<(Vec<Claim>, DateTime<Utc>)> {
     let rows = control
         .query(
-            &format!("SELECT {CLAIM_COLUMNS}, false, now() FROM agg_claim_live($1, $2, now(), $3, $4, $5) c"),
-            &[
-                &env.as_str(),
-                &worker,
-                &max_tasks,
-                &lease_seconds,
-                &LIVE_BUCKETS_BEHIND,
-            ],
+            // How far behind the present a live task may be is SQL's
+            // (agg_live_buckets_behind): NULL takes it.
+            &format!("SELECT {CLAIM_COLUMNS}, false, now() FROM agg_claim_live($1, $2, now(), $3, $4, NULL) c"),
+            &[&env.as_str(), &worker, &max_tasks, &lease_seconds],
         )
         .await
         .context("claiming due live tasks")?;
     claims_of(control, rows).await
 }
-
-/// How many nominal buckets behind the present a task's cursor may be to
-/// take the live path.
-const LIVE_BUCKETS_BEHIND: i32 = 12;
 
 /// Claims from the rows of a claim query, with the server's now.
 async fn claims_of(
@@ -106,7 +98,7 @@ async fn claims_of(
                 let error = format!("{e:#}");
                 control
                     .query_one(
-                        "SELECT agg_finish($1, $2, false, NULL, '{}', 'hard', $3, now(), 3, $4)",
+                        "SELECT agg_finish($1, $2, false, NULL, '{}', 'hard', $3, now(), NULL, $4)",
                         &[&symbol, &tf, &error, &lease],
                     )
                     .await
@@ -167,48 +159,47 @@ pub(super) enum Finished {
     LeaseLost,
 }
 
-/// Record a task's run with `agg_finish`, fenced by its lease token.
+/// Record a task's run with the state machine's finish transition
+/// (`agg_finish_runs`, the set-based face of `agg_finish`), fenced by its
+/// lease token: a typed row, or none when the lease was lost.
 pub(super) async fn finish(client: &Client, symbol: &Symbol, run: &TaskRun) -> Result<Finished> {
-    let stats = serde_json::json!({
-        "windows_processed": run.windows,
-        "bars_created": run.bars_created,
-        "bars_quality_poor": run.bars_quality_poor,
-        "bars_skipped": run.bars_skipped,
-        "continue": matches!(run.outcome, TaskOutcome::More),
-        "cursor_from": run.start_cursor,
-        "duration_ms": run.elapsed.as_millis() as u64,
-    });
-    let (success, kind, error) = match &run.outcome {
-        TaskOutcome::Done | TaskOutcome::More => (true, None, None),
+    let (kind, error) = match &run.outcome {
+        TaskOutcome::Done | TaskOutcome::More => (None, None),
         TaskOutcome::LeaseLost => return Ok(Finished::LeaseLost),
         TaskOutcome::Failed(e) => {
             let kind = if is_transient(e) { "transient" } else { "hard" };
-            (false, Some(kind), Some(format!("{e:#}")))
+            (Some(kind), Some(format!("{e:#}")))
         }
     };
-    let r: serde_json::Value = client
-        .query_one(
-            "SELECT agg_finish($1, $2, $3, $4, $5, $6, $7, now(), 3, $8)",
+    let count = |n: u64, what: &str| {
+        i32::try_from(n).with_context(|| format!("{n} {what} do not fit the run log"))
+    };
+    let row = client
+        .query_opt(
+            // The hard-fail threshold is SQL's (agg_hard_fail_threshold).
+            "SELECT task_status FROM agg_finish_runs(
+               ARRAY[$1::text], ARRAY[$2::text], ARRAY[$3::uuid], ARRAY[$4::timestamptz],
+               ARRAY[$5::timestamptz], ARRAY[$6::integer], ARRAY[$7::integer], now(), NULL,
+               ARRAY[$8::boolean], ARRAY[$9::text], ARRAY[$10::text])",
             &[
                 &symbol.as_str(),
                 &run.timeframe.as_str(),
-                &success,
+                &run.lease,
                 &run.new_cursor,
-                &stats,
+                &run.start_cursor,
+                &count(run.bars_created, "bars created")?,
+                &count(run.bars_quality_poor, "bars of poor quality")?,
+                &matches!(run.outcome, TaskOutcome::More),
                 &kind,
                 &error,
-                &run.lease,
             ],
         )
         .await
-        .with_context(|| format!("finishing {symbol} {}", run.timeframe))?
-        .get(0);
-    if r["reason"] == "lease_lost" {
-        return Ok(Finished::LeaseLost);
-    }
-    Ok(Finished::Recorded(
-        r["status"].as_str().unwrap_or("idle").to_string(),
-    ))
+        .with_context(|| format!("finishing {symbol} {}", run.timeframe))?;
+    Ok(match row {
+        Some(r) => Finished::Recorded(r.get(0)),
+        None => Finished::LeaseLost,
+    })
 }
 
 /// Make the 5m tasks of `symbols` (None: every symbol) whose next bucket

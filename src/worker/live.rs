@@ -2,13 +2,15 @@
 //! that are close to the present finalize a bucket or two per run, so they
 //! are claimed many at a time (`agg_claim_live`) and advanced in groups of
 //! whole symbols by one call of `agg_advance_live`, which writes the bars,
-//! moves the cursors and records every run with `agg_finish` in one
+//! moves the cursors and records every run with `agg_finish_runs` in one
 //! transaction. The bars are those of the SQL face, which the tests hold
-//! equal to the fast path's.
+//! equal to the fast path's. A failing call is an error (the worker logs
+//! and counts it, then runs the group on the fast path); its rows are read
+//! column by column, never with defaults.
 
 use std::collections::BTreeMap;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use tokio_postgres::Client;
 use uuid::Uuid;
@@ -103,7 +105,7 @@ async fn call(
         .query(
             "SELECT task_symbol, task_timeframe, outcome, task_status, cursor_from, cursor_to,
                     bars_created, bars_changed, bars_deleted, bars_quality_poor,
-                    buckets_reaggregated, error_text
+                    buckets_reaggregated
              FROM agg_advance_live($1::text[], $2::text[], $3::uuid[], now(), 1, $4, $5, $6)",
             &[
                 &symbols,
@@ -124,46 +126,47 @@ async fn call(
         .iter()
         .map(|c| ((c.symbol.as_str(), c.timeframe.as_str()), c.lease))
         .collect();
+    // Rows without a run ('late', 'lease_lost') carry no cursors; their
+    // TaskRun is only counted, never recorded, so any instant does.
+    let now = Utc::now();
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
-        let symbol: String = r.get(0);
-        let tf: String = r.get(1);
-        let outcome: String = r.get(2);
-        let status: Option<String> = r.get(3);
-        let from: Option<DateTime<Utc>> = r.get(4);
-        let to: Option<DateTime<Utc>> = r.get(5);
-        let count = |i: usize| -> u64 { u64::try_from(r.get::<_, i32>(i)).unwrap_or(0) };
-        let error: Option<String> = r.get(11);
-        let lease = leases.get(&(symbol.as_str(), tf.as_str())).copied();
-        let (outcome, finished) = match outcome.as_str() {
-            "done" => (
-                TaskOutcome::Done,
-                Some(Finished::Recorded(status.unwrap_or_else(|| "idle".into()))),
-            ),
+        let row = LiveRow::read(&r)?;
+        let lease = leases
+            .get(&(row.symbol.as_str(), row.timeframe.as_str()))
+            .copied();
+        let status = |row: &LiveRow| {
+            row.status.clone().with_context(|| {
+                format!(
+                    "agg_advance_live recorded {} {} without a status",
+                    row.symbol, row.timeframe
+                )
+            })
+        };
+        let (outcome, finished) = match row.outcome.as_str() {
+            "done" => (TaskOutcome::Done, Some(Finished::Recorded(status(&row)?))),
             "late" => (TaskOutcome::Done, None),
             "lease_lost" => (TaskOutcome::LeaseLost, Some(Finished::LeaseLost)),
-            _ => (
-                TaskOutcome::Failed(anyhow!(
-                    "{}",
-                    error.unwrap_or_else(|| "the live run failed".into())
-                )),
-                Some(Finished::Recorded(status.unwrap_or_else(|| "idle".into()))),
+            other => bail!(
+                "agg_advance_live answered {} {} with the unknown outcome {other:?}",
+                row.symbol,
+                row.timeframe
             ),
         };
-        let cursor = to.or(from).unwrap_or_else(Utc::now);
+        let start_cursor = row.cursor_from.or(row.cursor_to).unwrap_or(now);
         out.push(Advanced {
-            symbol: Symbol::parse(&symbol)?,
+            symbol: row.symbol,
             run: TaskRun {
-                timeframe: Timeframe::parse(&tf)?,
+                timeframe: row.timeframe,
                 lease,
-                start_cursor: from.unwrap_or(cursor),
-                new_cursor: cursor,
+                start_cursor,
+                new_cursor: row.cursor_to.unwrap_or(start_cursor),
                 windows: 0,
-                bars_created: count(6),
-                bars_changed: count(7),
-                bars_deleted: count(8),
-                buckets_reaggregated: count(10),
-                bars_quality_poor: count(9),
+                bars_created: row.bars_created,
+                bars_changed: row.bars_changed,
+                bars_deleted: row.bars_deleted,
+                buckets_reaggregated: row.buckets_reaggregated,
+                bars_quality_poor: row.bars_quality_poor,
                 bars_skipped: 0,
                 outcome,
                 elapsed,
@@ -172,4 +175,48 @@ async fn call(
         });
     }
     Ok(out)
+}
+
+/// One row of `agg_advance_live`, read column by column: a NULL or
+/// negative where a value belongs is an error, not a default.
+struct LiveRow {
+    symbol: Symbol,
+    timeframe: Timeframe,
+    outcome: String,
+    status: Option<String>,
+    cursor_from: Option<DateTime<Utc>>,
+    cursor_to: Option<DateTime<Utc>>,
+    bars_created: u64,
+    bars_changed: u64,
+    bars_deleted: u64,
+    bars_quality_poor: u64,
+    buckets_reaggregated: u64,
+}
+
+impl LiveRow {
+    fn read(r: &tokio_postgres::Row) -> Result<Self> {
+        let symbol: String = r.try_get("task_symbol").context("reading task_symbol")?;
+        let timeframe: String = r
+            .try_get("task_timeframe")
+            .context("reading task_timeframe")?;
+        let count = |column: &str| -> Result<u64> {
+            let n: i32 = r
+                .try_get(column)
+                .with_context(|| format!("reading {column} of {symbol} {timeframe}"))?;
+            u64::try_from(n).with_context(|| format!("{column} of {symbol} {timeframe} is {n}"))
+        };
+        Ok(Self {
+            bars_created: count("bars_created")?,
+            bars_changed: count("bars_changed")?,
+            bars_deleted: count("bars_deleted")?,
+            bars_quality_poor: count("bars_quality_poor")?,
+            buckets_reaggregated: count("buckets_reaggregated")?,
+            outcome: r.try_get("outcome").context("reading outcome")?,
+            status: r.try_get("task_status").context("reading task_status")?,
+            cursor_from: r.try_get("cursor_from").context("reading cursor_from")?,
+            cursor_to: r.try_get("cursor_to").context("reading cursor_to")?,
+            timeframe: Timeframe::parse(&timeframe)?,
+            symbol: Symbol::parse(&symbol)?,
+        })
+    }
 }

@@ -283,6 +283,7 @@ impl<'a> Scheduler<'a> {
     fn absorb(&mut self, report: LaneReport) {
         self.in_flight = self.in_flight.saturating_sub(1);
         self.summary.tasks_released += report.released;
+        self.summary.live_errors += report.live_errors;
         for run in &report.late {
             self.summary.count_bars(run);
         }

@@ -33,6 +33,9 @@ pub struct Summary {
     /// Late or corrected buckets behind a cursor re-aggregated.
     pub buckets_reaggregated: u64,
     pub bars_quality_poor: u64,
+    /// Live calls (`agg_advance_live`) that failed with an error; their
+    /// tasks went to the fast path or wait for the next claim.
+    pub live_errors: u64,
 }
 
 impl Summary {

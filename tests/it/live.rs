@@ -128,15 +128,14 @@ async fn live_tasks_advance_in_groups_and_match_the_reference_with_late_data() {
     assert_eq!(dirty, 0, "late data left unprocessed");
 }
 
-#[tokio::test]
-async fn a_live_group_fences_leases_and_records_failures_per_task() {
-    let db = TestDb::migrated().await;
-    let c = db.client().await;
-    let now = db_now(&c).await;
+/// Three crypto symbols whose 5m tasks are 30 minutes behind the last
+/// 5-minute mark, with the 1m bars of those 30 minutes; returns the mark.
+async fn three_live_symbols(c: &tokio_postgres::Client) -> DateTime<Utc> {
+    let now = db_now(c).await;
     let top = now.duration_trunc(Duration::minutes(5)).unwrap();
     for symbol in ["AAAUSD", "BBBUSD", "CCCUSD"] {
         register(
-            &c,
+            c,
             symbol,
             AssetClass::Crypto,
             &(top - Duration::minutes(30)).to_rfc3339(),
@@ -159,6 +158,63 @@ async fn a_live_group_fences_leases_and_records_failures_per_task() {
         .await
         .unwrap();
     }
+    top
+}
+
+/// CCCUSD's bars cannot be written.
+async fn refuse_ccc_bars(c: &tokio_postgres::Client) {
+    c.batch_execute(
+        "CREATE FUNCTION refuse_ccc() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF NEW.canonical_symbol = 'CCCUSD' THEN RAISE EXCEPTION 'no bars for CCCUSD'; END IF;
+           RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse_ccc BEFORE INSERT ON derived_data_bars
+           FOR EACH ROW EXECUTE FUNCTION refuse_ccc();",
+    )
+    .await
+    .unwrap();
+}
+
+/// The 5m tasks: symbol, status, hard-fail streak, lease cleared, the last
+/// error names CCCUSD's refusal, cursor still 30 minutes back, live bars.
+async fn five_minute_state(
+    c: &tokio_postgres::Client,
+    top: DateTime<Utc>,
+) -> Vec<(String, String, i32, bool, bool, bool, i64)> {
+    let state = c
+        .query(
+            "SELECT s.canonical_symbol, s.status, s.hard_fail_streak, s.lease_token IS NULL,
+                    coalesce(s.last_error, ''), s.last_agg_bar_ts_utc = $1::timestamptz - interval '30 minutes',
+                    (SELECT count(*) FROM derived_data_bars d
+                     WHERE d.canonical_symbol = s.canonical_symbol AND d.timeframe = '5m')
+             FROM data_agg_state s WHERE s.timeframe = '5m' ORDER BY 1",
+            &[&top],
+        )
+        .await
+        .unwrap();
+    state
+        .iter()
+        .map(|r| {
+            let error: String = r.get(4);
+            (
+                r.get(0),
+                r.get(1),
+                r.get(2),
+                r.get(3),
+                error.contains("no bars for CCCUSD"),
+                r.get(5),
+                r.get(6),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_live_group_fences_leases_and_a_failure_is_an_error() {
+    let db = TestDb::migrated().await;
+    let c = db.client().await;
+    let top = three_live_symbols(&c).await;
     let claimed = c
         .query(
             "SELECT canonical_symbol, timeframe, lease_token
@@ -175,26 +231,32 @@ async fn a_live_group_fences_leases_and_records_failures_per_task() {
     // BBBUSD's lease was taken over meanwhile; CCCUSD's bars cannot be
     // written.
     tokens[1] = uuid::Uuid::new_v4();
-    c.batch_execute(
-        "CREATE FUNCTION refuse_ccc() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-           IF NEW.canonical_symbol = 'CCCUSD' THEN RAISE EXCEPTION 'no bars for CCCUSD'; END IF;
-           RETURN NEW;
-         END $$;
-         CREATE TRIGGER refuse_ccc BEFORE INSERT ON derived_data_bars
-           FOR EACH ROW EXECUTE FUNCTION refuse_ccc();",
-    )
-    .await
-    .unwrap();
-    let rows = c
-        .query(
-            "SELECT task_symbol, outcome, bars_created
-             FROM agg_advance_live($1::text[], $2::text[], $3::uuid[], now(), 1)
-             ORDER BY task_symbol",
-            &[&symbols, &tfs, &tokens],
-        )
+    refuse_ccc_bars(&c).await;
+    let advance = "SELECT task_symbol, outcome, bars_created
+                   FROM agg_advance_live($1::text[], $2::text[], $3::uuid[], now(), 1)
+                   ORDER BY task_symbol";
+    // The failure is the call's error, not a quiet fallback: nothing of
+    // the group changed.
+    let err = c
+        .query(advance, &[&symbols, &tfs, &tokens])
+        .await
+        .expect_err("a bar that cannot be written fails the call");
+    assert!(
+        format!("{err:?}").contains("no bars for CCCUSD"),
+        "the error is the refusal: {err:?}"
+    );
+    assert_eq!(
+        five_minute_state(&c, top).await,
+        vec![
+            ("AAAUSD".into(), "running".into(), 0, false, false, true, 0),
+            ("BBBUSD".into(), "running".into(), 0, false, false, true, 0),
+            ("CCCUSD".into(), "running".into(), 0, false, false, true, 0),
+        ]
+    );
+    c.batch_execute("DROP TRIGGER refuse_ccc ON derived_data_bars")
         .await
         .unwrap();
+    let rows = c.query(advance, &[&symbols, &tfs, &tokens]).await.unwrap();
     let got: Vec<(String, String, i32)> = rows
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
@@ -204,42 +266,55 @@ async fn a_live_group_fences_leases_and_records_failures_per_task() {
         vec![
             ("AAAUSD".to_string(), "done".to_string(), 6),
             ("BBBUSD".to_string(), "lease_lost".to_string(), 0),
-            ("CCCUSD".to_string(), "failed_hard".to_string(), 0),
+            ("CCCUSD".to_string(), "done".to_string(), 6),
         ]
     );
-    let state = c
-        .query(
-            "SELECT s.canonical_symbol, s.status, s.hard_fail_streak, s.lease_token IS NULL,
-                    coalesce(s.last_error, ''), s.last_agg_bar_ts_utc = $1::timestamptz - interval '30 minutes',
-                    (SELECT count(*) FROM derived_data_bars d
-                     WHERE d.canonical_symbol = s.canonical_symbol AND d.timeframe = '5m')
-             FROM data_agg_state s WHERE s.timeframe = '5m' ORDER BY 1",
-            &[&top],
-        )
-        .await
-        .unwrap();
-    let state: Vec<(String, String, i32, bool, bool, bool, i64)> = state
-        .iter()
-        .map(|r| {
-            let error: String = r.get(4);
-            (
-                r.get(0),
-                r.get(1),
-                r.get(2),
-                r.get(3),
-                error.contains("no bars for CCCUSD"),
-                r.get(5),
-                r.get(6),
-            )
-        })
-        .collect();
+    let state = five_minute_state(&c, top).await;
     assert_eq!(
         state,
         vec![
             ("AAAUSD".into(), "idle".into(), 0, true, false, false, 6),
             // Not ours any more: untouched, still running under its lease.
             ("BBBUSD".into(), "running".into(), 0, false, false, true, 0),
-            ("CCCUSD".into(), "idle".into(), 1, true, true, true, 0),
+            ("CCCUSD".into(), "idle".into(), 0, true, false, false, 6),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_failed_live_group_is_logged_counted_and_its_failures_recorded_per_task() {
+    let db = TestDb::migrated().await;
+    let c = db.client().await;
+    let top = three_live_symbols(&c).await;
+    refuse_ccc_bars(&c).await;
+    let out = db.cli(&["run", "--once", "--json"]);
+    let log = stderr(&out);
+    assert!(
+        log.contains("live run failed") && log.contains("no bars for CCCUSD"),
+        "the live error is logged: {log}"
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON summary");
+    assert!(
+        summary["live_errors"].as_u64().unwrap_or(0) >= 1,
+        "the live error is counted: {summary}"
+    );
+    // The fast path ran the group task by task: CCCUSD's failures are its
+    // own (`--once` retries it up to the hard-fail threshold), the others
+    // went on.
+    assert_eq!(
+        five_minute_state(&c, top).await,
+        vec![
+            ("AAAUSD".into(), "idle".into(), 0, true, false, false, 6),
+            ("BBBUSD".into(), "idle".into(), 0, true, false, false, 6),
+            (
+                "CCCUSD".into(),
+                "hard_failed".into(),
+                3,
+                true,
+                true,
+                true,
+                0
+            ),
         ]
     );
 }

@@ -56,6 +56,7 @@ impl Lane {
         match self.advance_live(&group.claims, report).await {
             Ok(done) => done,
             Err(error) => {
+                report.live_errors += 1;
                 tracing::warn!(
                     tasks = group.claims.len(),
                     "live run failed; running these tasks on the fast path: {error:#}"
@@ -179,6 +180,7 @@ impl Lane {
                 if is_transient(&e) {
                     self.conn.broken();
                 }
+                report.live_errors += 1;
                 tracing::warn!("advancing the tasks live groups made due: {e:#}");
             }
         }

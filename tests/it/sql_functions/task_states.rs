@@ -113,7 +113,9 @@ async fn claims_and_finishes_move_tasks_through_their_states() {
     // Hard failures: hard_failed at the third for a mandatory task…
     for i in 1..=3 {
         c.execute(
-            "UPDATE data_agg_state SET status = 'running' WHERE timeframe = '4h'",
+            "UPDATE data_agg_state SET status = 'running', lease_token = gen_random_uuid(),
+               lease_owner = 'test', lease_expires_at = now() + interval '1 minute'
+             WHERE timeframe = '4h'",
             &[],
         )
         .await

@@ -18,9 +18,11 @@ use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use tokio_postgres::Client;
 
+mod columns;
 mod functions;
 mod schema;
 
+pub use columns::{dropped_columns, values_dropped_by_down, ValuesAtRisk};
 pub use functions::{apply_functions, drop_functions, FunctionFile, FUNCTION_FILES};
 pub use schema::{has_column, has_table, require_migrated};
 

@@ -15,7 +15,7 @@ use crate::ops::counted;
 /// Arguments of `barkeep backup`.
 #[derive(Debug, Args)]
 pub struct BackupArgs {
-    /// Write here (default: standard output). An existing file is not overwritten.
+    /// Write here (default, or `-`: standard output). An existing file is not overwritten.
     #[arg(long, short)]
     pub out: Option<PathBuf>,
 }
@@ -35,7 +35,8 @@ pub async fn run_backup(global: &Global, args: BackupArgs) -> Result<ExitCode> {
     let client = global.database().await?.connect().await?;
     let doc = backup::backup(&client).await?;
     let text = serde_json::to_string_pretty(&doc)?;
-    match &args.out {
+    // `-` is standard output, as for other Unix tools, not a file named `-`.
+    match args.out.as_ref().filter(|p| p.as_os_str() != "-") {
         None => println!("{text}"),
         Some(path) => {
             // Write a sibling and rename, so a failed write leaves no half file.

@@ -22,7 +22,8 @@ pub enum DbCommand {
         /// without it, only the newest applied step.
         #[arg(long)]
         to: Option<i64>,
-        /// Revert even when a step drops tables that hold rows.
+        /// Revert even when a step drops tables that hold rows or columns that
+        /// hold values other than their default.
         #[arg(long)]
         force: bool,
     },
@@ -59,6 +60,34 @@ pub async fn run(global: &Global, cmd: DbCommand) -> Result<ExitCode> {
                 },
             };
             let at_risk = migrate::rows_dropped_by_down(&client, to).await?;
+            let values_at_risk = migrate::values_dropped_by_down(&client, to).await?;
+            if !values_at_risk.is_empty() && !force {
+                let what = values_at_risk
+                    .iter()
+                    .map(|r| {
+                        let values = if r.values == 1 { "value" } else { "values" };
+                        format!(
+                            "{}.{} ({} {values}, step {})",
+                            r.table, r.column, r.values, r.version
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let tables = at_risk
+                    .iter()
+                    .map(|r| {
+                        let rows = if r.rows == 1 { "row" } else { "rows" };
+                        format!(
+                            "; and the table {} ({} {rows}, step {})",
+                            r.table, r.rows, r.version
+                        )
+                    })
+                    .collect::<String>();
+                anyhow::bail!(
+                    "reverting to {to} drops columns that hold values: {what}{tables}; back them up \
+                     (pg_dump) and add --force to revert anyway"
+                );
+            }
             if !at_risk.is_empty() && !force {
                 let what = at_risk
                     .iter()

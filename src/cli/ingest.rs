@@ -35,7 +35,9 @@ pub struct IngestArgs {
     /// or later. Without it such rows are quarantined, never guessed.
     #[arg(long)]
     pub ambiguous: Option<Pass>,
-    /// Reject a whole file when any row is bad, instead of quarantining the row.
+    /// Reject a whole file when any row is bad, or a minute is given twice
+    /// with different values, instead of quarantining the row (or using the
+    /// last of the two).
     #[arg(long)]
     pub strict: bool,
     /// Exit 1 when more than this percentage of a file's rows is
@@ -51,6 +53,9 @@ pub struct IngestArgs {
     /// Say what would be loaded, revised and quarantined, and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Quarantine rows dated before this as implausibly old (default 1970-01-01).
+    #[arg(long, value_parser = crate::model::calendar::parse_instant)]
+    pub not_before: Option<DateTime<Utc>>,
 }
 
 pub async fn run(global: &Global, args: IngestArgs) -> Result<ExitCode> {
@@ -63,10 +68,24 @@ pub async fn run(global: &Global, args: IngestArgs) -> Result<ExitCode> {
         source: args.source,
         progress: std::io::stderr().is_terminal(),
         dry_run: args.dry_run,
+        not_before: args
+            .not_before
+            .unwrap_or_else(ingest::validate::default_floor),
     };
     let mut client = global.database().await?.connect().await?;
     let summary = ingest::ingest_files(&mut client, &args.files, &opts).await?;
     for file in &summary.files {
+        for c in &file.conflicting_lines {
+            eprintln!(
+                "conflict {}:{} and {}:{}: minute {} given twice with different values; line {} used",
+                file.file,
+                c.earlier_line,
+                file.file,
+                c.later_line,
+                c.ts.to_rfc3339(),
+                c.later_line
+            );
+        }
         for bad in &file.bad_rows {
             eprintln!("quarantined {}:{}: {}", file.file, bad.line, bad.reason);
         }
@@ -110,6 +129,11 @@ fn print_summary(summary: &IngestSummary) {
         "loaded"
     };
     let line = |name: &str, c: &Counts, extra: String| {
+        let conflicts = if c.conflicts > 0 {
+            format!(", same-minute conflicts {}", c.conflicts)
+        } else {
+            String::new()
+        };
         let already = if c.already_quarantined > 0 {
             format!(
                 " ({} already in quarantine from an earlier load)",
@@ -119,7 +143,7 @@ fn print_summary(summary: &IngestSummary) {
             String::new()
         };
         println!(
-            "{name}: read {}, {verb} {}, revised {}, duplicates {}, superseded {}, quarantined {}{already}{extra}",
+            "{name}: read {}, {verb} {}, revised {}, duplicates {}, superseded {}, quarantined {}{already}{conflicts}{extra}",
             c.rows_read, c.loaded, c.revised, c.duplicates, c.superseded, c.quarantined
         );
     };

@@ -32,8 +32,8 @@ pub struct RunArgs {
     /// Most tasks claimed at once (default: what the free lanes can run now).
     #[arg(long)]
     pub batch: Option<usize>,
-    /// Lease length; heartbeats renew it while work goes on.
-    #[arg(long, default_value_t = 60)]
+    /// Lease length; heartbeats renew it while work goes on (at most a day).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(i32).range(1..=crate::ops::backup::check::MAX_LEASE_SECONDS))]
     pub lease_seconds: i32,
     /// On SIGTERM/SIGINT, how long in-flight work may take before exiting.
     #[arg(long, default_value_t = 30)]

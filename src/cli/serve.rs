@@ -20,12 +20,22 @@ pub struct ServeArgs {
     /// `Authorization: Bearer …` or `?token=` for the dashboard).
     #[arg(long, env = "BARKEEP_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Most client connections held at once; further ones wait to be accepted.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub max_connections: u32,
+    /// Close a client connection that sends and receives nothing this many seconds.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub idle_timeout_seconds: u64,
 }
 
 /// Run `barkeep serve`.
 pub async fn run(global: &Global, args: ServeArgs) -> Result<ExitCode> {
     let settings = match ServeSettings::new(args.addr, args.token) {
-        Ok(s) => s,
+        Ok(s) => ServeSettings {
+            max_connections: args.max_connections as usize,
+            idle_timeout: std::time::Duration::from_secs(args.idle_timeout_seconds),
+            ..s
+        },
         Err(e) => {
             eprintln!("error: {e:#}");
             return Ok(ExitCode::from(2));

@@ -21,8 +21,8 @@ pub enum TaskCommand {
     Priority {
         #[command(flatten)]
         target: TaskTarget,
-        /// New priority.
-        #[arg(long)]
+        /// New priority (0 to 10000).
+        #[arg(long, value_parser = clap::value_parser!(i32).range(crate::ops::backup::check::TASK_PRIORITY))]
         priority: i32,
     },
     /// Set how long a task waits for a quiet feed before finalizing a

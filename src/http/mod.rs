@@ -18,6 +18,8 @@
 //!   on two connections at once.
 //! - [`assets`]: the page, its script and style, and the vendored
 //!   `lightweight-charts`, all embedded in the binary.
+//! - [`guard`]: the connection cap, the idle timeout and the security
+//!   headers on every response.
 //!
 //! Every connection of the pool runs `SET ROLE barkeep_reader` and read-only
 //! transactions, so the server can read what the reader role may and write
@@ -28,6 +30,7 @@ pub mod assets;
 pub mod auth;
 pub mod bars_json;
 pub mod error;
+pub mod guard;
 pub mod metrics;
 
 use std::future::Future;
@@ -57,6 +60,10 @@ pub struct ServeSettings {
     pub token: Option<String>,
     /// Connections in the pool.
     pub pool_size: usize,
+    /// Most client connections held at once; more wait to be accepted.
+    pub max_connections: usize,
+    /// A client connection that sends and receives nothing this long is closed.
+    pub idle_timeout: std::time::Duration,
 }
 
 impl ServeSettings {
@@ -78,6 +85,8 @@ impl ServeSettings {
             addr,
             token,
             pool_size: 4,
+            max_connections: 256,
+            idle_timeout: std::time::Duration::from_secs(30),
         })
     }
 }
@@ -141,6 +150,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/health", get(api::liveness))
         .merge(protected)
+        .layer(axum::middleware::from_fn(guard::security_headers))
         .with_state(state)
 }
 
@@ -179,6 +189,7 @@ pub async fn serve(
             tracing::debug!("setting TCP_NODELAY on a connection: {e}");
         }
     });
+    let listener = guard::Guarded::new(listener, settings.max_connections, settings.idle_timeout);
     on_listen(local);
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)

@@ -47,6 +47,9 @@ pub struct Counts {
     pub duplicates: u64,
     /// Rows repeated later in the same input; the last one was used.
     pub superseded: u64,
+    /// Minutes given twice in the same input with different values (the
+    /// last was used; `--strict` refuses the input).
+    pub conflicts: u64,
     /// Bad rows, kept in `ingest_quarantine`.
     pub quarantined: u64,
     /// Of the bad rows, those an earlier load of the same file had already
@@ -61,6 +64,7 @@ impl std::ops::AddAssign for Counts {
         self.revised += o.revised;
         self.duplicates += o.duplicates;
         self.superseded += o.superseded;
+        self.conflicts += o.conflicts;
         self.quarantined += o.quarantined;
         self.already_quarantined += o.already_quarantined;
     }
@@ -71,6 +75,15 @@ impl std::ops::AddAssign for Counts {
 pub struct BadRow {
     pub line: u64,
     pub reason: String,
+}
+
+/// A minute given twice in one input with different values: the later
+/// line is the one used, the earlier the last one that differs from it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Conflict {
+    pub ts: DateTime<Utc>,
+    pub earlier_line: u64,
+    pub later_line: u64,
 }
 
 /// Which path an input took.
@@ -95,6 +108,8 @@ pub struct Loaded {
     pub revised_span: Option<(DateTime<Utc>, DateTime<Utc>)>,
     /// File-level messages of the reader (a header skipped, columns not loaded).
     pub notes: Vec<String>,
+    /// The first same-minute conflicts.
+    pub conflicts: Vec<Conflict>,
 }
 
 /// Where the rows go and how bad rows are treated.

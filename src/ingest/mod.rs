@@ -28,7 +28,7 @@ use tokio_postgres::Client;
 use crate::assets;
 use crate::model::Symbol;
 pub use format::{Format, Zone};
-pub use load::{BadRow, Counts, LoadPath};
+pub use load::{BadRow, Conflict, Counts, LoadPath};
 pub use read::Input;
 
 /// Settings of one ingest run, validated.
@@ -46,6 +46,8 @@ pub struct IngestOptions {
     pub progress: bool,
     /// Work everything out in a transaction that is rolled back.
     pub dry_run: bool,
+    /// Rows dated before this are quarantined as implausibly old.
+    pub not_before: DateTime<Utc>,
 }
 
 impl IngestOptions {
@@ -60,6 +62,7 @@ impl IngestOptions {
             source: None,
             progress: false,
             dry_run: false,
+            not_before: validate::default_floor(),
         }
     }
 }
@@ -77,6 +80,9 @@ pub struct FileSummary {
     pub bad_rows: Vec<BadRow>,
     /// File-level messages: a header line skipped, columns not loaded.
     pub notes: Vec<String>,
+    /// The first minutes given twice with different values (the later line
+    /// was used); `counts.conflicts` says how many there are.
+    pub conflicting_lines: Vec<Conflict>,
     /// Earliest and latest stamp of the good rows.
     pub first_ts: Option<DateTime<Utc>>,
     pub last_ts: Option<DateTime<Utc>>,
@@ -162,6 +168,7 @@ pub async fn ingest_files(
             zone: opts.zone,
             ambiguous: opts.ambiguous,
             now: Utc::now(),
+            not_before: opts.not_before,
         };
         let progress = opts.progress.then(|| progress_bar(input));
         let file_started = std::time::Instant::now();
@@ -188,6 +195,7 @@ pub async fn ingest_files(
             counts: loaded.counts,
             bad_rows: loaded.bad_rows,
             notes: loaded.notes,
+            conflicting_lines: loaded.conflicts,
             first_ts: loaded.span.map(|s| s.0),
             last_ts: loaded.span.map(|s| s.1),
             revised_from: loaded.revised_span.map(|s| s.0),

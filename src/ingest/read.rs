@@ -112,6 +112,8 @@ pub struct ReadPlan {
     pub ambiguous: Option<format::Pass>,
     /// Bars starting after this are in the future.
     pub now: DateTime<Utc>,
+    /// Bars starting before this are implausibly old.
+    pub not_before: DateTime<Utc>,
 }
 
 /// A batch of rows, with the format the input turned out to be in.
@@ -321,16 +323,18 @@ fn read_lines(
             if text.is_empty() {
                 continue;
             }
-            let parsed = validate::utf8(text).and_then(|s| match batcher.format {
-                Format::Mt4 => format::mt4_line(
-                    s,
-                    &plan.zone.unwrap_or_default(),
-                    previous,
-                    plan.ambiguous,
-                    plan.now,
-                ),
-                _ => format::histdata_line(s, plan.now),
-            });
+            let parsed = validate::utf8(text)
+                .and_then(|s| match batcher.format {
+                    Format::Mt4 => format::mt4_line(
+                        s,
+                        &plan.zone.unwrap_or_default(),
+                        previous,
+                        plan.ambiguous,
+                        plan.now,
+                    ),
+                    _ => format::histdata_line(s, plan.now),
+                })
+                .and_then(|bar| validate::not_before(bar, plan.not_before));
             match parsed {
                 Ok(bar) => {
                     previous = Some(bar.ts);
@@ -428,7 +432,8 @@ fn read_csv(
             .iter()
             .map(validate::utf8)
             .collect::<Result<Vec<&str>, String>>()
-            .and_then(|fields| layout.record(&fields, plan.now));
+            .and_then(|fields| layout.record(&fields, plan.now))
+            .and_then(|bar| validate::not_before(bar, plan.not_before));
         let row = match parsed {
             Ok(bar) => Row::Good { line, bar },
             Err(reason) => Row::Bad {

@@ -124,6 +124,24 @@ fn number(field: &str, name: &str, max: f64) -> Result<f64, String> {
     Ok(value)
 }
 
+/// The earliest bar ingest takes unless told otherwise (`--not-before`):
+/// 1970-01-01. A bar dated 1800 is a broken date field, not history.
+pub fn default_floor() -> DateTime<Utc> {
+    DateTime::<Utc>::UNIX_EPOCH
+}
+
+/// A bar that starts before `floor` is a bad row.
+pub fn not_before(bar: Bar, floor: DateTime<Utc>) -> Result<Bar, String> {
+    if bar.ts < floor {
+        return Err(format!(
+            "bar starts before {} ({} is implausibly old; --not-before sets the earliest date taken)",
+            floor.to_rfc3339(),
+            bar.ts.to_rfc3339()
+        ));
+    }
+    Ok(bar)
+}
+
 /// The checks that need the whole bar: candle shape, whole minute, not in
 /// the future (relative to `now`, fixed once per file).
 pub fn check(bar: &Bar, now: DateTime<Utc>) -> Result<(), String> {

@@ -1,17 +1,19 @@
 //! `barkeep backup` / `barkeep restore` as a service: the task state
 //! (`data_agg_state`) and the instrument registry (`core_asset_registry_all`)
 //! written to one JSON document, and put back in one transaction, as the
-//! checklist asks before a migration. A malformed file is refused before
-//! anything changes.
+//! checklist asks before a migration. A malformed file, or one holding a
+//! value no command would write ([`check`]), is refused before anything
+//! changes.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use tokio_postgres::Client;
 
-use crate::model::Timeframe;
+pub mod check;
+mod dup_keys;
 
 /// The `format` field every backup carries.
 pub const FORMAT: &str = "barkeep-backup";
@@ -70,16 +72,16 @@ pub async fn backup(client: &Client) -> Result<Backup> {
     })
 }
 
-fn text_field<'a>(row: &'a Map<String, Value>, key: &str, what: &str, n: usize) -> Result<&'a str> {
-    match row.get(key) {
-        Some(Value::String(s)) if !s.is_empty() => Ok(s),
-        _ => bail!("{what} row {n} has no text {key}"),
-    }
-}
-
 impl Backup {
     /// Parse and check a backup file's bytes; nothing is written.
     pub fn parse(bytes: &[u8]) -> Result<Backup> {
+        Self::parse_at(bytes, Utc::now())
+    }
+
+    /// [`Backup::parse`] with the instant leases are judged against: every
+    /// value is checked as the commands check it ([`check`]), and the first
+    /// bad one refuses the whole file.
+    pub fn parse_at(bytes: &[u8], now: DateTime<Utc>) -> Result<Backup> {
         let backup: Backup = serde_json::from_slice(bytes)
             .context("not a barkeep backup (expected the JSON that `barkeep backup` writes)")?;
         if backup.format != FORMAT {
@@ -94,26 +96,12 @@ impl Backup {
                 backup.version
             );
         }
-        let mut symbols = HashSet::new();
-        for (i, row) in backup.core_asset_registry_all.iter().enumerate() {
-            let symbol = text_field(row, "canonical_symbol", "core_asset_registry_all", i + 1)?;
-            text_field(row, "asset_class", "core_asset_registry_all", i + 1)?;
-            if !symbols.insert(symbol) {
-                bail!("core_asset_registry_all lists {symbol} twice");
-            }
-        }
-        let mut tasks = HashSet::new();
-        for (i, row) in backup.data_agg_state.iter().enumerate() {
-            let symbol = text_field(row, "canonical_symbol", "data_agg_state", i + 1)?;
-            let tf = text_field(row, "timeframe", "data_agg_state", i + 1)?;
-            Timeframe::parse_derived(tf)
-                .with_context(|| format!("data_agg_state row {}", i + 1))?;
-            text_field(row, "source_timeframe", "data_agg_state", i + 1)?;
-            text_field(row, "status", "data_agg_state", i + 1)?;
-            if !tasks.insert((symbol, tf)) {
-                bail!("data_agg_state lists the task {symbol} {tf} twice");
-            }
-        }
+        dup_keys::refuse_duplicate_keys(bytes)
+            .context("not restoring a backup with a key given twice")?;
+        let registry = check::registry(&backup.core_asset_registry_all)
+            .context("not restoring core_asset_registry_all")?;
+        check::tasks(&backup.data_agg_state, &registry, now)
+            .context("not restoring data_agg_state")?;
         Ok(backup)
     }
 }
@@ -178,6 +166,9 @@ pub async fn restore(client: &mut Client, backup: &Backup) -> Result<RestoreRepo
         .transaction()
         .await
         .context("opening a transaction")?;
+    check::calendars(&tx, &backup.core_asset_registry_all)
+        .await
+        .context("not restoring core_asset_registry_all")?;
     let registry_known = columns(&tx, "core_asset_registry_all").await?;
     let state_known = columns(&tx, "data_agg_state").await?;
 

@@ -25,6 +25,7 @@ mod plpgsql_check;
 mod privileges;
 mod quarantine;
 mod reference;
+mod restore;
 mod running;
 mod sql_functions;
 mod starts;

@@ -274,3 +274,47 @@ async fn reverting_step_10_removes_lease_recoveries_and_leaves_a_working_claim()
         "the count starts at 0"
     );
 }
+
+#[tokio::test]
+async fn db_down_refuses_to_drop_a_column_holding_values_without_force() {
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "INSERT INTO ingest_quarantine (file, file_as_given, line, raw_line, reason)
+             SELECT '/data/bars.csv', 'bars.csv', g, 'x', 'bad price' FROM generate_series(1, 50) g;
+             INSERT INTO ingest_quarantine (file, line, raw_line, reason) VALUES ('/data/old.csv', 1, 'x', 'bad');",
+        )
+        .await
+        .unwrap();
+    let column = "SELECT count(*) FROM pg_attribute WHERE attrelid = 'ingest_quarantine'::regclass
+                  AND attname = 'file_as_given' AND NOT attisdropped";
+
+    let refused = db.cli(&["db", "down", "--to", "10"]);
+    assert!(
+        !refused.status.success(),
+        "a column holding values was dropped"
+    );
+    assert!(
+        stderr(&refused).contains(
+            "drops columns that hold values: ingest_quarantine.file_as_given (50 values, step 11)"
+        ),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(stderr(&refused).contains("--force"), "{}", stderr(&refused));
+    assert_eq!(
+        db.count(column).await,
+        1,
+        "a refused revert dropped the column"
+    );
+    assert_eq!(
+        db.count("SELECT count(file_as_given) FROM ingest_quarantine")
+            .await,
+        50
+    );
+
+    let out = db.cli(&["db", "down", "--to", "10", "--force"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(db.count(column).await, 0);
+}

@@ -1,14 +1,16 @@
 //! The merge path: every row (bad ones too) copied into a temporary
 //! staging table and merged from there: new bars inserted, identical ones
 //! left alone, changed ones revised in place, a bar repeated within the
-//! input taken from its last line.
+//! input taken from its last line (and, when its values differ from an
+//! earlier line's, reported as a conflict, which `--strict` refuses).
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use tokio_postgres::Client;
 
 use super::{
-    quarantine_sql, stream, strict_rejection, Counts, LoadPath, Loaded, Names, Tally, Target,
+    quarantine_sql, stream, strict_rejection, Conflict, Counts, LoadPath, Loaded, Names, Tally,
+    Target, EXAMPLES,
 };
 use crate::ingest::copy::{Staged, STAGE_TABLE};
 use crate::ingest::read::{Chunk, Reading};
@@ -156,6 +158,31 @@ pub(super) async fn merge(
         (Some(lo), Some(hi)) => Some((lo, hi)),
         _ => None,
     };
+    // Only an input with a minute given twice can hold a conflict.
+    let (conflicts, examples) = if tally.good > distinct as u64 {
+        same_minute_conflicts(&tx).await?
+    } else {
+        (0, Vec::new())
+    };
+    if target.strict && conflicts > 0 {
+        tx.rollback().await.context("rolling back")?;
+        let mut msg = format!(
+            "{} rejected (--strict): {conflicts} minute{} given twice with different values, nothing of it was loaded",
+            names.label,
+            if conflicts == 1 { "" } else { "s" }
+        );
+        for c in &examples {
+            msg.push_str(&format!(
+                "\n  {}:{} and {}:{}: {} differs",
+                names.label,
+                c.earlier_line,
+                names.label,
+                c.later_line,
+                c.ts.to_rfc3339()
+            ));
+        }
+        anyhow::bail!(msg);
+    }
     if target.dry_run {
         tx.rollback().await.context("rolling the dry run back")?;
     } else {
@@ -171,6 +198,7 @@ pub(super) async fn merge(
             revised,
             duplicates: distinct - loaded - revised,
             superseded: tally.good - distinct,
+            conflicts,
             quarantined: tally.bad,
             already_quarantined: tally.bad - added as u64,
         },
@@ -178,5 +206,44 @@ pub(super) async fn merge(
         span: tally.span,
         revised_span,
         notes,
+        conflicts: examples,
     })
+}
+
+/// Minutes of the staged input given on more than one line where a later
+/// line's values differ from an earlier one's: how many, and the first few
+/// as (earlier, later) line pairs, the later being the line used.
+async fn same_minute_conflicts(
+    tx: &tokio_postgres::Transaction<'_>,
+) -> Result<(u64, Vec<Conflict>)> {
+    let rows = tx
+        .query(
+            "WITH used AS (
+               SELECT DISTINCT ON (ts_utc) ts_utc, line,
+                      (open, high, low, close, vol, vwap, trade_count) AS v
+               FROM ingest_stage WHERE reason IS NULL
+               ORDER BY ts_utc, line DESC
+             ), conflict AS (
+               SELECT u.ts_utc, max(s.line) AS earlier, u.line AS later
+               FROM used u
+               JOIN ingest_stage s ON s.ts_utc = u.ts_utc AND s.reason IS NULL AND s.line < u.line
+               WHERE (s.open, s.high, s.low, s.close, s.vol, s.vwap, s.trade_count) IS DISTINCT FROM u.v
+               GROUP BY u.ts_utc, u.line
+             )
+             SELECT count(*) OVER (), ts_utc, earlier, later FROM conflict
+             ORDER BY ts_utc LIMIT $1",
+            &[&(EXAMPLES as i64)],
+        )
+        .await
+        .context("looking for minutes given twice with different values")?;
+    let total = rows.first().map_or(0, |r| r.get::<_, i64>(0) as u64);
+    let examples = rows
+        .iter()
+        .map(|r| Conflict {
+            ts: r.get(1),
+            earlier_line: r.get::<_, i64>(2) as u64,
+            later_line: r.get::<_, i64>(3) as u64,
+        })
+        .collect();
+    Ok((total, examples))
 }

@@ -92,6 +92,8 @@ pub(super) async fn new_range(
         span: tally.span,
         revised_span: None,
         notes,
+        // A minute given twice breaks the unique key: such an input merges.
+        conflicts: Vec::new(),
     }))
 }
 

@@ -6,6 +6,7 @@
 mod auth;
 mod bars_api;
 mod dashboard;
+mod guard;
 mod metrics;
 mod open_bucket;
 mod reports;

@@ -1,6 +1,7 @@
 //! Validation: each kind of bad row is quarantined, or with `--strict`
 //! rejects the whole file, naming file, line and reason; an overlong line
-//! is one bad row read past without being held.
+//! is one bad row read past without being held; a bar before the date floor
+//! is bad.
 
 use crate::common::{sample_path, stderr};
 use crate::fixtures::{audusd_db, json, write};
@@ -385,4 +386,50 @@ async fn an_overlong_line_in_headed_csv_is_one_bad_row_between_good_ones() {
         .map(|r| r.get(0))
         .collect();
     assert_eq!(lines, vec![3, 5], "bad rows in file order");
+}
+
+#[tokio::test]
+async fn a_bar_dated_1800_is_quarantined_and_the_floor_can_be_moved() {
+    let db = audusd_db().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "old.csv",
+        format!("{GOOD_FIRST}\n18000601 000100;0.65141;0.65160;0.65124;0.65155;0\n{GOOD_LAST}\n")
+            .as_bytes(),
+    );
+    let name = file.to_str().unwrap();
+    let out = ingest(&db, &[name, "--max-quarantined", "50"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("old.csv:2: bar starts before 1970-01-01T00:00:00+00:00 (1800-06-01T05:01:00+00:00 is implausibly old"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(bars(&db).await, 2);
+    assert_eq!(quarantined(&db).await, 1);
+
+    // A later floor quarantines what is before it.
+    let file = write(
+        dir.path(),
+        "floor.csv",
+        b"20230601 000500;0.65141;0.65160;0.65124;0.65155;0\n20230602 000000;0.65141;0.65160;0.65124;0.65155;0\n",
+    );
+    let out = ingest(
+        &db,
+        &[
+            file.to_str().unwrap(),
+            "--not-before",
+            "2023-06-02",
+            "--max-quarantined",
+            "50",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("floor.csv:1: bar starts before 2023-06-02T00:00:00+00:00"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(bars(&db).await, 3);
 }

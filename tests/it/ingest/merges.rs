@@ -1,8 +1,9 @@
 //! Duplicates and revisions: a second load is all duplicates, a changed row
 //! is a revision updated in place, one merge inserts, revises and skips,
-//! a row repeated within a file takes its last line.
+//! a row repeated within a file takes its last line, and one with other
+//! values is a conflict reported (refused under `--strict`).
 
-use crate::common::{sample_path, stderr};
+use crate::common::{sample_path, stderr, stdout};
 use crate::fixtures::{audusd_db, json, write};
 
 use super::{bar_at, bars, ingest, GOOD_FIRST, GOOD_LAST};
@@ -147,4 +148,59 @@ async fn an_overlap_found_only_after_the_first_batch_still_merges() {
     assert_eq!(s["total"]["duplicates"], 1);
     assert_eq!(s["files"][0]["path"], "merge");
     assert_eq!(bars(&db).await, 16_875);
+}
+
+#[tokio::test]
+async fn a_minute_given_twice_with_other_values_is_reported_and_refused_under_strict() {
+    let db = audusd_db().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Line 2 gives 00:00 again with another high and close; line 4 repeats
+    // line 3 exactly, which is no conflict.
+    let file = write(
+        dir.path(),
+        "conflict.csv",
+        format!(
+            "{GOOD_FIRST}\n20230601 000000;0.65141;0.65160;0.65124;0.65155;0\n{GOOD_LAST}\n{GOOD_LAST}\n"
+        )
+        .as_bytes(),
+    );
+    let name = file.to_str().unwrap();
+
+    let strict = ingest(&db, &[name, "--strict"]);
+    assert!(
+        !strict.status.success(),
+        "--strict took a same-minute conflict"
+    );
+    let err = stderr(&strict);
+    assert!(
+        err.contains("1 minute given twice with different values")
+            && err.contains("conflict.csv:1 and ")
+            && err.contains("conflict.csv:2: 2023-06-01T05:00:00+00:00 differs"),
+        "{err}"
+    );
+    assert_eq!(bars(&db).await, 0, "a refused file loaded bars");
+
+    let out = ingest(&db, &[name, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = json(&out);
+    assert_eq!(s["total"]["conflicts"], 1);
+    assert_eq!(s["total"]["superseded"], 2);
+    let pair = &s["files"][0]["conflicting_lines"][0];
+    assert_eq!(
+        (&pair["earlier_line"], &pair["later_line"]),
+        (&1.into(), &2.into())
+    );
+    assert!(
+        stderr(&out).contains(
+            "minute 2023-06-01T05:00:00+00:00 given twice with different values; line 2 used"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    let text = ingest(&db, &[name]);
+    assert!(
+        stdout(&text).contains("same-minute conflicts 1"),
+        "{}",
+        stdout(&text)
+    );
 }

@@ -89,6 +89,21 @@ fn fx_step(tf: Timeframe) -> Duration {
         _ => Duration::days(7),
     }
 }
+/// Whether a task of `tf` starting at `task_start` agrees with its symbol's
+/// one start (the latest of its tasks' starts, the 5m task's): it is that
+/// start as given (a pinned or default start), or the start of the `tf`
+/// bucket holding it (a start taken from the data: a 1w task starts on the
+/// Monday, or the FX-clock Sunday, before the 5m task). `verify`'s
+/// criterion 5 and `restore` both read "one start" this way, as
+/// `sync_agg_state_from_registry` sets the starts.
+pub fn agrees_with_symbol_start(
+    calendar: Calendar,
+    tf: Timeframe,
+    task_start: DateTime<Utc>,
+    symbol_start: DateTime<Utc>,
+) -> bool {
+    task_start == symbol_start || task_start == bucket_start(calendar, tf, symbol_start)
+}
 
 /// Start (label) of the bucket of `tf` that contains `ts`.
 pub fn bucket_start(cal: Calendar, tf: Timeframe, ts: DateTime<Utc>) -> DateTime<Utc> {

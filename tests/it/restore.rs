@@ -245,6 +245,47 @@ async fn restore_still_accepts_its_own_backup_with_a_running_task_and_a_long_err
     );
 }
 
+/// Starts taken from the data differ by timeframe (1d and 1w start at their
+/// bucket holding the symbol's start): restore accepts them, and refuses a
+/// start that is neither the symbol's start nor its bucket's.
+#[tokio::test]
+async fn restore_reads_one_start_per_symbol_as_sync_sets_the_starts() {
+    let starts = [
+        ("5m", "2023-06-01T06:00:00Z"),
+        ("15m", "2023-06-01T06:00:00Z"),
+        ("1h", "2023-06-01T06:00:00Z"),
+        ("4h", "2023-06-01T06:00:00Z"),
+        // The fx day and week holding Thursday 06:00Z.
+        ("1d", "2023-05-31T21:00:00Z"),
+        ("1w", "2023-05-28T21:00:00Z"),
+    ];
+    let db = registered_db().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut doc = backup_of(&db, dir.path());
+    for (tf, start) in starts {
+        let t = task(&mut doc, tf);
+        t["agg_start_utc"] = json!(start);
+        t["last_agg_bar_ts_utc"] = Value::Null;
+    }
+    let file = dir.path().join("starts.json");
+    std::fs::write(&file, serde_json::to_vec(&doc).unwrap()).unwrap();
+    ok(&db.cli(&["restore", file.to_str().unwrap(), "--force"]));
+    assert_eq!(
+        db.count("SELECT count(DISTINCT agg_start_utc) FROM data_agg_state")
+            .await,
+        3
+    );
+
+    task(&mut doc, "1d")["agg_start_utc"] = json!("2023-05-30T21:00:00Z");
+    refused(
+        &db,
+        dir.path(),
+        &serde_json::to_vec(&doc).unwrap(),
+        "is neither AUDUSD's start 2023-06-01 06:00:00 UTC nor the start of its 1d bucket",
+    )
+    .await;
+}
+
 /// Values a mutation puts in a field: each type a column holds, the edges
 /// of each range, the statuses, classes and timeframes, instants far off.
 fn pool() -> Vec<Value> {

@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Map, Value};
 
-use crate::model::calendar::bucket_start;
+use crate::model::calendar::{agrees_with_symbol_start, bucket_start};
 use crate::model::{AssetClass, Symbol, Timeframe};
 
 /// Claim priorities `barkeep task priority` accepts (lower runs first).
@@ -190,7 +190,9 @@ pub fn tasks(
     now: DateTime<Utc>,
 ) -> Result<()> {
     let mut seen = HashSet::new();
-    let mut starts: HashMap<Symbol, DateTime<Utc>> = HashMap::new();
+    // (path, symbol, calendar, timeframe, start) of every task with a start:
+    // judged once the symbol's one start (the latest) is known.
+    let mut task_starts = Vec::new();
     for row in rows("data_agg_state", tasks) {
         let sym = symbol(&row)?;
         if !registry.contains_key(&sym) {
@@ -243,15 +245,7 @@ pub fn tasks(
                     floor()
                 );
             }
-            match starts.get(&sym) {
-                Some(first) if *first != start => bail!(
-                    "{}: {start} differs from {first}, the start of {sym}'s other tasks (a symbol's tasks share one start)",
-                    row.at("agg_start_utc")
-                ),
-                _ => {
-                    starts.insert(sym.clone(), start);
-                }
-            }
+            task_starts.push((row.at("agg_start_utc"), sym.clone(), calendar, tf, start));
         }
         if let Some(cursor) = row.instant("last_agg_bar_ts_utc")? {
             cursor_fits(&row, calendar, tf, cursor, start, now)?;
@@ -269,6 +263,19 @@ pub fn tasks(
         lease(&row, now)?;
         if !seen.insert((sym.clone(), tf)) {
             bail!("{}: the task {sym} {tf} is listed twice", row.path);
+        }
+    }
+    let mut symbol_starts: HashMap<&Symbol, DateTime<Utc>> = HashMap::new();
+    for (_, sym, _, _, start) in &task_starts {
+        let latest = symbol_starts.entry(sym).or_insert(*start);
+        *latest = (*latest).max(*start);
+    }
+    for (at, sym, calendar, tf, start) in &task_starts {
+        let first = symbol_starts[sym];
+        if !agrees_with_symbol_start(*calendar, *tf, *start, first) {
+            bail!(
+                "{at}: {start} is neither {sym}'s start {first} nor the start of its {tf} bucket (a symbol's tasks share one start)"
+            );
         }
     }
     Ok(())

@@ -17,7 +17,7 @@ use tokio_postgres::Client;
 
 use super::{CHECKLIST_FUNCTIONS, OTHER_DEFINER_FUNCTIONS};
 use crate::migrate::{self, StepStatus};
-use crate::model::calendar::bucket_start;
+use crate::model::calendar::agrees_with_symbol_start;
 use crate::model::{Calendar, Timeframe};
 use crate::ops::quality::{self, QualityReport, QualitySettings, Since};
 use crate::ops::status::{self, StatusSettings, TaskStatus};
@@ -402,9 +402,9 @@ async fn starts(client: &Client) -> Result<Vec<SymbolStarts>> {
                 .iter()
                 .zip(task_starts)
                 .filter(|(_, start)| start.is_some())
-                .map(|(tf, start)| match (Timeframe::parse(tf), first) {
-                    (Ok(tf), Some(symbol_start))
-                        if start == Some(bucket_start(cal, tf, symbol_start)) =>
+                .map(|(tf, start)| match (Timeframe::parse(tf), start, first) {
+                    (Ok(tf), Some(task_start), Some(symbol_start))
+                        if agrees_with_symbol_start(cal, tf, task_start, symbol_start) =>
                     {
                         first
                     }

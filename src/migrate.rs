@@ -71,6 +71,20 @@ impl Migration {
     }
 }
 
+/// The applied steps above `to`: what reverting to `to` undoes.
+async fn reverted_steps(client: &Client, to: i64) -> Result<Vec<&'static Migration>> {
+    let applied: Vec<i64> = status(client)
+        .await?
+        .iter()
+        .filter(|s| s.applied && s.version > to)
+        .map(|s| s.version)
+        .collect();
+    Ok(MIGRATIONS
+        .iter()
+        .filter(|m| applied.contains(&m.version))
+        .collect())
+}
+
 /// A table a revert would drop with the rows it holds.
 #[derive(Debug, serde::Serialize)]
 pub struct RowsAtRisk {
@@ -82,14 +96,8 @@ pub struct RowsAtRisk {
 /// The tables holding rows that reverting every applied step above `to`
 /// would drop, so `db down` can refuse without `--force` and say how many.
 pub async fn rows_dropped_by_down(client: &Client, to: i64) -> Result<Vec<RowsAtRisk>> {
-    let applied: Vec<i64> = status(client)
-        .await?
-        .iter()
-        .filter(|s| s.applied && s.version > to)
-        .map(|s| s.version)
-        .collect();
     let mut at_risk = Vec::new();
-    for m in MIGRATIONS.iter().filter(|m| applied.contains(&m.version)) {
+    for m in reverted_steps(client, to).await? {
         for table in m.dropped_tables() {
             if !has_table(client, &table).await? {
                 continue;

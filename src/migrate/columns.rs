@@ -8,7 +8,7 @@
 use anyhow::{Context, Result};
 use tokio_postgres::Client;
 
-use super::{has_column, has_table, status, MIGRATIONS};
+use super::{has_column, has_table};
 use crate::db::quote_ident;
 
 /// `(table, column)` for each `DROP COLUMN` of a down script's
@@ -61,16 +61,7 @@ pub struct ValuesAtRisk {
 /// would drop (columns of a table the revert drops whole are the table
 /// guard's).
 pub async fn values_dropped_by_down(client: &Client, to: i64) -> Result<Vec<ValuesAtRisk>> {
-    let applied: Vec<i64> = status(client)
-        .await?
-        .iter()
-        .filter(|s| s.applied && s.version > to)
-        .map(|s| s.version)
-        .collect();
-    let steps: Vec<_> = MIGRATIONS
-        .iter()
-        .filter(|m| applied.contains(&m.version))
-        .collect();
+    let steps = super::reverted_steps(client, to).await?;
     let dropped_tables: Vec<String> = steps.iter().flat_map(|m| m.dropped_tables()).collect();
     let mut at_risk = Vec::new();
     for m in steps {
